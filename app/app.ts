@@ -1,0 +1,65 @@
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { cors } from 'hono/cors';
+import { requestId } from 'hono/request-id';
+import { ApiError, renderError, toApiError } from './errors.js';
+import { accessLog } from './middleware/access-log.js';
+import { session } from './middleware/session.js';
+import { conversations } from './routes/conversations/index.js';
+import { health } from './routes/health.js';
+import type { AppDeps, AppEnv } from './types.js';
+
+/** Builds the HTTP app around its dependencies; no I/O happens here. */
+export function createApp(deps: AppDeps) {
+  const { config } = deps;
+  const app = new Hono<AppEnv>();
+
+  app.use(requestId());
+  app.use(async (c, next) => {
+    c.set('deps', deps);
+    c.set('log', deps.logger.child({ request_id: c.var.requestId }));
+    await next();
+  });
+  app.use(accessLog());
+  app.use(
+    cors({
+      origin: config.allowedOrigins,
+      credentials: true,
+      allowHeaders: ['content-type', 'authorization', 'x-session-id', 'x-conversation-id', 'x-request-id'],
+      exposeHeaders: ['x-session-id', 'x-conversation-id', 'x-request-id', 'retry-after'],
+      maxAge: 600,
+    }),
+  );
+  app.use(
+    bodyLimit({
+      maxSize: config.bodyLimitBytes,
+      onError: () => {
+        throw new ApiError(
+          413,
+          'invalid_request_error',
+          `The request body is larger than this server accepts (${config.bodyLimitBytes} bytes, BODY_LIMIT_BYTES).`,
+          'request_too_large',
+        );
+      },
+    }),
+  );
+
+  app.route('/healthz', health);
+  app.use('/v1/*', session());
+  app.route('/v1/conversations', conversations);
+
+  app.notFound((c) =>
+    renderError(
+      new ApiError(404, 'invalid_request_error', `Unknown route: ${c.req.method} ${c.req.path}.`, 'unknown_route'),
+      c,
+    ),
+  );
+  app.onError((err, c) => {
+    const apiError = toApiError(err);
+    if (apiError.status >= 500) c.var.log?.error({ err }, 'request failed');
+    return renderError(apiError, c);
+  });
+  return app;
+}
+
+export type App = ReturnType<typeof createApp>;

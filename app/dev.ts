@@ -1,0 +1,35 @@
+import { startMockUpstream } from '../mock/upstream.js';
+import { ConfigError, loadConfig } from './env.js';
+import { startServer } from './server.js';
+
+// `npm run dev`: persistence on (SQLite by default) and, when no real upstream is configured,
+// the bundled mock upstream, so the whole flow works on a fresh machine with no keys.
+const env: Record<string, string | undefined> = { PERSIST_TRANSCRIPTS: 'true', ...process.env };
+let mock: Awaited<ReturnType<typeof startMockUpstream>> | undefined;
+if (!env.OPENAI_BASE_URL) {
+  mock = await startMockUpstream({ port: Number(env.MOCK_PORT ?? 0), record: false });
+  env.OPENAI_BASE_URL = mock.url;
+  env.OPENAI_API_KEY ??= 'mock-key';
+  env.DEFAULT_MODEL ??= 'mock-model';
+  console.log(`No OPENAI_BASE_URL set: using the bundled MOCK upstream at ${mock.url} (answers are generated text, not a model).`);
+}
+
+let config;
+try {
+  config = loadConfig(env);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(err.message);
+  process.exit(1);
+}
+
+const server = await startServer(config);
+console.log(`Chat proxy ready at ${server.url} (persistence: ${config.persist ? config.db.dialect : 'off'})`);
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(signal, () => {
+    void server
+      .close()
+      .then(() => mock?.close())
+      .then(() => process.exit(0));
+  });
+}

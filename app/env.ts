@@ -1,0 +1,132 @@
+import { z } from 'zod';
+import { parseDbUrl, type DbTarget } from '../db/url.js';
+
+// Environment variables arrive as strings; these helpers turn them into typed values and say,
+// in the error, exactly what is accepted.
+const bool = (fallback: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'], {
+      error: 'must be one of true, false, 1, 0, yes, no, on, off',
+    })
+    .default(fallback ? 'true' : 'false')
+    .transform((v) => v === 'true' || v === '1' || v === 'yes' || v === 'on');
+
+const int = (fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .default(String(fallback))
+    .transform((v, ctx) => {
+      const n = Number(v);
+      if (!/^\s*-?\d+\s*$/.test(v) || !Number.isSafeInteger(n) || n < min || n > max) {
+        ctx.addIssue({ code: 'custom', message: `must be a whole number from ${min} to ${max}` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const httpUrl = z
+  .string()
+  .trim()
+  .refine((v) => /^https?:\/\/[^\s]+$/.test(v) && URL.canParse(v), {
+    message: 'must be an http:// or https:// URL, e.g. https://api.openai.com/v1',
+  })
+  .transform((v) => v.replace(/\/+$/, ''));
+
+const envSchema = z.object({
+  OPENAI_BASE_URL: httpUrl.optional(),
+  OPENAI_API_KEY: z.string().optional(),
+  DEFAULT_MODEL: z.string().trim().min(1, 'must not be empty').default('gpt-4.1-mini'),
+  PORT: int(3001, 0, 65535),
+  HOST: z.string().trim().min(1).default('0.0.0.0'),
+  ALLOWED_ORIGIN: z
+    .string()
+    .default('http://localhost:3000')
+    .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean)),
+  RATE_LIMIT_WINDOW_SEC: int(60, 1, 86_400),
+  RATE_LIMIT_MAX: int(50, 0),
+  PERSIST_TRANSCRIPTS: bool(false),
+  DB_URL: z
+    .string()
+    .default('file:./data/dev.db')
+    .transform((v, ctx) => {
+      try {
+        return parseDbUrl(v);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
+  RETENTION_DAYS: int(30, 0),
+  MAX_CONVERSATIONS_PER_SESSION: int(100, 1),
+  MAX_MESSAGES_PER_CONVERSATION: int(1000, 1),
+  HISTORY_BATCH_FLUSH_MS: int(250, 1, 60_000),
+  HISTORY_BATCH_FLUSH_CHARS: int(512, 1),
+  REDACT_SYSTEM_PROMPTS: bool(false),
+  UPSTREAM_TIMEOUT_MS: int(120_000, 1),
+  BODY_LIMIT_BYTES: int(1_048_576, 1),
+  IP_HASH_SALT: z.string().min(16, 'must be at least 16 characters').optional(),
+  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+});
+
+export interface Config {
+  upstream: { baseUrl: string | undefined; apiKey: string | undefined; defaultModel: string; timeoutMs: number };
+  port: number;
+  host: string;
+  allowedOrigins: string[];
+  rateLimit: { windowSec: number; max: number };
+  persist: boolean;
+  db: DbTarget;
+  retentionDays: number;
+  limits: { conversationsPerSession: number; messagesPerConversation: number };
+  flush: { ms: number; chars: number };
+  redactSystemPrompts: boolean;
+  bodyLimitBytes: number;
+  ipHashSalt: string | undefined;
+  logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Parses the environment once at start; any bad value stops start-up naming the variable. */
+export function loadConfig(source: Record<string, string | undefined> = process.env): Config {
+  // An empty variable (FOO= in a .env file) means "not set", so the default applies.
+  const cleaned = Object.fromEntries(Object.entries(source).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = envSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => {
+      const name = String(i.path[0] ?? 'environment');
+      // Echo the bad value to help, except where it may be a secret.
+      const value = cleaned[name]?.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
+      const shown = value !== undefined && !/KEY|SECRET|SALT/.test(name) ? ` (got ${JSON.stringify(value)})` : '';
+      return `  ${name}${shown}: ${i.message}`;
+    });
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  return {
+    upstream: {
+      baseUrl: e.OPENAI_BASE_URL,
+      apiKey: e.OPENAI_API_KEY,
+      defaultModel: e.DEFAULT_MODEL,
+      timeoutMs: e.UPSTREAM_TIMEOUT_MS,
+    },
+    port: e.PORT,
+    host: e.HOST,
+    allowedOrigins: e.ALLOWED_ORIGIN,
+    rateLimit: { windowSec: e.RATE_LIMIT_WINDOW_SEC, max: e.RATE_LIMIT_MAX },
+    persist: e.PERSIST_TRANSCRIPTS,
+    db: e.DB_URL,
+    retentionDays: e.RETENTION_DAYS,
+    limits: {
+      conversationsPerSession: e.MAX_CONVERSATIONS_PER_SESSION,
+      messagesPerConversation: e.MAX_MESSAGES_PER_CONVERSATION,
+    },
+    flush: { ms: e.HISTORY_BATCH_FLUSH_MS, chars: e.HISTORY_BATCH_FLUSH_CHARS },
+    redactSystemPrompts: e.REDACT_SYSTEM_PROMPTS,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    ipHashSalt: e.IP_HASH_SALT,
+    logLevel: e.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,19 @@
+import { ConfigError, loadConfig } from './env.js';
+import { startServer } from './server.js';
+
+// `npm start`: everything comes from the environment; a bad value stops start-up here.
+let config;
+try {
+  config = loadConfig();
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(err.message);
+  process.exit(1);
+}
+
+const server = await startServer(config);
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(signal, () => {
+    void server.close().then(() => process.exit(0));
+  });
+}

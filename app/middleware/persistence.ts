@@ -1,0 +1,20 @@
+import { createMiddleware } from 'hono/factory';
+import type { Store } from '../../db/store.js';
+import { ApiError } from '../errors.js';
+import type { AppEnv } from '../types.js';
+
+/** History endpoints answer 501 when the server runs as a pure proxy. */
+export const requirePersistence = () =>
+  createMiddleware<AppEnv & { Variables: { store: Store } }>(async (c, next) => {
+    const store = c.var.deps.store;
+    if (!store) {
+      throw new ApiError(
+        501,
+        'not_implemented_error',
+        'Conversation history is disabled on this server. Set PERSIST_TRANSCRIPTS=true (and DB_URL) to enable it.',
+        'persistence_disabled',
+      );
+    }
+    c.set('store', store);
+    await next();
+  });

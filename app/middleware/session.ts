@@ -1,0 +1,40 @@
+import { getCookie, setCookie } from 'hono/cookie';
+import { createMiddleware } from 'hono/factory';
+import { ApiError } from '../errors.js';
+import type { AppEnv } from '../types.js';
+
+export const SESSION_HEADER = 'x-session-id';
+export const SESSION_COOKIE = 'cf_session_id';
+const SESSION_ID = /^[A-Za-z0-9_-]{8,128}$/;
+
+/**
+ * Anonymous identity: the x-session-id header wins over the cf_session_id cookie; with neither,
+ * a new id is minted and handed back in both.
+ */
+export const session = () =>
+  createMiddleware<AppEnv>(async (c, next) => {
+    const header = c.req.header(SESSION_HEADER);
+    const source = header !== undefined ? SESSION_HEADER : SESSION_COOKIE;
+    let id = header ?? getCookie(c, SESSION_COOKIE);
+    if (id === undefined) {
+      id = crypto.randomUUID();
+      setCookie(c, SESSION_COOKIE, id, {
+        path: '/',
+        httpOnly: true,
+        sameSite: 'Lax',
+        secure: new URL(c.req.url).protocol === 'https:',
+        maxAge: 60 * 60 * 24 * 365,
+      });
+    } else if (!SESSION_ID.test(id)) {
+      throw new ApiError(
+        400,
+        'invalid_request_error',
+        `The session id in ${source} is malformed: it must be 8 to 128 characters of A-Z, a-z, 0-9, '_' or '-'. Omit it to get a new one.`,
+        'invalid_session_id',
+        source,
+      );
+    }
+    c.header(SESSION_HEADER, id);
+    c.set('principal', { sessionId: id, userId: null });
+    await next();
+  });

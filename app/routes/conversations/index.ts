@@ -1,0 +1,77 @@
+import { Hono } from 'hono';
+import type { Store } from '../../../db/store.js';
+import { notFound } from '../../errors.js';
+import { toNewMessage } from '../../messages.js';
+import { requirePersistence } from '../../middleware/persistence.js';
+import { conversationJson, messageJson } from '../../serialize.js';
+import type { AppEnv } from '../../types.js';
+import { validate } from '../../validate.js';
+import {
+  createConversationSchema,
+  createMessageSchema,
+  encodeCursor,
+  getQuerySchema,
+  listQuerySchema,
+  patchConversationSchema,
+} from './schemas.js';
+
+type Env = AppEnv & { Variables: { store: Store } };
+
+export const conversations = new Hono<Env>()
+  .use(requirePersistence())
+
+  .post('/', validate('json', createConversationSchema), async (c) => {
+    const { config } = c.var.deps;
+    const created = await c.var.store.createConversation(c.var.principal, c.req.valid('json'), {
+      maxPerSession: config.limits.conversationsPerSession,
+      session: { userAgent: c.req.header('user-agent') ?? null },
+    });
+    return c.json(conversationJson(created), 201);
+  })
+
+  .get('/', validate('query', listQuerySchema), async (c) => {
+    const { cursor, limit, include_deleted } = c.req.valid('query');
+    const page = await c.var.store.listConversations(c.var.principal, { limit, after: cursor, includeDeleted: include_deleted });
+    const last = page.items.at(-1);
+    return c.json({
+      object: 'list',
+      items: page.items.map(conversationJson),
+      next_cursor: page.hasMore && last ? encodeCursor(last) : null,
+    });
+  })
+
+  .get('/:id', validate('query', getQuerySchema), async (c) => {
+    const id = c.req.param('id');
+    const conversation = await c.var.store.getConversation(c.var.principal, id);
+    if (!conversation) throw notFound('conversation', id);
+    const { after_seq, limit } = c.req.valid('query');
+    const messages = await c.var.store.listMessages(id, { afterSeq: after_seq, limit });
+    const last = messages.at(-1);
+    return c.json({
+      ...conversationJson(conversation),
+      messages: messages.map(messageJson),
+      // Seqs are dense, so the page is the last one exactly when it reaches the counter.
+      next_after_seq: last && last.seq < conversation.lastSeq ? last.seq : null,
+    });
+  })
+
+  .patch('/:id', validate('json', patchConversationSchema), async (c) => {
+    const id = c.req.param('id');
+    const updated = await c.var.store.updateConversation(c.var.principal, id, c.req.valid('json'));
+    if (!updated) throw notFound('conversation', id);
+    return c.json(conversationJson(updated));
+  })
+
+  .delete('/:id', async (c) => {
+    const id = c.req.param('id');
+    if (!(await c.var.store.deleteConversation(c.var.principal, id))) throw notFound('conversation', id);
+    return c.body(null, 204);
+  })
+
+  .post('/:id/messages', validate('json', createMessageSchema), async (c) => {
+    const { role, content } = c.req.valid('json');
+    const [message] = await c.var.store.appendMessages(c.var.principal, c.req.param('id'), [toNewMessage(role, content)], {
+      maxMessages: c.var.deps.config.limits.messagesPerConversation,
+    });
+    return c.json(messageJson(message!), 201);
+  });

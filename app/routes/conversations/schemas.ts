@@ -1,0 +1,66 @@
+import { z } from 'zod';
+import type { Json, JsonObject, ListPosition } from '../../../db/store.js';
+
+const json: z.ZodType<Json> = z.lazy(() =>
+  z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(json), z.record(z.string(), json)]),
+);
+export const metadataSchema: z.ZodType<JsonObject> = z.record(z.string(), json);
+
+const title = z.string().max(500, 'must be at most 500 characters').nullable();
+
+export const createConversationSchema = z.strictObject({
+  title: title.optional(),
+  model: z.string().min(1).max(200).nullable().optional(),
+  metadata: metadataSchema.optional(),
+});
+
+export const patchConversationSchema = z.strictObject({
+  title: title.optional(),
+  metadata: metadataSchema.optional(),
+});
+
+const flag = z.enum(['1', '0', 'true', 'false']).transform((v) => v === '1' || v === 'true');
+const intParam = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+
+/** The list cursor is opaque to clients: base64url of [created_at ms, id] of the last item. */
+export function encodeCursor(position: ListPosition): string {
+  return Buffer.from(JSON.stringify([position.createdAt.getTime(), position.id])).toString('base64url');
+}
+
+const cursorSchema = z.string().transform((raw, ctx): ListPosition => {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'));
+    if (Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) && typeof value[1] === 'string') {
+      return { createdAt: new Date(value[0]), id: value[1] };
+    }
+  } catch {
+    // fall through to the issue below
+  }
+  ctx.addIssue({ code: 'custom', message: 'is not a cursor this server issued; pass next_cursor from a previous page' });
+  return z.NEVER;
+});
+
+export const listQuerySchema = z.object({
+  cursor: cursorSchema.optional(),
+  limit: intParam(1, 100).default(20),
+  include_deleted: flag.default(false),
+});
+
+export const getQuerySchema = z.object({
+  after_seq: intParam(0, Number.MAX_SAFE_INTEGER).default(0),
+  limit: intParam(1, 200).default(100),
+});
+
+const textPart = z.object({ type: z.literal('text'), text: z.string() }).loose();
+const otherPart = z.object({ type: z.string().min(1) }).loose();
+export const contentSchema = z.union([z.string(), z.array(z.union([textPart, otherPart])).min(1)]);
+
+export const createMessageSchema = z.strictObject({
+  role: z.enum(['user', 'system'], { error: "must be 'user' or 'system'" }),
+  content: contentSchema,
+});

@@ -1,0 +1,37 @@
+import type { Conversation, Message } from '../db/store.js';
+
+/** The API's view of stored rows: snake_case, ISO-8601 UTC timestamps, same in both dialects. */
+export function conversationJson(c: Conversation) {
+  return {
+    id: c.id,
+    object: 'conversation' as const,
+    title: c.title,
+    model: c.model,
+    metadata: c.metadata,
+    message_count: c.lastSeq,
+    created_at: c.createdAt.toISOString(),
+    updated_at: c.updatedAt.toISOString(),
+    deleted_at: c.deletedAt?.toISOString() ?? null,
+  };
+}
+
+export function messageJson(m: Message) {
+  return {
+    id: m.id,
+    object: 'conversation.message' as const,
+    conversation_id: m.conversationId,
+    seq: m.seq,
+    role: m.role,
+    status: m.status,
+    content: m.content,
+    content_json: m.contentJson,
+    parent_message_id: m.parentMessageId,
+    tokens_in: m.tokensIn,
+    tokens_out: m.tokensOut,
+    finish_reason: m.finishReason,
+    tool_calls: m.toolCalls,
+    function_call: m.functionCall,
+    created_at: m.createdAt.toISOString(),
+    updated_at: m.updatedAt.toISOString(),
+  };
+}

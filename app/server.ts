@@ -1,0 +1,54 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { serve } from '@hono/node-server';
+import { createStore, describeDbTarget } from '../db/index.js';
+import type { Store } from '../db/store.js';
+import { createApp } from './app.js';
+import type { Config } from './env.js';
+import { createLogger, type Logger } from './logger.js';
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  store: Store | null;
+  close(): Promise<void>;
+}
+
+/** Opens the store, migrates it, then listens. Used by `npm start`, `npm run dev` and tests. */
+export async function startServer(config: Config, options: { logger?: Logger; store?: Store | null } = {}): Promise<RunningServer> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  let store: Store | null = null;
+  if (config.persist) {
+    store = options.store ?? createStore(config.db);
+    try {
+      await store.migrate();
+    } catch (err) {
+      await store.close().catch(() => {});
+      throw err;
+    }
+  }
+  const app = createApp({ config, store, logger });
+  const server = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  logger.info(
+    { port, persistence: config.persist ? describeDbTarget(config.db) : 'off', upstream: config.upstream.baseUrl ?? null },
+    'listening',
+  );
+  let closing: Promise<void> | undefined;
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    store,
+    close: () =>
+      (closing ??= (async () => {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeIdleConnections();
+        });
+        await store?.close();
+      })()),
+  };
+}

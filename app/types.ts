@@ -1,0 +1,20 @@
+import type { Store } from '../db/store.js';
+import type { Principal } from '../db/store.js';
+import type { Config } from './env.js';
+import type { Logger } from './logger.js';
+
+export interface AppDeps {
+  config: Config;
+  /** Null when PERSIST_TRANSCRIPTS is off: the server is then a pure proxy. */
+  store: Store | null;
+  logger: Logger;
+}
+
+export interface AppEnv {
+  Variables: {
+    deps: AppDeps;
+    requestId: string;
+    principal: Principal;
+    log: Logger;
+  };
+}

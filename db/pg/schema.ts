@@ -1,0 +1,58 @@
+import { sql } from 'drizzle-orm';
+import { index, integer, jsonb, pgTable, text, timestamp as pgTimestamp, uniqueIndex } from 'drizzle-orm/pg-core';
+import type { Json, JsonObject, MessageRole, MessageStatus } from '../store.js';
+
+const timestamp = (name: string) => pgTimestamp(name, { withTimezone: true, precision: 3, mode: 'date' });
+
+export const sessions = pgTable('sessions', {
+  id: text('id').primaryKey(),
+  userId: text('user_id'),
+  createdAt: timestamp('created_at').notNull(),
+  lastSeenAt: timestamp('last_seen_at').notNull(),
+  userAgent: text('user_agent'),
+  ipHash: text('ip_hash'),
+});
+
+export const conversations = pgTable(
+  'conversations',
+  {
+    id: text('id').primaryKey(),
+    sessionId: text('session_id').notNull(),
+    userId: text('user_id'),
+    title: text('title'),
+    model: text('model'),
+    metadata: jsonb('metadata').$type<JsonObject>().notNull().default(sql`'{}'::jsonb`),
+    lastSeq: integer('last_seq').notNull().default(0),
+    createdAt: timestamp('created_at').notNull(),
+    updatedAt: timestamp('updated_at').notNull(),
+    deletedAt: timestamp('deleted_at'),
+  },
+  (t) => [
+    index('conversations_session_created_idx').on(t.sessionId, t.createdAt, t.id),
+    index('conversations_user_created_idx').on(t.userId, t.createdAt, t.id),
+  ],
+);
+
+export const messages = pgTable(
+  'messages',
+  {
+    id: text('id').primaryKey(),
+    conversationId: text('conversation_id')
+      .notNull()
+      .references(() => conversations.id, { onDelete: 'cascade' }),
+    role: text('role').$type<MessageRole>().notNull(),
+    status: text('status').$type<MessageStatus>().notNull(),
+    content: text('content').notNull().default(''),
+    contentJson: jsonb('content_json').$type<Json>(),
+    seq: integer('seq').notNull(),
+    parentMessageId: text('parent_message_id'),
+    tokensIn: integer('tokens_in'),
+    tokensOut: integer('tokens_out'),
+    finishReason: text('finish_reason'),
+    toolCalls: jsonb('tool_calls').$type<Json>(),
+    functionCall: jsonb('function_call').$type<Json>(),
+    createdAt: timestamp('created_at').notNull(),
+    updatedAt: timestamp('updated_at').notNull(),
+  },
+  (t) => [uniqueIndex('messages_conversation_seq_uq').on(t.conversationId, t.seq)],
+);

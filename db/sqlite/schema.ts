@@ -1,0 +1,59 @@
+import { sql } from 'drizzle-orm';
+import { index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import type { Json, JsonObject, MessageRole, MessageStatus } from '../store.js';
+
+// Timestamps are epoch milliseconds; Drizzle hands them out as Date, like the Postgres schema.
+const timestamp = (name: string) => integer(name, { mode: 'timestamp_ms' });
+
+export const sessions = sqliteTable('sessions', {
+  id: text('id').primaryKey(),
+  userId: text('user_id'),
+  createdAt: timestamp('created_at').notNull(),
+  lastSeenAt: timestamp('last_seen_at').notNull(),
+  userAgent: text('user_agent'),
+  ipHash: text('ip_hash'),
+});
+
+export const conversations = sqliteTable(
+  'conversations',
+  {
+    id: text('id').primaryKey(),
+    sessionId: text('session_id').notNull(),
+    userId: text('user_id'),
+    title: text('title'),
+    model: text('model'),
+    metadata: text('metadata', { mode: 'json' }).$type<JsonObject>().notNull().default(sql`'{}'`),
+    lastSeq: integer('last_seq').notNull().default(0),
+    createdAt: timestamp('created_at').notNull(),
+    updatedAt: timestamp('updated_at').notNull(),
+    deletedAt: timestamp('deleted_at'),
+  },
+  (t) => [
+    index('conversations_session_created_idx').on(t.sessionId, t.createdAt, t.id),
+    index('conversations_user_created_idx').on(t.userId, t.createdAt, t.id),
+  ],
+);
+
+export const messages = sqliteTable(
+  'messages',
+  {
+    id: text('id').primaryKey(),
+    conversationId: text('conversation_id')
+      .notNull()
+      .references(() => conversations.id, { onDelete: 'cascade' }),
+    role: text('role').$type<MessageRole>().notNull(),
+    status: text('status').$type<MessageStatus>().notNull(),
+    content: text('content').notNull().default(''),
+    contentJson: text('content_json', { mode: 'json' }).$type<Json>(),
+    seq: integer('seq').notNull(),
+    parentMessageId: text('parent_message_id'),
+    tokensIn: integer('tokens_in'),
+    tokensOut: integer('tokens_out'),
+    finishReason: text('finish_reason'),
+    toolCalls: text('tool_calls', { mode: 'json' }).$type<Json>(),
+    functionCall: text('function_call', { mode: 'json' }).$type<Json>(),
+    createdAt: timestamp('created_at').notNull(),
+    updatedAt: timestamp('updated_at').notNull(),
+  },
+  (t) => [uniqueIndex('messages_conversation_seq_uq').on(t.conversationId, t.seq)],
+);

@@ -1,0 +1,166 @@
+/**
+ * The persistence contract, in domain terms. Drizzle stays below this line: routes and the
+ * streaming code only ever see these types.
+ */
+export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+export type JsonObject = { [key: string]: Json };
+
+export const messageRoles = ['system', 'user', 'assistant', 'tool'] as const;
+export type MessageRole = (typeof messageRoles)[number];
+export const messageStatuses = ['draft', 'streaming', 'final', 'error'] as const;
+export type MessageStatus = (typeof messageStatuses)[number];
+
+/**
+ * Who is asking. Anonymous callers are their session; once users exist, a signed-in caller owns
+ * what carries its user id, whichever session created it.
+ */
+export interface Principal {
+  sessionId: string;
+  userId: string | null;
+}
+
+export interface SessionInfo {
+  userAgent?: string | null;
+  ipHash?: string | null;
+}
+
+export interface Conversation {
+  id: string;
+  sessionId: string;
+  userId: string | null;
+  title: string | null;
+  model: string | null;
+  metadata: JsonObject;
+  lastSeq: number;
+  createdAt: Date;
+  updatedAt: Date;
+  deletedAt: Date | null;
+}
+
+export interface Message {
+  id: string;
+  conversationId: string;
+  role: MessageRole;
+  status: MessageStatus;
+  content: string;
+  contentJson: Json | null;
+  seq: number;
+  parentMessageId: string | null;
+  tokensIn: number | null;
+  tokensOut: number | null;
+  finishReason: string | null;
+  toolCalls: Json | null;
+  functionCall: Json | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface NewMessage {
+  role: MessageRole;
+  status?: MessageStatus;
+  content?: string;
+  contentJson?: Json | null;
+  parentMessageId?: string | null;
+  tokensIn?: number | null;
+  tokensOut?: number | null;
+  finishReason?: string | null;
+  toolCalls?: Json | null;
+  functionCall?: Json | null;
+}
+
+export interface NewConversation {
+  title?: string | null;
+  model?: string | null;
+  metadata?: JsonObject;
+}
+
+export interface ConversationPatch {
+  title?: string | null;
+  metadata?: JsonObject;
+}
+
+export interface MessageFinish {
+  status: 'final' | 'error';
+  finishReason?: string | null;
+  tokensIn?: number | null;
+  tokensOut?: number | null;
+  toolCalls?: Json | null;
+  functionCall?: Json | null;
+}
+
+/** Position in the newest-first listing: the last item of the previous page. */
+export interface ListPosition {
+  createdAt: Date;
+  id: string;
+}
+
+export interface ListOptions {
+  limit: number;
+  after?: ListPosition | null;
+  includeDeleted?: boolean;
+}
+
+/**
+ * What to append: a fixed list, or a function of the conversation as it stands inside the
+ * transaction (so "only if empty" decisions cannot race another writer).
+ */
+export type MessagesToAppend = NewMessage[] | ((conversation: Conversation) => NewMessage[]);
+
+export interface Store {
+  readonly dialect: 'sqlite' | 'postgres';
+  /** Applies the committed migrations of this dialect; safe to call from several processes. */
+  migrate(): Promise<void>;
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+
+  /** Throws LimitExceededError when the session already has `maxPerSession` live conversations. */
+  createConversation(
+    owner: Principal,
+    input: NewConversation,
+    options: { maxPerSession: number; session?: SessionInfo },
+  ): Promise<Conversation>;
+  getConversation(owner: Principal, id: string, options?: { includeDeleted?: boolean }): Promise<Conversation | null>;
+  listConversations(owner: Principal, options: ListOptions): Promise<{ items: Conversation[]; hasMore: boolean }>;
+  updateConversation(owner: Principal, id: string, patch: ConversationPatch): Promise<Conversation | null>;
+  /** Soft delete; false when not found, not owned or already deleted. */
+  deleteConversation(owner: Principal, id: string): Promise<boolean>;
+
+  listMessages(conversationId: string, options: { afterSeq: number; limit: number }): Promise<Message[]>;
+  /**
+   * Appends messages with dense seqs allocated from the conversation's counter inside one
+   * transaction. Throws ConversationNotFoundError (missing, deleted or not owned) and
+   * LimitExceededError (would pass `maxMessages`).
+   */
+  appendMessages(
+    owner: Principal,
+    conversationId: string,
+    messages: MessagesToAppend,
+    options: { maxMessages: number },
+  ): Promise<Message[]>;
+  /** Appends text to a message's content (used for batched stream deltas). */
+  appendContent(messageId: string, text: string): Promise<void>;
+  /** Moves a message to its terminal status; a message already final or error is left alone. */
+  finishMessage(messageId: string, finish: MessageFinish): Promise<void>;
+  getMessage(messageId: string): Promise<Message | null>;
+}
+
+export class ConversationNotFoundError extends Error {
+  override name = 'ConversationNotFoundError';
+  constructor(readonly conversationId: string) {
+    super(`No conversation found with id '${conversationId}'.`);
+  }
+}
+
+export class LimitExceededError extends Error {
+  override name = 'LimitExceededError';
+  constructor(
+    readonly limit: 'conversations_per_session' | 'messages_per_conversation',
+    readonly max: number,
+  ) {
+    super(
+      limit === 'conversations_per_session'
+        ? `This session already has the maximum of ${max} conversations; delete some before creating more.`
+        : `This conversation already has the maximum of ${max} messages; start a new conversation.`,
+    );
+  }
+}

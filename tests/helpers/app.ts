@@ -1,0 +1,43 @@
+import { createApp } from '../../app/app.js';
+import { loadConfig, type Config } from '../../app/env.js';
+import { createLogger } from '../../app/logger.js';
+import type { Store } from '../../db/store.js';
+
+/** Config as the server would parse it from these variables (persistence on by default). */
+export function testConfig(env: Record<string, string> = {}): Config {
+  return loadConfig({ PERSIST_TRANSCRIPTS: 'true', DB_URL: 'file::memory:', LOG_LEVEL: 'silent', ...env });
+}
+
+export function testApp(store: Store | null, env: Record<string, string> = {}) {
+  const config = testConfig(env);
+  return createApp({ config, store: config.persist ? store : null, logger: createLogger('silent') });
+}
+
+export type TestApp = ReturnType<typeof testApp>;
+
+export interface Call {
+  session?: string;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+/** One request through the app, as a client would send it. */
+export async function call(app: TestApp, method: string, path: string, { session, body, headers = {} }: Call = {}) {
+  const init: RequestInit = { method, headers: { ...headers } };
+  if (session) (init.headers as Record<string, string>)['x-session-id'] = session;
+  if (body !== undefined) {
+    (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
+    init.body = typeof body === 'string' ? body : JSON.stringify(body);
+  }
+  const res = await app.request(path, init);
+  const text = await res.text();
+  let json: any = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  return { status: res.status, headers: res.headers, json, text };
+}
+
+export const newSession = () => `s_${crypto.randomUUID()}`;
