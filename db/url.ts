@@ -12,7 +12,9 @@ export function parseDbUrl(raw: string): DbTarget {
     return { dialect: 'sqlite', path };
   }
   if (/^postgres(ql)?:\/\//.test(url)) {
-    if (!URL.canParse(url)) throw new Error('is not a valid postgres:// URL');
+    if (/^postgres(ql)?:\/\/$/.test(url) || !URL.canParse(url)) {
+      throw new Error('is not a valid postgres URL; expected postgres://user:password@host:5432/database');
+    }
     return { dialect: 'postgres', url };
   }
   throw new Error(
