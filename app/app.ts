@@ -5,6 +5,7 @@ import { requestId } from 'hono/request-id';
 import { ApiError, renderError, toApiError } from './errors.js';
 import { accessLog } from './middleware/access-log.js';
 import { session } from './middleware/session.js';
+import { chat } from './routes/chat.js';
 import { conversations } from './routes/conversations/index.js';
 import { health } from './routes/health.js';
 import type { AppDeps, AppEnv } from './types.js';
@@ -46,6 +47,7 @@ export function createApp(deps: AppDeps) {
 
   app.route('/healthz', health);
   app.use('/v1/*', session());
+  app.route('/v1/chat', chat);
   app.route('/v1/conversations', conversations);
 
   app.notFound((c) =>

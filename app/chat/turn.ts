@@ -1,0 +1,181 @@
+import type { Json, MessageRole, NewMessage, Principal, Store } from '../../db/store.js';
+import type { Config } from '../env.js';
+import type { Logger } from '../logger.js';
+import { toNewMessage } from '../messages.js';
+import type { StreamEnd, StreamObserver } from '../streaming/relay.js';
+import { TurnRecorder, type TurnOutcome } from '../streaming/recorder.js';
+import { createChatStreamReader, toolCallsJson } from '../upstream/chat-stream.js';
+import type { ChatMessage, ChatRequest } from './schemas.js';
+
+const TITLE_CHARS = 80;
+
+function storedRole(role: ChatMessage['role']): MessageRole {
+  if (role === 'developer') return 'system';
+  if (role === 'function') return 'tool';
+  return role;
+}
+
+function toStored(m: ChatMessage): NewMessage {
+  const extra: Partial<NewMessage> = {};
+  if (m.tool_calls != null) extra.toolCalls = m.tool_calls as Json;
+  if (m.function_call != null) extra.functionCall = m.function_call as Json;
+  // A tool result is only meaningful with the call it answers.
+  if (typeof m.tool_call_id === 'string') extra.contentJson = { tool_call_id: m.tool_call_id };
+  return toNewMessage(storedRole(m.role), m.content as Parameters<typeof toNewMessage>[1], extra);
+}
+
+/**
+ * What a request adds to its conversation: the whole request when the conversation is empty,
+ * otherwise what follows the request's last assistant message (the new user turn, tool results).
+ */
+export function messagesToStore(messages: ChatMessage[], conversationIsEmpty: boolean): NewMessage[] {
+  if (conversationIsEmpty) return messages.map(toStored);
+  let lastAssistant = -1;
+  for (let i = messages.length - 1; i >= 0; i--) {
+    if (messages[i]!.role === 'assistant') {
+      lastAssistant = i;
+      break;
+    }
+  }
+  return messages.slice(lastAssistant + 1).map(toStored);
+}
+
+function titleFrom(messages: ChatMessage[]): string | null {
+  const first = messages.find((m) => m.role === 'user');
+  const text = first ? toStored(first).content?.trim().replace(/\s+/g, ' ') : '';
+  if (!text) return null;
+  const chars = Array.from(text);
+  return chars.length > TITLE_CHARS ? `${chars.slice(0, TITLE_CHARS - 1).join('')}…` : text;
+}
+
+export interface TurnContext {
+  store: Store;
+  owner: Principal;
+  config: Config;
+  log: Logger;
+  userAgent?: string | null;
+}
+
+/**
+ * One proxied exchange, as the conversation records it. For a stream, the assistant message is
+ * created up front (status `streaming`) and filled as the answer arrives; for a plain request it
+ * is written once, when the answer is in.
+ */
+export class ProxiedTurn {
+  private constructor(
+    private readonly ctx: TurnContext,
+    readonly conversationId: string,
+    readonly assistantMessageId: string | null,
+  ) {}
+
+  static async begin(ctx: TurnContext, request: ChatRequest, conversationId: string | null, stream: boolean): Promise<ProxiedTurn> {
+    const { store, owner, config } = ctx;
+    const id =
+      conversationId ??
+      (
+        await store.createConversation(
+          owner,
+          { title: titleFrom(request.messages), model: request.model ?? config.upstream.defaultModel },
+          { maxPerSession: config.limits.conversationsPerSession, session: { userAgent: ctx.userAgent ?? null } },
+        )
+      ).id;
+    const appended = await store.appendMessages(
+      owner,
+      id,
+      (conversation) => {
+        const list = messagesToStore(request.messages, conversation.lastSeq === 0);
+        if (stream) list.push({ role: 'assistant', status: 'streaming', content: '' });
+        return list;
+      },
+      // A plain request writes its answer afterwards: keep a place for it under the limit.
+      { maxMessages: config.limits.messagesPerConversation - (stream ? 0 : 1) },
+    );
+    return new ProxiedTurn(ctx, id, stream ? appended.at(-1)!.id : null);
+  }
+
+  /** Watches a relayed stream and records the assistant message from it. */
+  observer(): StreamObserver {
+    const { store, config, log } = this.ctx;
+    const recorder = new TurnRecorder({
+      store,
+      messageId: this.assistantMessageId!,
+      flushMs: config.flush.ms,
+      flushChars: config.flush.chars,
+      log,
+    });
+    let skippedLogged = false;
+    const reader = createChatStreamReader({
+      onText: (text) => recorder.append(text),
+      onSkipped: (reason) => {
+        // Once per stream is enough to notice; the count goes to the final log line.
+        if (!skippedLogged) log.warn({ reason }, 'skipped an unreadable upstream event');
+        skippedLogged = true;
+      },
+    });
+    return {
+      push: (bytes) => reader.push(bytes),
+      end: (how: StreamEnd) => {
+        reader.end();
+        const s = reader.state;
+        let outcome: TurnOutcome;
+        if (how === 'completed' && !s.error && (s.done || s.finishReason)) {
+          outcome = { status: 'final', finishReason: s.finishReason };
+        } else if (how === 'completed') {
+          outcome = { status: 'error', finishReason: s.error ? 'upstream_error' : 'upstream_incomplete' };
+        } else {
+          outcome = { status: 'error', finishReason: how };
+        }
+        outcome.tokensIn = s.usage?.prompt_tokens ?? null;
+        outcome.tokensOut = s.usage?.completion_tokens ?? null;
+        outcome.toolCalls = toolCallsJson(s.toolCalls);
+        if (s.skipped) log.warn({ skipped_events: s.skipped }, 'stream had unreadable events');
+        void recorder.finish(outcome);
+      },
+    };
+  }
+
+  /** Records a complete (non-streaming) answer body, whatever its shape. */
+  async recordAnswer(status: number, bodyText: string): Promise<void> {
+    let parsed: any = null;
+    try {
+      parsed = JSON.parse(bodyText);
+    } catch {
+      // recorded as an error below
+    }
+    const choice = parsed?.choices?.[0];
+    const message: NewMessage =
+      status >= 200 && status < 300 && choice
+        ? {
+            role: 'assistant',
+            status: 'final',
+            content: typeof choice.message?.content === 'string' ? choice.message.content : '',
+            finishReason: choice.finish_reason ?? null,
+            toolCalls: choice.message?.tool_calls ?? null,
+            functionCall: choice.message?.function_call ?? null,
+            tokensIn: parsed.usage?.prompt_tokens ?? null,
+            tokensOut: parsed.usage?.completion_tokens ?? null,
+          }
+        : { role: 'assistant', status: 'error', content: '', finishReason: status >= 400 ? 'upstream_error' : 'upstream_invalid_response' };
+    await this.appendAssistant(message);
+  }
+
+  /** The upstream failed before any answer: the exchange ends as an error. */
+  async recordFailure(finishReason: string): Promise<void> {
+    if (this.assistantMessageId) {
+      await this.ctx.store.finishMessage(this.assistantMessageId, { status: 'error', finishReason });
+    } else {
+      await this.appendAssistant({ role: 'assistant', status: 'error', content: '', finishReason });
+    }
+  }
+
+  private async appendAssistant(message: NewMessage): Promise<void> {
+    try {
+      await this.ctx.store.appendMessages(this.ctx.owner, this.conversationId, [message], {
+        // The answer to a turn that was admitted is always kept, even at the limit.
+        maxMessages: Number.MAX_SAFE_INTEGER,
+      });
+    } catch (err) {
+      this.ctx.log.error({ err, conversation_id: this.conversationId }, 'could not record the answer');
+    }
+  }
+}

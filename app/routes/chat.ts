@@ -1,0 +1,94 @@
+import { Hono } from 'hono';
+import { LOCAL_FIELDS, chatRequestSchema } from '../chat/schemas.js';
+import { ProxiedTurn } from '../chat/turn.js';
+import { ApiError, errorBody } from '../errors.js';
+import { relay, type StreamObserver } from '../streaming/relay.js';
+import { callChatCompletions, type UpstreamCall } from '../upstream/client.js';
+import type { AppEnv } from '../types.js';
+import { validate } from '../validate.js';
+
+const CONVERSATION_HEADER = 'x-conversation-id';
+const ignore: StreamObserver = { push() {}, end() {} };
+
+export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), async (c) => {
+  const request = c.req.valid('json');
+  const { config, store } = c.var.deps;
+  const stream = request.stream === true;
+
+  const upstreamRequest: Record<string, unknown> = { ...request, model: request.model ?? config.upstream.defaultModel };
+  for (const field of LOCAL_FIELDS) delete upstreamRequest[field];
+
+  const turn = store
+    ? await ProxiedTurn.begin(
+        { store, owner: c.var.principal, config, log: c.var.log, userAgent: c.req.header('user-agent') },
+        request,
+        request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null,
+        stream,
+      )
+    : null;
+  if (turn) c.header(CONVERSATION_HEADER, turn.conversationId);
+
+  let call: UpstreamCall;
+  try {
+    call = await callChatCompletions(config.upstream, JSON.stringify(upstreamRequest), { stream, signal: c.req.raw.signal });
+  } catch (err) {
+    await turn?.recordFailure(err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
+    throw err;
+  }
+  const upstream = call.response;
+
+  if (!upstream.ok) {
+    const text = await readAll(call);
+    await turn?.recordFailure('upstream_error');
+    return passError(upstream, text);
+  }
+
+  if (stream) {
+    return c.body(relay(call, turn ? turn.observer() : ignore), 200, {
+      'content-type': upstream.headers.get('content-type') ?? 'text/event-stream',
+      'cache-control': 'no-cache',
+      'x-accel-buffering': 'no',
+    });
+  }
+
+  let text: string;
+  try {
+    text = await readAll(call);
+  } catch (err) {
+    await turn?.recordFailure(err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
+    throw err;
+  }
+  await turn?.recordAnswer(upstream.status, text);
+  return c.body(text, upstream.status as 200, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
+
+  /** An upstream error answer, passed through; a body that is not OpenAI's error JSON is wrapped in it. */
+  function passError(res: Response, text: string): Response {
+    const headers: Record<string, string> = {};
+    const retryAfter = res.headers.get('retry-after');
+    if (retryAfter) headers['retry-after'] = retryAfter;
+    let isErrorJson = false;
+    try {
+      isErrorJson = typeof JSON.parse(text)?.error === 'object';
+    } catch {
+      // not JSON
+    }
+    if (isErrorJson) return c.body(text, res.status as 400, { ...headers, 'content-type': 'application/json' });
+    const detail = text.trim() ? `: ${text.trim().slice(0, 500)}` : ' with no error details';
+    return c.json(errorBody(`The upstream provider answered ${res.status}${detail}`, 'upstream_error', `upstream_${res.status}`), res.status as 400, headers);
+  }
+});
+
+/** Reads a whole body under the call's idle timeout; a drop is a 502, silence a 504. */
+async function readAll(call: UpstreamCall): Promise<string> {
+  try {
+    return await call.response.text();
+  } catch (err) {
+    if (call.timedOut) {
+      throw new ApiError(504, 'timeout_error', 'The upstream provider stopped sending its answer (UPSTREAM_TIMEOUT_MS).', 'upstream_timeout');
+    }
+    if ((err as Error)?.name === 'AbortError') throw err;
+    throw new ApiError(502, 'upstream_error', 'The connection to the upstream provider failed while reading its answer.', 'upstream_error');
+  } finally {
+    call.settle();
+  }
+}

@@ -1,0 +1,101 @@
+import { ApiError } from '../errors.js';
+
+export interface UpstreamOptions {
+  baseUrl: string | undefined;
+  apiKey: string | undefined;
+  timeoutMs: number;
+}
+
+/** Why an upstream call was cut off, when we cut it. */
+export class UpstreamTimeoutError extends Error {
+  override name = 'UpstreamTimeoutError';
+}
+
+export interface UpstreamCall {
+  response: Response;
+  /** Re-arms the idle timer: call on every chunk so only silence times out, not long answers. */
+  touch(): void;
+  /** Stops the idle timer once the body is fully read or abandoned. */
+  settle(): void;
+  /** Aborts the request (and its body, if being read). */
+  abort(reason?: unknown): void;
+  /** Set when the idle timer fired mid-body. */
+  readonly timedOut: boolean;
+}
+
+/**
+ * Calls the upstream's chat completions endpoint with the server's own key. Nothing from the
+ * client's headers is sent: only what the protocol needs. Failing to connect is a 502, no
+ * response headers within `timeoutMs` a 504; after that, `timeoutMs` of silence aborts the body.
+ */
+export async function callChatCompletions(
+  options: UpstreamOptions,
+  body: string,
+  { stream, signal }: { stream: boolean; signal?: AbortSignal },
+): Promise<UpstreamCall> {
+  if (!options.baseUrl) {
+    throw new ApiError(
+      503,
+      'server_error',
+      'No upstream provider is configured on this server. Set OPENAI_BASE_URL (and OPENAI_API_KEY).',
+      'upstream_not_configured',
+    );
+  }
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort(new UpstreamTimeoutError(`no data from upstream for ${options.timeoutMs} ms`));
+  }, options.timeoutMs);
+  const onClientAbort = () => controller.abort(signal?.reason);
+  signal?.addEventListener('abort', onClientAbort, { once: true });
+
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    accept: stream ? 'text/event-stream' : 'application/json',
+  };
+  if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
+
+  let response: Response;
+  try {
+    response = await fetch(`${options.baseUrl}/chat/completions`, {
+      method: 'POST',
+      headers,
+      body,
+      signal: controller.signal,
+    });
+  } catch (err) {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onClientAbort);
+    if (timedOut) {
+      throw new ApiError(
+        504,
+        'timeout_error',
+        `The upstream provider did not answer within ${options.timeoutMs} ms (UPSTREAM_TIMEOUT_MS).`,
+        'upstream_timeout',
+      );
+    }
+    if (signal?.aborted) throw err;
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    throw new ApiError(
+      502,
+      'upstream_error',
+      `Could not reach the upstream provider at ${new URL(options.baseUrl).host}` +
+        `${cause?.code ? ` (${cause.code})` : cause?.message ? ` (${cause.message})` : ''}. Check OPENAI_BASE_URL and that the provider is up.`,
+      'upstream_unreachable',
+    );
+  }
+
+  return {
+    response,
+    touch: () => timer.refresh(),
+    settle() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onClientAbort);
+    },
+    abort: (reason) => controller.abort(reason),
+    get timedOut() {
+      return timedOut;
+    },
+  };
+}
