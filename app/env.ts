@@ -64,6 +64,9 @@ const envSchema = z.object({
   REDACT_SYSTEM_PROMPTS: bool(false),
   UPSTREAM_TIMEOUT_MS: int(120_000, 1),
   BODY_LIMIT_BYTES: int(1_048_576, 1),
+  STREAM_LEASE_MS: int(15_000, 100, 600_000),
+  ORPHAN_SWEEP_INTERVAL_MS: int(5_000, 50, 600_000),
+  SHUTDOWN_GRACE_MS: int(10_000, 0, 600_000),
   IP_HASH_SALT: z.string().min(16, 'must be at least 16 characters').optional(),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
 });
@@ -81,6 +84,8 @@ export interface Config {
   flush: { ms: number; chars: number };
   redactSystemPrompts: boolean;
   bodyLimitBytes: number;
+  /** Crash recovery: lease on in-flight messages, how often orphans are swept, shutdown grace. */
+  streams: { leaseMs: number; sweepMs: number; shutdownGraceMs: number };
   ipHashSalt: string | undefined;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
 }
@@ -126,6 +131,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     flush: { ms: e.HISTORY_BATCH_FLUSH_MS, chars: e.HISTORY_BATCH_FLUSH_CHARS },
     redactSystemPrompts: e.REDACT_SYSTEM_PROMPTS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    streams: { leaseMs: e.STREAM_LEASE_MS, sweepMs: e.ORPHAN_SWEEP_INTERVAL_MS, shutdownGraceMs: e.SHUTDOWN_GRACE_MS },
     ipHashSalt: e.IP_HASH_SALT,
     logLevel: e.LOG_LEVEL,
   };

@@ -14,6 +14,12 @@ try {
 const server = await startServer(config);
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.once(signal, () => {
-    void server.close().then(() => process.exit(0));
+    server.close().then(
+      () => process.exit(0),
+      (err) => {
+        console.error('shutdown failed', err);
+        process.exit(1);
+      },
+    );
   });
 }

@@ -6,11 +6,17 @@ import type { Store } from '../db/store.js';
 import { createApp } from './app.js';
 import type { Config } from './env.js';
 import { createLogger, type Logger } from './logger.js';
+import { InFlight } from './streaming/in-flight.js';
 
 export interface RunningServer {
   url: string;
   port: number;
   store: Store | null;
+  inFlight: InFlight;
+  /**
+   * Graceful stop: no new connections, running streams get SHUTDOWN_GRACE_MS to finish, the
+   * rest are interrupted and recorded, then the database is closed.
+   */
   close(): Promise<void>;
 }
 
@@ -27,7 +33,10 @@ export async function startServer(config: Config, options: { logger?: Logger; st
       throw err;
     }
   }
-  const app = createApp({ config, store, logger });
+  const inFlight = new InFlight(store, { leaseMs: config.streams.leaseMs, sweepMs: config.streams.sweepMs, log: logger });
+  // Closes what a previous run left streaming, then keeps sweeping and renewing leases.
+  await inFlight.start();
+  const app = createApp({ config, store, logger, inFlight });
   const server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
   });
@@ -42,13 +51,17 @@ export async function startServer(config: Config, options: { logger?: Logger; st
     url: `http://${host}:${port}`,
     port,
     store,
+    inFlight,
     close: () =>
       (closing ??= (async () => {
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeIdleConnections();
-        });
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        await inFlight.shutdown(config.streams.shutdownGraceMs);
+        // Streams are over; whatever is left is idle keep-alive or a client that never reads.
+        server.closeAllConnections();
+        await closed;
         await store?.close();
+        logger.info('stopped');
       })()),
   };
 }

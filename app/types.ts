@@ -2,12 +2,15 @@ import type { Store } from '../db/store.js';
 import type { Principal } from '../db/store.js';
 import type { Config } from './env.js';
 import type { Logger } from './logger.js';
+import type { InFlight } from './streaming/in-flight.js';
 
 export interface AppDeps {
   config: Config;
   /** Null when PERSIST_TRANSCRIPTS is off: the server is then a pure proxy. */
   store: Store | null;
   logger: Logger;
+  /** Streams being relayed by this process, with their message leases. */
+  inFlight: InFlight;
 }
 
 export interface AppEnv {

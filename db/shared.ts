@@ -35,11 +35,14 @@ export function messageRow(conversationId: string, seq: number, m: NewMessage, n
     parentMessageId: m.parentMessageId ?? null,
     tokensIn: m.tokensIn ?? null,
     tokensOut: m.tokensOut ?? null,
+    tokensSource: m.tokensSource ?? null,
     finishReason: m.finishReason ?? null,
     toolCalls: cleanJson(m.toolCalls ?? null),
     functionCall: cleanJson(m.functionCall ?? null),
     createdAt: now,
     updatedAt: now,
+    leaseOwner: m.lease?.owner ?? null,
+    leaseExpiresAt: m.lease?.expiresAt ?? null,
   };
 }
 

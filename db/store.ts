@@ -10,6 +10,10 @@ export type MessageRole = (typeof messageRoles)[number];
 export const messageStatuses = ['draft', 'streaming', 'final', 'error'] as const;
 export type MessageStatus = (typeof messageStatuses)[number];
 
+/** Where a message's token counts came from: the upstream's report, or our tokenizer. */
+export type TokensSource = 'provider' | 'estimated';
+export type Consent = 'granted' | 'denied';
+
 /**
  * Who is asking. Anonymous callers are their session; once users exist, a signed-in caller owns
  * what carries its user id, whichever session created it.
@@ -48,11 +52,14 @@ export interface Message {
   parentMessageId: string | null;
   tokensIn: number | null;
   tokensOut: number | null;
+  tokensSource: TokensSource | null;
   finishReason: string | null;
   toolCalls: Json | null;
   functionCall: Json | null;
   createdAt: Date;
   updatedAt: Date;
+  leaseOwner: string | null;
+  leaseExpiresAt: Date | null;
 }
 
 export interface NewMessage {
@@ -63,9 +70,12 @@ export interface NewMessage {
   parentMessageId?: string | null;
   tokensIn?: number | null;
   tokensOut?: number | null;
+  tokensSource?: TokensSource | null;
   finishReason?: string | null;
   toolCalls?: Json | null;
   functionCall?: Json | null;
+  /** For a message that will stream: the writing process and how long its claim lasts. */
+  lease?: { owner: string; expiresAt: Date } | null;
 }
 
 export interface NewConversation {
@@ -84,6 +94,7 @@ export interface MessageFinish {
   finishReason?: string | null;
   tokensIn?: number | null;
   tokensOut?: number | null;
+  tokensSource?: TokensSource | null;
   toolCalls?: Json | null;
   functionCall?: Json | null;
 }
@@ -142,6 +153,32 @@ export interface Store {
   /** Moves a message to its terminal status; a message already final or error is left alone. */
   finishMessage(messageId: string, finish: MessageFinish): Promise<void>;
   getMessage(messageId: string): Promise<Message | null>;
+
+  /** Heartbeat: extends the lease on messages this process is still writing. */
+  renewLeases(owner: string, messageIds: string[], expiresAt: Date): Promise<void>;
+  /**
+   * Closes messages left in flight by a process that is gone (lease expired, or never set):
+   * status `error`, finish_reason `interrupted`, content kept. Returns how many it closed.
+   */
+  sweepOrphans(now: Date): Promise<number>;
+  /**
+   * Hard-deletes one batch: conversations idle since before `idleBefore` unless pinned
+   * (`metadata.pinned === true`), and soft-deleted ones deleted before `deletedBefore`.
+   * Returns how many were deleted; call again until it returns less than `batchSize`.
+   */
+  purgeExpired(options: { idleBefore: Date | null; deletedBefore: Date; batchSize: number }): Promise<number>;
+  /** Live conversations and all their messages, for health reporting. */
+  counts(): Promise<{ conversations: number; messages: number }>;
+  /** Sums of known token counts per conversation; a conversation with none known has nulls. */
+  tokenTotals(conversationIds: string[]): Promise<Map<string, TokenTotals>>;
+
+  getConsent(sessionId: string): Promise<Consent | null>;
+  setConsent(sessionId: string, consent: Consent, session?: SessionInfo): Promise<void>;
+}
+
+export interface TokenTotals {
+  tokensIn: number | null;
+  tokensOut: number | null;
 }
 
 export class ConversationNotFoundError extends Error {

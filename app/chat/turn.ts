@@ -53,6 +53,8 @@ export interface TurnContext {
   owner: Principal;
   config: Config;
   log: Logger;
+  /** Lease for the streaming message, so crash recovery knows a live process is writing it. */
+  lease: { owner: string; expiresAt: Date };
   userAgent?: string | null;
 }
 
@@ -62,6 +64,10 @@ export interface TurnContext {
  * is written once, when the answer is in.
  */
 export class ProxiedTurn {
+  private resolveSettled!: () => void;
+  /** Resolves once the answer is fully recorded (streams: after the last write). */
+  readonly settled = new Promise<void>((resolve) => (this.resolveSettled = resolve));
+
   private constructor(
     private readonly ctx: TurnContext,
     readonly conversationId: string,
@@ -84,7 +90,7 @@ export class ProxiedTurn {
       id,
       (conversation) => {
         const list = messagesToStore(request.messages, conversation.lastSeq === 0);
-        if (stream) list.push({ role: 'assistant', status: 'streaming', content: '' });
+        if (stream) list.push({ role: 'assistant', status: 'streaming', content: '', lease: ctx.lease });
         return list;
       },
       // A plain request writes its answer afterwards: keep a place for it under the limit.
@@ -129,7 +135,7 @@ export class ProxiedTurn {
         outcome.tokensOut = s.usage?.completion_tokens ?? null;
         outcome.toolCalls = toolCallsJson(s.toolCalls);
         if (s.skipped) log.warn({ skipped_events: s.skipped }, 'stream had unreadable events');
-        void recorder.finish(outcome);
+        void recorder.finish(outcome).finally(this.resolveSettled);
       },
     };
   }

@@ -12,7 +12,7 @@ const ignore: StreamObserver = { push() {}, end() {} };
 
 export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), async (c) => {
   const request = c.req.valid('json');
-  const { config, store } = c.var.deps;
+  const { config, store, inFlight } = c.var.deps;
   const stream = request.stream === true;
 
   const upstreamRequest: Record<string, unknown> = { ...request, model: request.model ?? config.upstream.defaultModel };
@@ -20,7 +20,7 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
 
   const turn = store
     ? await ProxiedTurn.begin(
-        { store, owner: c.var.principal, config, log: c.var.log, userAgent: c.req.header('user-agent') },
+        { store, owner: c.var.principal, config, log: c.var.log, lease: inFlight.lease(), userAgent: c.req.header('user-agent') },
         request,
         request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null,
         stream,
@@ -44,7 +44,15 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   }
 
   if (stream) {
-    return c.body(relay(call, turn ? turn.observer() : ignore), 200, {
+    let settle = () => {};
+    const observer = turn ? turn.observer() : { ...ignore, end: () => settle() };
+    const relayed = relay(call, observer);
+    inFlight.track({
+      interrupt: relayed.interrupt,
+      settled: turn ? turn.settled : new Promise<void>((r) => (settle = r)),
+      messageId: turn?.assistantMessageId ?? null,
+    });
+    return c.body(relayed.readable, 200, {
       'content-type': upstream.headers.get('content-type') ?? 'text/event-stream',
       'cache-control': 'no-cache',
       'x-accel-buffering': 'no',

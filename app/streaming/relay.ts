@@ -1,7 +1,7 @@
 import type { UpstreamCall } from '../upstream/client.js';
 
 /** How a relayed stream ended. */
-export type StreamEnd = 'completed' | 'client_abort' | 'upstream_error' | 'upstream_timeout';
+export type StreamEnd = 'completed' | 'client_abort' | 'upstream_error' | 'upstream_timeout' | 'interrupted';
 
 /** Watches the bytes on the side; never changes them. */
 export interface StreamObserver {
@@ -12,12 +12,22 @@ export interface StreamObserver {
 const encoder = new TextEncoder();
 
 /** The last event a client sees when the upstream fails after the first byte. */
-export function sseErrorEvent(how: 'upstream_error' | 'upstream_timeout'): Uint8Array {
-  const message =
-    how === 'upstream_timeout'
-      ? 'The upstream provider stopped sending data (UPSTREAM_TIMEOUT_MS); the answer is incomplete.'
-      : 'The connection to the upstream provider failed mid-stream; the answer is incomplete.';
-  return encoder.encode(`data: ${JSON.stringify({ error: { message, type: 'upstream_error', code: how, param: null } })}\n\n`);
+const endMessages: Record<Exclude<StreamEnd, 'completed' | 'client_abort'>, [type: string, message: string]> = {
+  upstream_error: ['upstream_error', 'The connection to the upstream provider failed mid-stream; the answer is incomplete.'],
+  upstream_timeout: ['upstream_error', 'The upstream provider stopped sending data (UPSTREAM_TIMEOUT_MS); the answer is incomplete.'],
+  interrupted: ['server_error', 'The server is restarting; the answer is incomplete. Please retry.'],
+};
+
+/** The last event a client sees when its stream ends early through no fault of its own. */
+export function sseErrorEvent(how: keyof typeof endMessages): Uint8Array {
+  const [type, message] = endMessages[how];
+  return encoder.encode(`data: ${JSON.stringify({ error: { message, type, code: how, param: null } })}\n\n`);
+}
+
+export interface Relay {
+  readable: ReadableStream<Uint8Array>;
+  /** Ends the stream now (server shutdown); the client gets an SSE error event. */
+  interrupt(): void;
 }
 
 /**
@@ -26,13 +36,14 @@ export function sseErrorEvent(how: 'upstream_error' | 'upstream_timeout'): Uint8
  * reported exactly once: `flush` (upstream finished), `cancel` (client went away) or the pipe's
  * failure (upstream dropped or went silent), in which case the client gets an SSE error event.
  */
-export function relay(call: UpstreamCall, observer: StreamObserver): ReadableStream<Uint8Array> {
-  let ended = false;
-  const end = (how: StreamEnd) => {
-    if (ended) return;
-    ended = true;
+export function relay(call: UpstreamCall, observer: StreamObserver): Relay {
+  let ended: StreamEnd | null = null;
+  const end = (how: StreamEnd): boolean => {
+    if (ended) return false;
+    ended = how;
     call.settle();
     observer.end(how);
+    return true;
   };
 
   // `cancel` is in the Streams spec and Node 20, not yet in TypeScript's DOM types.
@@ -55,15 +66,21 @@ export function relay(call: UpstreamCall, observer: StreamObserver): ReadableStr
 
   // preventAbort keeps the client side open when the upstream fails, so the error event can follow.
   call.response.body!.pipeTo(tap.writable, { preventAbort: true }).catch(async () => {
-    if (ended) return; // the client left first; cancel already recorded it
-    end(call.timedOut ? 'upstream_timeout' : 'upstream_error');
+    if (!ended) end(call.timedOut ? 'upstream_timeout' : 'upstream_error');
+    if (ended === 'client_abort' || ended === 'completed') return; // nobody left to tell
     const writer = tap.writable.getWriter();
     try {
-      await writer.write(sseErrorEvent(call.timedOut ? 'upstream_timeout' : 'upstream_error'));
+      await writer.write(sseErrorEvent(ended!));
       await writer.close();
     } catch {
-      // the client went away meanwhile; nothing left to tell it
+      // the client went away meanwhile
     }
   });
-  return tap.readable;
+  return {
+    readable: tap.readable,
+    interrupt() {
+      // Aborting the upstream fails the pipe, whose handler above tells the client.
+      if (end('interrupted')) call.abort(new Error('server shutting down'));
+    },
+  };
 }

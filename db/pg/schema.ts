@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { index, integer, jsonb, pgTable, text, timestamp as pgTimestamp, uniqueIndex } from 'drizzle-orm/pg-core';
-import type { Json, JsonObject, MessageRole, MessageStatus } from '../store.js';
+import type { Consent, Json, JsonObject, MessageRole, MessageStatus, TokensSource } from '../store.js';
 
 const timestamp = (name: string) => pgTimestamp(name, { withTimezone: true, precision: 3, mode: 'date' });
 
@@ -11,6 +11,8 @@ export const sessions = pgTable('sessions', {
   lastSeenAt: timestamp('last_seen_at').notNull(),
   userAgent: text('user_agent'),
   ipHash: text('ip_hash'),
+  consent: text('consent').$type<Consent>(),
+  consentAt: timestamp('consent_at'),
 });
 
 export const conversations = pgTable(
@@ -30,6 +32,8 @@ export const conversations = pgTable(
   (t) => [
     index('conversations_session_created_idx').on(t.sessionId, t.createdAt, t.id),
     index('conversations_user_created_idx').on(t.userId, t.createdAt, t.id),
+    index('conversations_updated_idx').on(t.updatedAt),
+    index('conversations_deleted_idx').on(t.deletedAt),
   ],
 );
 
@@ -48,11 +52,18 @@ export const messages = pgTable(
     parentMessageId: text('parent_message_id'),
     tokensIn: integer('tokens_in'),
     tokensOut: integer('tokens_out'),
+    tokensSource: text('tokens_source').$type<TokensSource>(),
     finishReason: text('finish_reason'),
     toolCalls: jsonb('tool_calls').$type<Json>(),
     functionCall: jsonb('function_call').$type<Json>(),
     createdAt: timestamp('created_at').notNull(),
     updatedAt: timestamp('updated_at').notNull(),
+    // Which server process is writing a message still in flight, and until when that holds.
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: timestamp('lease_expires_at'),
   },
-  (t) => [uniqueIndex('messages_conversation_seq_uq').on(t.conversationId, t.seq)],
+  (t) => [
+    uniqueIndex('messages_conversation_seq_uq').on(t.conversationId, t.seq),
+    index('messages_status_lease_idx').on(t.status, t.leaseExpiresAt),
+  ],
 );

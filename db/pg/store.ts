@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { and, asc, count, desc, eq, gt, inArray, isNull, sql } from 'drizzle-orm';
+import { and, asc, count, desc, eq, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
@@ -177,6 +177,9 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           finishReason: finish.finishReason ?? null,
           tokensIn: finish.tokensIn ?? null,
           tokensOut: finish.tokensOut ?? null,
+          tokensSource: finish.tokensSource ?? null,
+          leaseOwner: null,
+          leaseExpiresAt: null,
           ...(finish.toolCalls != null && { toolCalls: cleanJson(finish.toolCalls) }),
           ...(finish.functionCall != null && { functionCall: cleanJson(finish.functionCall) }),
           updatedAt: new Date(),
@@ -187,6 +190,65 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
     async getMessage(messageId) {
       const [row] = await db.select().from(messages).where(eq(messages.id, messageId));
       return row ?? null;
+    },
+
+    async renewLeases(owner, messageIds, expiresAt) {
+      if (!messageIds.length) return;
+      await db
+        .update(messages)
+        .set({ leaseExpiresAt: expiresAt })
+        .where(and(inArray(messages.id, messageIds), eq(messages.leaseOwner, owner), open));
+    },
+
+    async sweepOrphans(now) {
+      const rows = await db
+        .update(messages)
+        .set({ status: 'error', finishReason: 'interrupted', leaseOwner: null, leaseExpiresAt: null, updatedAt: now })
+        .where(and(open, or(isNull(messages.leaseExpiresAt), lt(messages.leaseExpiresAt, now))))
+        .returning({ id: messages.id });
+      return rows.length;
+    },
+
+    async purgeExpired({ idleBefore, deletedBefore, batchSize }) {
+      const expired = or(
+        and(isNotNull(conversations.deletedAt), lt(conversations.deletedAt, deletedBefore)),
+        idleBefore
+          ? and(lt(conversations.updatedAt, idleBefore), sql`(${conversations.metadata} -> 'pinned') is distinct from 'true'::jsonb`)
+          : undefined,
+      );
+      // A bounded batch keeps each statement's locks short on a large table.
+      const batch = db.select({ id: conversations.id }).from(conversations).where(expired).limit(batchSize);
+      const rows = await db.delete(conversations).where(inArray(conversations.id, batch)).returning({ id: conversations.id });
+      return rows.length;
+    },
+
+    async counts() {
+      const [c] = await db.select({ n: count() }).from(conversations).where(isNull(conversations.deletedAt));
+      const [m] = await db.select({ n: count() }).from(messages);
+      return { conversations: c?.n ?? 0, messages: m?.n ?? 0 };
+    },
+
+    async tokenTotals(ids) {
+      if (!ids.length) return new Map();
+      const rows = await db
+        .select({ id: messages.conversationId, tokensIn: sum(messages.tokensIn).mapWith(Number), tokensOut: sum(messages.tokensOut).mapWith(Number) })
+        .from(messages)
+        .where(inArray(messages.conversationId, ids))
+        .groupBy(messages.conversationId);
+      return new Map(rows.map((r) => [r.id, { tokensIn: r.tokensIn, tokensOut: r.tokensOut }]));
+    },
+
+    async getConsent(sessionId) {
+      const [row] = await db.select({ consent: sessions.consent }).from(sessions).where(eq(sessions.id, sessionId));
+      return row?.consent ?? null;
+    },
+
+    async setConsent(sessionId, consent, session) {
+      const now = new Date();
+      await db
+        .insert(sessions)
+        .values({ id: sessionId, createdAt: now, lastSeenAt: now, userAgent: session?.userAgent ?? null, ipHash: session?.ipHash ?? null, consent, consentAt: now })
+        .onConflictDoUpdate({ target: sessions.id, set: { consent, consentAt: now, lastSeenAt: now } });
     },
   };
 }

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
-import type { Json, JsonObject, MessageRole, MessageStatus } from '../store.js';
+import type { Consent, Json, JsonObject, MessageRole, MessageStatus, TokensSource } from '../store.js';
 
 // Timestamps are epoch milliseconds; Drizzle hands them out as Date, like the Postgres schema.
 const timestamp = (name: string) => integer(name, { mode: 'timestamp_ms' });
@@ -12,6 +12,8 @@ export const sessions = sqliteTable('sessions', {
   lastSeenAt: timestamp('last_seen_at').notNull(),
   userAgent: text('user_agent'),
   ipHash: text('ip_hash'),
+  consent: text('consent').$type<Consent>(),
+  consentAt: timestamp('consent_at'),
 });
 
 export const conversations = sqliteTable(
@@ -31,6 +33,8 @@ export const conversations = sqliteTable(
   (t) => [
     index('conversations_session_created_idx').on(t.sessionId, t.createdAt, t.id),
     index('conversations_user_created_idx').on(t.userId, t.createdAt, t.id),
+    index('conversations_updated_idx').on(t.updatedAt),
+    index('conversations_deleted_idx').on(t.deletedAt),
   ],
 );
 
@@ -49,11 +53,18 @@ export const messages = sqliteTable(
     parentMessageId: text('parent_message_id'),
     tokensIn: integer('tokens_in'),
     tokensOut: integer('tokens_out'),
+    tokensSource: text('tokens_source').$type<TokensSource>(),
     finishReason: text('finish_reason'),
     toolCalls: text('tool_calls', { mode: 'json' }).$type<Json>(),
     functionCall: text('function_call', { mode: 'json' }).$type<Json>(),
     createdAt: timestamp('created_at').notNull(),
     updatedAt: timestamp('updated_at').notNull(),
+    // Which server process is writing a message still in flight, and until when that holds.
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: timestamp('lease_expires_at'),
   },
-  (t) => [uniqueIndex('messages_conversation_seq_uq').on(t.conversationId, t.seq)],
+  (t) => [
+    uniqueIndex('messages_conversation_seq_uq').on(t.conversationId, t.seq),
+    index('messages_status_lease_idx').on(t.status, t.leaseExpiresAt),
+  ],
 );

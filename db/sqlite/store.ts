@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { and, asc, count, desc, eq, gt, inArray, isNull, sql } from 'drizzle-orm';
+import { and, asc, count, desc, eq, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
 import { cleanJson, cleanText, listFilter, messageRow, ownedBy } from '../shared.js';
@@ -176,6 +176,9 @@ export function createSqliteStore(path: string): Store {
           finishReason: finish.finishReason ?? null,
           tokensIn: finish.tokensIn ?? null,
           tokensOut: finish.tokensOut ?? null,
+          tokensSource: finish.tokensSource ?? null,
+          leaseOwner: null,
+          leaseExpiresAt: null,
           ...(finish.toolCalls != null && { toolCalls: cleanJson(finish.toolCalls) }),
           ...(finish.functionCall != null && { functionCall: cleanJson(finish.functionCall) }),
           updatedAt: new Date(),
@@ -186,6 +189,63 @@ export function createSqliteStore(path: string): Store {
 
     async getMessage(messageId) {
       return db.select().from(messages).where(eq(messages.id, messageId)).get() ?? null;
+    },
+
+    async renewLeases(owner, messageIds, expiresAt) {
+      if (!messageIds.length) return;
+      db.update(messages)
+        .set({ leaseExpiresAt: expiresAt })
+        .where(and(inArray(messages.id, messageIds), eq(messages.leaseOwner, owner), open))
+        .run();
+    },
+
+    async sweepOrphans(now) {
+      return db
+        .update(messages)
+        .set({ status: 'error', finishReason: 'interrupted', leaseOwner: null, leaseExpiresAt: null, updatedAt: now })
+        .where(and(open, or(isNull(messages.leaseExpiresAt), lt(messages.leaseExpiresAt, now))))
+        .run().changes;
+    },
+
+    async purgeExpired({ idleBefore, deletedBefore, batchSize }) {
+      const expired = or(
+        and(isNotNull(conversations.deletedAt), lt(conversations.deletedAt, deletedBefore)),
+        idleBefore
+          ? and(lt(conversations.updatedAt, idleBefore), sql`coalesce(json_type(${conversations.metadata}, '$.pinned'), '') <> 'true'`)
+          : undefined,
+      );
+      const batch = db.select({ id: conversations.id }).from(conversations).where(expired).limit(batchSize);
+      // Messages go with their conversation (ON DELETE CASCADE).
+      return db.delete(conversations).where(inArray(conversations.id, batch)).run().changes;
+    },
+
+    async counts() {
+      const c = db.select({ n: count() }).from(conversations).where(isNull(conversations.deletedAt)).get();
+      const m = db.select({ n: count() }).from(messages).get();
+      return { conversations: c?.n ?? 0, messages: m?.n ?? 0 };
+    },
+
+    async tokenTotals(ids) {
+      if (!ids.length) return new Map();
+      const rows = db
+        .select({ id: messages.conversationId, tokensIn: sum(messages.tokensIn).mapWith(Number), tokensOut: sum(messages.tokensOut).mapWith(Number) })
+        .from(messages)
+        .where(inArray(messages.conversationId, ids))
+        .groupBy(messages.conversationId)
+        .all();
+      return new Map(rows.map((r) => [r.id, { tokensIn: r.tokensIn, tokensOut: r.tokensOut }]));
+    },
+
+    async getConsent(sessionId) {
+      return db.select({ consent: sessions.consent }).from(sessions).where(eq(sessions.id, sessionId)).get()?.consent ?? null;
+    },
+
+    async setConsent(sessionId, consent, session) {
+      const now = new Date();
+      db.insert(sessions)
+        .values({ id: sessionId, createdAt: now, lastSeenAt: now, userAgent: session?.userAgent ?? null, ipHash: session?.ipHash ?? null, consent, consentAt: now })
+        .onConflictDoUpdate({ target: sessions.id, set: { consent, consentAt: now, lastSeenAt: now } })
+        .run();
     },
   };
 }

@@ -1,6 +1,7 @@
 import { createApp } from '../../app/app.js';
 import { loadConfig, type Config } from '../../app/env.js';
 import { createLogger } from '../../app/logger.js';
+import { InFlight } from '../../app/streaming/in-flight.js';
 import type { Store } from '../../db/store.js';
 
 /** Config as the server would parse it from these variables (persistence on by default). */
@@ -10,7 +11,10 @@ export function testConfig(env: Record<string, string> = {}): Config {
 
 export function testApp(store: Store | null, env: Record<string, string> = {}) {
   const config = testConfig(env);
-  return createApp({ config, store: config.persist ? store : null, logger: createLogger('silent') });
+  const logger = createLogger('silent');
+  const active = config.persist ? store : null;
+  const inFlight = new InFlight(active, { leaseMs: config.streams.leaseMs, sweepMs: config.streams.sweepMs, log: logger });
+  return createApp({ config, store: active, logger, inFlight });
 }
 
 export type TestApp = ReturnType<typeof testApp>;

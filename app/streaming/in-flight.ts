@@ -1,0 +1,103 @@
+import { hostname } from 'node:os';
+import type { Store } from '../../db/store.js';
+import type { Logger } from '../logger.js';
+
+/** A stream this process is relaying right now. */
+export interface InFlightStream {
+  /** Ends the stream early (shutdown): the client is told, the message is closed as interrupted. */
+  interrupt(): void;
+  /** Resolves once the stream has ended and its message is fully recorded. */
+  settled: Promise<void>;
+  /** The assistant message being written, when persistence is on. */
+  messageId: string | null;
+}
+
+export interface InFlightOptions {
+  /** How long a message's lease lasts without a heartbeat. */
+  leaseMs: number;
+  /** How often expired leases are looked for. */
+  sweepMs: number;
+  log: Logger;
+}
+
+/**
+ * The streams of this process, and the lease that marks their messages as still being written.
+ * Every process renews the leases of its own messages and closes messages whose lease expired
+ * (their writer died), so a crash never leaves a message `streaming` for long — and a process
+ * never touches a message that a live process is still writing.
+ */
+export class InFlight {
+  /** Identifies this process as a lease holder. */
+  readonly owner = `${hostname()}:${process.pid}:${crypto.randomUUID().slice(0, 8)}`;
+  private readonly streams = new Set<InFlightStream>();
+  private timers: ReturnType<typeof setInterval>[] = [];
+
+  constructor(
+    private readonly store: Store | null,
+    private readonly options: InFlightOptions,
+  ) {}
+
+  get size(): number {
+    return this.streams.size;
+  }
+
+  lease(now = Date.now()): { owner: string; expiresAt: Date } {
+    return { owner: this.owner, expiresAt: new Date(now + this.options.leaseMs) };
+  }
+
+  track(stream: InFlightStream): void {
+    this.streams.add(stream);
+    void stream.settled.finally(() => this.streams.delete(stream));
+  }
+
+  /** Starts heartbeats and periodic sweeps, with one sweep right away (start-up recovery). */
+  async start(): Promise<void> {
+    if (!this.store || this.timers.length) return;
+    const heartbeat = setInterval(() => void this.heartbeat(), Math.max(50, Math.floor(this.options.leaseMs / 3)));
+    const sweep = setInterval(() => void this.sweep(), this.options.sweepMs);
+    heartbeat.unref();
+    sweep.unref();
+    this.timers = [heartbeat, sweep];
+    await this.sweep();
+  }
+
+  async heartbeat(): Promise<void> {
+    const ids = [...this.streams].map((s) => s.messageId).filter((id): id is string => id !== null);
+    if (!this.store || !ids.length) return;
+    try {
+      await this.store.renewLeases(this.owner, ids, this.lease().expiresAt);
+    } catch (err) {
+      this.options.log.warn({ err, streams: ids.length }, 'could not renew stream leases');
+    }
+  }
+
+  async sweep(): Promise<number> {
+    if (!this.store) return 0;
+    try {
+      const closed = await this.store.sweepOrphans(new Date());
+      if (closed) this.options.log.warn({ closed }, 'closed messages left streaming by a process that is gone (finish_reason interrupted)');
+      return closed;
+    } catch (err) {
+      this.options.log.warn({ err }, 'orphan sweep failed; will retry');
+      return 0;
+    }
+  }
+
+  /**
+   * Lets running streams finish for up to `graceMs`, then interrupts the rest and waits for
+   * their messages to be recorded.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    const all = () => Promise.allSettled([...this.streams].map((s) => s.settled));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([all(), new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    if (this.streams.size) {
+      this.options.log.warn({ streams: this.streams.size }, 'shutdown grace period over; interrupting streams');
+      for (const s of this.streams) s.interrupt();
+      await all();
+    }
+  }
+}

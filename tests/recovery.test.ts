@@ -1,0 +1,154 @@
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createStore } from '../db/index.js';
+import type { Store } from '../db/store.js';
+import type { DbTarget } from '../db/url.js';
+import { mockAnswer, startMockUpstream, type MockUpstream } from '../mock/upstream.js';
+import { dialects, scratchDatabase, type ScratchDb } from './helpers/dialects.js';
+import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
+import { newSession, } from './helpers/app.js';
+import { streamedContent, waitFor } from './helpers/streams.js';
+
+let mock: MockUpstream;
+beforeAll(async () => {
+  mock = await startMockUpstream();
+});
+afterAll(async () => {
+  await mock?.close();
+});
+
+const dbUrl = (t: DbTarget) => (t.dialect === 'sqlite' ? `file:${t.path}` : t.url);
+
+describe.each(dialects)('crash recovery and shutdown on %s', (dialect) => {
+  let db: ScratchDb;
+  let store: Store;
+  const children: ServerProcess[] = [];
+
+  beforeAll(async () => {
+    db =
+      dialect === 'sqlite'
+        ? { target: { dialect: 'sqlite', path: join(tmpdir(), `recovery-${process.pid}-${Date.now()}.db`) }, drop: async () => {} }
+        : await scratchDatabase('postgres');
+  });
+  afterAll(async () => {
+    await Promise.all(children.map((c) => c.kill('SIGKILL')));
+    await store?.close();
+    await db?.drop();
+    if (db?.target.dialect === 'sqlite') for (const ext of ['', '-wal', '-shm']) rmSync(db.target.path + ext, { force: true });
+  });
+
+  const server = async (extra: Record<string, string> = {}) => {
+    const s = await startServerProcess({
+      PERSIST_TRANSCRIPTS: 'true',
+      DB_URL: dbUrl(db.target),
+      OPENAI_BASE_URL: mock.url,
+      HISTORY_BATCH_FLUSH_MS: '20',
+      STREAM_LEASE_MS: '1500',
+      ORPHAN_SWEEP_INTERVAL_MS: '200',
+      ...extra,
+    });
+    children.push(s);
+    store ??= createStore(db.target, { max: 2 });
+    return s;
+  };
+
+  /** Starts a slow stream and reads until the client has some content. */
+  async function startStream(s: ServerProcess, chunks = 400) {
+    const res = await fetch(`${s.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-session-id': newSession() },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'long answer please' }], stream: true, mock: { chunks, delay_ms: 10 } }),
+    });
+    expect(res.status).toBe(200);
+    const conversationId = res.headers.get('x-conversation-id')!;
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    while (streamedContent(text).length < 40) text += decoder.decode((await reader.read()).value, { stream: true });
+    const messageId = await waitFor(async () => (await store.listMessages(conversationId, { afterSeq: 1, limit: 1 }))[0]?.id);
+    return { conversationId, messageId, reader, decoder, text: () => text, more: async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return text;
+        text += decoder.decode(value, { stream: true });
+      }
+    } };
+  }
+
+  it('closes a message left streaming by a killed server, keeping what was flushed', async () => {
+    const first = await server();
+    const stream = await startStream(first);
+    // Let at least one batch reach the database, then kill without warning.
+    await waitFor(async () => ((await store.getMessage(stream.messageId))?.content.length ?? 0) > 0);
+    await first.kill('SIGKILL');
+    await stream.reader.cancel().catch(() => {});
+    const orphan = (await store.getMessage(stream.messageId))!;
+    expect(orphan.status).toBe('streaming');
+
+    const started = Date.now();
+    const second = await server();
+    const closed = await waitFor(async () => {
+      const m = await store.getMessage(stream.messageId);
+      return m?.status !== 'streaming' ? m : null;
+    }, 30_000);
+    expect(Date.now() - started).toBeLessThan(30_000);
+    expect(closed).toMatchObject({ status: 'error', finishReason: 'interrupted' });
+    // Every delta flushed before the crash is kept, and nothing was invented.
+    expect(closed!.content.startsWith(orphan.content)).toBe(true);
+    expect(mockAnswer({ chunks: 400 }).startsWith(closed!.content)).toBe(true);
+    await second.kill();
+  });
+
+  it('on SIGTERM lets short streams finish, interrupts long ones after the grace period, and exits 0', async () => {
+    const s = await server({ SHUTDOWN_GRACE_MS: '400' });
+    const long = await startStream(s, 1000);
+    const shortRes = fetch(`${s.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-session-id': newSession() },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'short' }], stream: true, mock: { chunks: 10, delay_ms: 20 } }),
+    });
+    const short = await shortRes;
+    const shortId = short.headers.get('x-conversation-id')!;
+    const exited = s.kill('SIGTERM');
+    const [shortText, longText] = await Promise.all([short.text(), long.more()]);
+    expect(await exited).toBe(0);
+    expect(shortText).toContain('[DONE]');
+    expect(longText).toContain('"code":"interrupted"');
+    const longMessage = (await store.getMessage(long.messageId))!;
+    expect(longMessage).toMatchObject({ status: 'error', finishReason: 'interrupted' });
+    expect(longMessage.content).toBe(streamedContent(longText));
+    const [, shortAnswer] = await store.listMessages(shortId, { afterSeq: 0, limit: 10 });
+    expect(shortAnswer).toMatchObject({ status: 'final', content: mockAnswer({ chunks: 10 }) });
+    expect(s.output()).toContain('"msg":"stopped"');
+  });
+
+  // Several processes share one database only on Postgres.
+  if (dialect === 'postgres') {
+    it('never closes a stream another live process is writing; a restarted peer closes only its own orphans', async () => {
+      const a = await server();
+      const b = await server();
+      const onB = await startStream(b, 300);
+      const onA = await startStream(a, 1000);
+      await waitFor(async () => ((await store.getMessage(onA.messageId))?.content.length ?? 0) > 0);
+      await a.kill('SIGKILL');
+      await onA.reader.cancel().catch(() => {});
+      const a2 = await server();
+      const closedA = await waitFor(async () => {
+        const m = await store.getMessage(onA.messageId);
+        return m?.status !== 'streaming' ? m : null;
+      }, 30_000);
+      expect(closedA).toMatchObject({ status: 'error', finishReason: 'interrupted' });
+      // B's stream was never touched: it runs to the end and is recorded whole.
+      const bText = await onB.more();
+      expect(bText).toContain('[DONE]');
+      const bMessage = await waitFor(async () => {
+        const m = await store.getMessage(onB.messageId);
+        return m?.status === 'final' ? m : null;
+      });
+      expect(bMessage.content).toBe(mockAnswer({ chunks: 300 }));
+      await Promise.all([a2.kill(), b.kill()]);
+    });
+  }
+});
