@@ -4,6 +4,7 @@ import { cors } from 'hono/cors';
 import { requestId } from 'hono/request-id';
 import { ApiError, renderError, toApiError } from './errors.js';
 import { accessLog } from './middleware/access-log.js';
+import { createMemoryRateLimitStore, rateLimit } from './middleware/rate-limit.js';
 import { session } from './middleware/session.js';
 import { chat } from './routes/chat.js';
 import { conversations } from './routes/conversations/index.js';
@@ -27,7 +28,16 @@ export function createApp(deps: AppDeps) {
       origin: config.allowedOrigins,
       credentials: true,
       allowHeaders: ['content-type', 'authorization', 'x-session-id', 'x-conversation-id', 'x-request-id'],
-      exposeHeaders: ['x-session-id', 'x-conversation-id', 'x-request-id', 'retry-after'],
+      exposeHeaders: [
+        'x-session-id',
+        'x-conversation-id',
+        'x-request-id',
+        'retry-after',
+        'ratelimit-limit',
+        'ratelimit-remaining',
+        'ratelimit-reset',
+        'ratelimit-policy',
+      ],
       maxAge: 600,
     }),
   );
@@ -47,6 +57,7 @@ export function createApp(deps: AppDeps) {
 
   app.route('/healthz', health);
   app.use('/v1/*', session());
+  app.use('/v1/*', rateLimit({ store: deps.rateLimitStore ?? createMemoryRateLimitStore(), ...config.rateLimit }));
   app.route('/v1/chat', chat);
   app.route('/v1/conversations', conversations);
 

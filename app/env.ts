@@ -32,6 +32,13 @@ const httpUrl = z
   })
   .transform((v) => v.replace(/\/+$/, ''));
 
+const redisUrl = z
+  .string()
+  .trim()
+  .refine((v) => /^rediss?:\/\/[^\s]+$/.test(v) && URL.canParse(v), {
+    message: 'must be a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379',
+  });
+
 const envSchema = z.object({
   OPENAI_BASE_URL: httpUrl.optional(),
   OPENAI_API_KEY: z.string().optional(),
@@ -44,6 +51,8 @@ const envSchema = z.object({
     .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean)),
   RATE_LIMIT_WINDOW_SEC: int(60, 1, 86_400),
   RATE_LIMIT_MAX: int(50, 0),
+  RATE_LIMIT_REDIS_PREFIX: z.string().regex(/^\S{1,100}$/, 'must be 1 to 100 characters without spaces').default('ratelimit:'),
+  REDIS_URL: redisUrl.optional(),
   PERSIST_TRANSCRIPTS: bool(false),
   DB_URL: z
     .string()
@@ -61,6 +70,7 @@ const envSchema = z.object({
   MAX_MESSAGES_PER_CONVERSATION: int(1000, 1),
   HISTORY_BATCH_FLUSH_MS: int(250, 1, 60_000),
   HISTORY_BATCH_FLUSH_CHARS: int(512, 1),
+  HISTORY_RETRY_MS: int(30_000, 0, 3_600_000),
   REDACT_SYSTEM_PROMPTS: bool(false),
   UPSTREAM_TIMEOUT_MS: int(120_000, 1),
   BODY_LIMIT_BYTES: int(1_048_576, 1),
@@ -76,12 +86,16 @@ export interface Config {
   port: number;
   host: string;
   allowedOrigins: string[];
-  rateLimit: { windowSec: number; max: number };
+  /** `max` 0 = rate limiting off. */
+  rateLimit: { windowSec: number; max: number; redisPrefix: string };
+  /** When set, rate-limit counters live in this Redis and are shared by every process using it. */
+  redisUrl: string | undefined;
   persist: boolean;
   db: DbTarget;
   retentionDays: number;
   limits: { conversationsPerSession: number; messagesPerConversation: number };
-  flush: { ms: number; chars: number };
+  /** Delta write batching, and how long failed writes are retried before text is given up. */
+  flush: { ms: number; chars: number; retryMs: number };
   redactSystemPrompts: boolean;
   bodyLimitBytes: number;
   /** Crash recovery: lease on in-flight messages, how often orphans are swept, shutdown grace. */
@@ -120,7 +134,8 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     port: e.PORT,
     host: e.HOST,
     allowedOrigins: e.ALLOWED_ORIGIN,
-    rateLimit: { windowSec: e.RATE_LIMIT_WINDOW_SEC, max: e.RATE_LIMIT_MAX },
+    rateLimit: { windowSec: e.RATE_LIMIT_WINDOW_SEC, max: e.RATE_LIMIT_MAX, redisPrefix: e.RATE_LIMIT_REDIS_PREFIX },
+    redisUrl: e.REDIS_URL,
     persist: e.PERSIST_TRANSCRIPTS,
     db: e.DB_URL,
     retentionDays: e.RETENTION_DAYS,
@@ -128,7 +143,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       conversationsPerSession: e.MAX_CONVERSATIONS_PER_SESSION,
       messagesPerConversation: e.MAX_MESSAGES_PER_CONVERSATION,
     },
-    flush: { ms: e.HISTORY_BATCH_FLUSH_MS, chars: e.HISTORY_BATCH_FLUSH_CHARS },
+    flush: { ms: e.HISTORY_BATCH_FLUSH_MS, chars: e.HISTORY_BATCH_FLUSH_CHARS, retryMs: e.HISTORY_RETRY_MS },
     redactSystemPrompts: e.REDACT_SYSTEM_PROMPTS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     streams: { leaseMs: e.STREAM_LEASE_MS, sweepMs: e.ORPHAN_SWEEP_INTERVAL_MS, shutdownGraceMs: e.SHUTDOWN_GRACE_MS },

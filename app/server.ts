@@ -6,6 +6,7 @@ import type { Store } from '../db/store.js';
 import { createApp } from './app.js';
 import type { Config } from './env.js';
 import { createLogger, type Logger } from './logger.js';
+import { createMemoryRateLimitStore, createRedisRateLimitStore, type RateLimitStore } from './middleware/rate-limit.js';
 import { InFlight } from './streaming/in-flight.js';
 
 export interface RunningServer {
@@ -21,7 +22,10 @@ export interface RunningServer {
 }
 
 /** Opens the store, migrates it, then listens. Used by `npm start`, `npm run dev` and tests. */
-export async function startServer(config: Config, options: { logger?: Logger; store?: Store | null } = {}): Promise<RunningServer> {
+export async function startServer(
+  config: Config,
+  options: { logger?: Logger; store?: Store | null; rateLimitStore?: RateLimitStore } = {},
+): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config.logLevel);
   let store: Store | null = null;
   if (config.persist) {
@@ -36,14 +40,26 @@ export async function startServer(config: Config, options: { logger?: Logger; st
   const inFlight = new InFlight(store, { leaseMs: config.streams.leaseMs, sweepMs: config.streams.sweepMs, log: logger });
   // Closes what a previous run left streaming, then keeps sweeping and renewing leases.
   await inFlight.start();
-  const app = createApp({ config, store, logger, inFlight });
+  // Redis when configured (shared by every process using it), else per process. Never throws:
+  // an unreachable Redis is logged and requests go unlimited until it answers.
+  const rateLimitStore =
+    options.rateLimitStore ??
+    (config.redisUrl && config.rateLimit.max > 0
+      ? await createRedisRateLimitStore({ url: config.redisUrl, prefix: config.rateLimit.redisPrefix, logger })
+      : createMemoryRateLimitStore());
+  const app = createApp({ config, store, logger, inFlight, rateLimitStore });
   const server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
   });
   const { port } = server.address() as AddressInfo;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   logger.info(
-    { port, persistence: config.persist ? describeDbTarget(config.db) : 'off', upstream: config.upstream.baseUrl ?? null },
+    {
+      port,
+      persistence: config.persist ? describeDbTarget(config.db) : 'off',
+      upstream: config.upstream.baseUrl ?? null,
+      rateLimit: config.rateLimit.max === 0 ? 'off' : rateLimitStore.kind,
+    },
     'listening',
   );
   let closing: Promise<void> | undefined;
@@ -60,6 +76,7 @@ export async function startServer(config: Config, options: { logger?: Logger; st
         // Streams are over; whatever is left is idle keep-alive or a client that never reads.
         server.closeAllConnections();
         await closed;
+        if (!options.rateLimitStore) await rateLimitStore.close();
         await store?.close();
         logger.info('stopped');
       })()),

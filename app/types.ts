@@ -2,6 +2,7 @@ import type { Store } from '../db/store.js';
 import type { Principal } from '../db/store.js';
 import type { Config } from './env.js';
 import type { Logger } from './logger.js';
+import type { RateLimitStore } from './middleware/rate-limit.js';
 import type { InFlight } from './streaming/in-flight.js';
 
 export interface AppDeps {
@@ -9,6 +10,8 @@ export interface AppDeps {
   /** Null when PERSIST_TRANSCRIPTS is off: the server is then a pure proxy. */
   store: Store | null;
   logger: Logger;
+  /** Rate-limit counters (Redis when REDIS_URL is set); absent, each app gets its own in-memory store. */
+  rateLimitStore?: RateLimitStore;
   /** Streams being relayed by this process, with their message leases. */
   inFlight: InFlight;
 }

@@ -1,17 +1,16 @@
 import { createApp } from '../../app/app.js';
 import { loadConfig, type Config } from '../../app/env.js';
-import { createLogger } from '../../app/logger.js';
+import { createLogger, type Logger } from '../../app/logger.js';
 import { InFlight } from '../../app/streaming/in-flight.js';
 import type { Store } from '../../db/store.js';
 
-/** Config as the server would parse it from these variables (persistence on by default). */
+/** Config as the server would parse it from these variables (persistence on, rate limiting off by default). */
 export function testConfig(env: Record<string, string> = {}): Config {
-  return loadConfig({ PERSIST_TRANSCRIPTS: 'true', DB_URL: 'file::memory:', LOG_LEVEL: 'silent', ...env });
+  return loadConfig({ PERSIST_TRANSCRIPTS: 'true', DB_URL: 'file::memory:', LOG_LEVEL: 'silent', RATE_LIMIT_MAX: '0', ...env });
 }
 
-export function testApp(store: Store | null, env: Record<string, string> = {}) {
+export function testApp(store: Store | null, env: Record<string, string> = {}, logger: Logger = createLogger('silent')) {
   const config = testConfig(env);
-  const logger = createLogger('silent');
   const active = config.persist ? store : null;
   const inFlight = new InFlight(active, { leaseMs: config.streams.leaseMs, sweepMs: config.streams.sweepMs, log: logger });
   return createApp({ config, store: active, logger, inFlight });
@@ -45,3 +44,10 @@ export async function call(app: TestApp, method: string, path: string, { session
 }
 
 export const newSession = () => `s_${crypto.randomUUID()}`;
+
+/** A logger whose JSON lines are kept for the test to read. */
+export function capturingLogger() {
+  const lines: string[] = [];
+  const logger = createLogger('debug', { write: (line: string) => void lines.push(line) });
+  return { logger, lines, text: () => lines.join('') };
+}

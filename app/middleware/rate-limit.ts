@@ -1,0 +1,229 @@
+import { createHash } from 'node:crypto';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import type { Context } from 'hono';
+import { getCookie } from 'hono/cookie';
+import { createMiddleware } from 'hono/factory';
+import { createClient } from 'redis';
+import { ApiError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { AppEnv } from '../types.js';
+import { SESSION_COOKIE, SESSION_HEADER } from './session.js';
+
+/** One counted request: how many the key has made in its current window, and when that ends. */
+export interface RateLimitHit {
+  count: number;
+  resetMs: number;
+}
+
+/**
+ * Fixed-window counters. A key's window opens with its first request and lasts `windowMs`;
+ * every request in it increments the count, atomically, whichever process serves it.
+ */
+export interface RateLimitStore {
+  readonly kind: 'memory' | 'redis';
+  hit(key: string, windowMs: number): Promise<RateLimitHit>;
+  close(): Promise<void>;
+}
+
+export interface MemoryRateLimitStoreOptions {
+  /** Most keys kept at once; beyond, the oldest window is dropped (that client starts afresh). */
+  maxKeys?: number;
+  now?: () => number;
+}
+
+/** Counters in this process only: fine for one server, not shared between several. */
+export function createMemoryRateLimitStore({ maxKeys = 100_000, now = Date.now }: MemoryRateLimitStoreOptions = {}): RateLimitStore {
+  // A key is (re)inserted when its window opens, and every window has the same length, so the
+  // Map's insertion order is also expiry order: expired entries are always at the front.
+  const windows = new Map<string, { count: number; resetAt: number }>();
+  return {
+    kind: 'memory',
+    async hit(key, windowMs) {
+      const t = now();
+      for (const [k, w] of windows) {
+        if (w.resetAt > t) break;
+        windows.delete(k);
+      }
+      let w = windows.get(key);
+      if (w && w.resetAt <= t) {
+        windows.delete(key);
+        w = undefined;
+      }
+      if (!w) {
+        if (windows.size >= maxKeys) windows.delete(windows.keys().next().value!);
+        w = { count: 0, resetAt: t + windowMs };
+        windows.set(key, w);
+      }
+      w.count += 1;
+      return { count: w.count, resetMs: w.resetAt - t };
+    },
+    async close() {
+      windows.clear();
+    },
+  };
+}
+
+// INCR and the expiry run as one script, so concurrent processes never double-count and a key
+// never outlives its window (a key somehow left without a TTL gets one on its next hit).
+const HIT_SCRIPT = `
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}`;
+const HIT_SCRIPT_SHA = createHash('sha1').update(HIT_SCRIPT).digest('hex');
+
+export interface RedisRateLimitStoreOptions {
+  url: string;
+  logger: Logger;
+  /** Prepended to every key, so several deployments can share one Redis. */
+  prefix?: string;
+  /** How long start-up waits for the first connection before going on without it. */
+  connectWaitMs?: number;
+  /** A slower answer counts as a failure (and the request is let through). */
+  commandTimeoutMs?: number;
+}
+
+/**
+ * Counters shared by every process pointed at the same Redis. Connection trouble never throws
+ * here: commands fail fast while Redis is away (the middleware then lets requests through), and
+ * the client keeps reconnecting in the background.
+ */
+export async function createRedisRateLimitStore({
+  url,
+  logger,
+  prefix = 'ratelimit:',
+  connectWaitMs = 5_000,
+  commandTimeoutMs = 1_000,
+}: RedisRateLimitStoreOptions): Promise<RateLimitStore> {
+  const log = logger.child({ component: 'rate-limit', redis: redactRedisUrl(url) });
+  const client = createClient({
+    url,
+    disableOfflineQueue: true,
+    commandOptions: { timeout: commandTimeoutMs },
+    socket: { connectTimeout: commandTimeoutMs * 2, reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 5_000) },
+  });
+  // Without an 'error' listener node-redis would crash the process. Reconnects fail repeatedly,
+  // so each outage is logged once, and its end once.
+  let everReady = false;
+  let warned = false;
+  const warnOnce = (message: string, err?: unknown) => {
+    if (!warned) log.warn({ err }, message);
+    warned = true;
+  };
+  const unreachable = 'Redis is unreachable at start-up; requests are allowed without rate limiting until it connects';
+  client.on('error', (err: Error) =>
+    warnOnce(everReady ? 'Redis connection lost; requests are allowed without rate limiting until it returns' : unreachable, err),
+  );
+  client.on('ready', () => {
+    if (warned) log.info('Redis connected; rate limiting is active');
+    everReady = true;
+    warned = false;
+  });
+
+  const connecting = client.connect().then(
+    () => true,
+    () => false, // destroyed before it ever connected
+  );
+  const connected = await Promise.race([connecting, new Promise<false>((r) => setTimeout(r, connectWaitMs, false).unref())]);
+  if (!connected) warnOnce(unreachable);
+
+  return {
+    kind: 'redis',
+    async hit(key, windowMs) {
+      const options = { keys: [prefix + key], arguments: [String(windowMs)] };
+      const reply = await client.evalSha(HIT_SCRIPT_SHA, options).catch((err: unknown) => {
+        // First use on this Redis (or after SCRIPT FLUSH): send the script itself once.
+        if (err instanceof Error && err.message.startsWith('NOSCRIPT')) return client.eval(HIT_SCRIPT, options);
+        throw err;
+      });
+      const [count, ttl] = reply as [number, number];
+      return { count, resetMs: ttl };
+    },
+    async close() {
+      if (client.isReady) await client.close().catch(() => client.destroy());
+      else if (client.isOpen) client.destroy();
+      await connecting;
+    },
+  };
+}
+
+/** The URL without its password, for logs. */
+export function redactRedisUrl(url: string): string {
+  const u = new URL(url);
+  if (u.password) u.password = '***';
+  return u.toString();
+}
+
+export interface RateLimitOptions {
+  store: RateLimitStore;
+  /** Requests allowed per window; 0 turns the limiter off. */
+  max: number;
+  windowSec: number;
+}
+
+/**
+ * Limits each caller to `max` requests per `windowSec`, keyed by session (or signed-in user) when
+ * the request carries one, else by client address. Mount it after `session()`. Counted responses
+ * carry RateLimit-Limit/Remaining/Reset/Policy (IETF draft); over the limit → 429 + Retry-After.
+ * If the store fails (Redis down), the request is allowed: a broken limiter must not take the
+ * proxy down.
+ */
+export const rateLimit = ({ store, max, windowSec }: RateLimitOptions) => {
+  const policy = `${max};w=${windowSec}`;
+  let lastWarnAt = -Infinity;
+  return createMiddleware<AppEnv>(async (c, next) => {
+    if (max === 0 || c.req.method === 'OPTIONS') return next();
+    let hit: RateLimitHit;
+    try {
+      hit = await store.hit(clientKey(c), windowSec * 1000);
+    } catch (err) {
+      // One warning per half minute is enough to notice; one per request would flood the log.
+      if (Date.now() - lastWarnAt >= 30_000) {
+        lastWarnAt = Date.now();
+        c.var.log.warn({ err, store: store.kind }, 'rate limiter unavailable; request allowed without limiting');
+      }
+      return next();
+    }
+    const resetSec = Math.max(1, Math.ceil(hit.resetMs / 1000));
+    c.header('RateLimit-Limit', String(max));
+    c.header('RateLimit-Remaining', String(Math.max(0, max - hit.count)));
+    c.header('RateLimit-Reset', String(resetSec));
+    c.header('RateLimit-Policy', policy);
+    if (hit.count > max) {
+      throw new ApiError(
+        429,
+        'rate_limit_error',
+        `Rate limit exceeded: at most ${max} requests per ${windowSec} seconds per session (or per client address without one). Retry after ${resetSec} second${resetSec === 1 ? '' : 's'}.`,
+        'rate_limit_exceeded',
+        null,
+        { 'retry-after': String(resetSec) },
+      );
+    }
+    await next();
+  });
+};
+
+/**
+ * Who is counted. Session ids are chosen by the client, so a request that carried none (its id
+ * was just minted) counts against its address instead, or every request would get a fresh budget.
+ * Keys are hashed: a session id is a bearer credential and must not sit readable in Redis.
+ */
+function clientKey(c: Context<AppEnv>): string {
+  const { principal } = c.var;
+  let raw: string;
+  if (principal.userId) raw = `user:${principal.userId}`;
+  else if (c.req.header(SESSION_HEADER) !== undefined || getCookie(c, SESSION_COOKIE) !== undefined) raw = `session:${principal.sessionId}`;
+  else raw = `ip:${clientAddress(c)}`;
+  return createHash('sha256').update(raw).digest('base64url');
+}
+
+function clientAddress(c: Context<AppEnv>): string {
+  try {
+    return getConnInfo(c).remote.address ?? 'unknown';
+  } catch {
+    return 'unknown'; // no socket, e.g. app.request() in tests
+  }
+}
