@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { isTransientDbError } from '../db/shared.js';
 import { ConversationNotFoundError, LimitExceededError } from '../db/store.js';
 
 export type ErrorType =
@@ -45,6 +46,11 @@ export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof ConversationNotFoundError) return notFound('conversation', err.conversationId);
   if (err instanceof LimitExceededError) return new ApiError(429, 'rate_limit_error', err.message, 'limit_exceeded');
+  if (isTransientDbError(err)) {
+    return new ApiError(503, 'server_error', 'The conversation database is busy or briefly unavailable. Please retry in a moment.', 'database_unavailable', null, {
+      'retry-after': '1',
+    });
+  }
   if (err instanceof HTTPException) {
     const status = err.status;
     if (status === 413) return new ApiError(413, 'invalid_request_error', err.message, 'request_too_large');

@@ -1,7 +1,12 @@
-import type { Conversation, Message } from '../db/store.js';
+import type { Conversation, Message, TokenTotals } from '../db/store.js';
 
-/** The API's view of stored rows: snake_case, ISO-8601 UTC timestamps, same in both dialects. */
-export function conversationJson(c: Conversation) {
+const unknownTotals: TokenTotals = { tokensIn: null, tokensOut: null };
+
+/**
+ * The API's view of stored rows: snake_case, ISO-8601 UTC timestamps, same in both dialects.
+ * `usage` sums the known token counts of the conversation's messages (null when none is known).
+ */
+export function conversationJson(c: Conversation, totals: TokenTotals = unknownTotals) {
   return {
     id: c.id,
     object: 'conversation' as const,
@@ -9,6 +14,7 @@ export function conversationJson(c: Conversation) {
     model: c.model,
     metadata: c.metadata,
     message_count: c.lastSeq,
+    usage: { tokens_in: totals.tokensIn, tokens_out: totals.tokensOut },
     created_at: c.createdAt.toISOString(),
     updated_at: c.updatedAt.toISOString(),
     deleted_at: c.deletedAt?.toISOString() ?? null,
@@ -28,6 +34,7 @@ export function messageJson(m: Message) {
     parent_message_id: m.parentMessageId,
     tokens_in: m.tokensIn,
     tokens_out: m.tokensOut,
+    tokens_source: m.tokensSource,
     finish_reason: m.finishReason,
     tool_calls: m.toolCalls,
     function_call: m.functionCall,

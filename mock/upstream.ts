@@ -208,7 +208,8 @@ function completionPlan(o: MockOptions, body: any, seq: number): Plan {
       created,
       model,
       choices: [{ index: 0, message, finish_reason: finish }],
-      usage,
+      // `usage: false` imitates providers that report no usage at all.
+      ...(o.usage === false ? {} : { usage }),
     });
     const plan = jsonPlan(200, json, requestId);
     const buf = Buffer.from(json);

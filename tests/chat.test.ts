@@ -364,6 +364,8 @@ describe.each(dialects)('chat proxy on %s', (dialect) => {
         tools: body.tools,
         response_format: body.response_format,
         stream: true,
+        // Asked for on the client's behalf, for token accounting.
+        stream_options: { include_usage: true },
       });
     });
 

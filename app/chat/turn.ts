@@ -4,7 +4,8 @@ import type { Logger } from '../logger.js';
 import { toNewMessage } from '../messages.js';
 import type { StreamEnd, StreamObserver } from '../streaming/relay.js';
 import { TurnRecorder, type TurnOutcome } from '../streaming/recorder.js';
-import { createChatStreamReader, toolCallsJson } from '../upstream/chat-stream.js';
+import { estimatePromptTokens, estimateTokens } from '../tokens.js';
+import { createChatStreamReader, toolCallsJson, type Usage } from '../upstream/chat-stream.js';
 import type { ChatMessage, ChatRequest } from './schemas.js';
 
 const TITLE_CHARS = 80;
@@ -70,6 +71,7 @@ export class ProxiedTurn {
 
   private constructor(
     private readonly ctx: TurnContext,
+    private readonly request: ChatRequest,
     readonly conversationId: string,
     readonly assistantMessageId: string | null,
   ) {}
@@ -96,7 +98,7 @@ export class ProxiedTurn {
       // A plain request writes its answer afterwards: keep a place for it under the limit.
       { maxMessages: config.limits.messagesPerConversation - (stream ? 0 : 1) },
     );
-    return new ProxiedTurn(ctx, id, stream ? appended.at(-1)!.id : null);
+    return new ProxiedTurn(ctx, request, id, stream ? appended.at(-1)!.id : null);
   }
 
   /** Watches a relayed stream and records the assistant message from it. */
@@ -107,11 +109,17 @@ export class ProxiedTurn {
       messageId: this.assistantMessageId!,
       flushMs: config.flush.ms,
       flushChars: config.flush.chars,
+      retryForMs: config.flush.retryMs,
       log,
     });
     let skippedLogged = false;
+    // The whole answer, kept for a token estimate in case the upstream reports no usage.
+    let answer = '';
     const reader = createChatStreamReader({
-      onText: (text) => recorder.append(text),
+      onText: (text) => {
+        answer += text;
+        recorder.append(text);
+      },
       onSkipped: (reason) => {
         // Once per stream is enough to notice; the count goes to the final log line.
         if (!skippedLogged) log.warn({ reason }, 'skipped an unreadable upstream event');
@@ -131,11 +139,12 @@ export class ProxiedTurn {
         } else {
           outcome = { status: 'error', finishReason: how };
         }
-        outcome.tokensIn = s.usage?.prompt_tokens ?? null;
-        outcome.tokensOut = s.usage?.completion_tokens ?? null;
         outcome.toolCalls = toolCallsJson(s.toolCalls);
         if (s.skipped) log.warn({ skipped_events: s.skipped }, 'stream had unreadable events');
-        void recorder.finish(outcome).finally(this.resolveSettled);
+        const generated = answer + s.toolCalls.map((c) => c?.function.arguments ?? '').join('');
+        void this.tokens(s.usage, generated)
+          .then((tokens) => recorder.finish({ ...outcome, ...tokens }))
+          .finally(this.resolveSettled);
       },
     };
   }
@@ -149,20 +158,42 @@ export class ProxiedTurn {
       // recorded as an error below
     }
     const choice = parsed?.choices?.[0];
-    const message: NewMessage =
-      status >= 200 && status < 300 && choice
-        ? {
-            role: 'assistant',
-            status: 'final',
-            content: typeof choice.message?.content === 'string' ? choice.message.content : '',
-            finishReason: choice.finish_reason ?? null,
-            toolCalls: choice.message?.tool_calls ?? null,
-            functionCall: choice.message?.function_call ?? null,
-            tokensIn: parsed.usage?.prompt_tokens ?? null,
-            tokensOut: parsed.usage?.completion_tokens ?? null,
-          }
-        : { role: 'assistant', status: 'error', content: '', finishReason: status >= 400 ? 'upstream_error' : 'upstream_invalid_response' };
-    await this.appendAssistant(message);
+    if (!(status >= 200 && status < 300 && choice)) {
+      await this.appendAssistant({ role: 'assistant', status: 'error', content: '', finishReason: status >= 400 ? 'upstream_error' : 'upstream_invalid_response' });
+      return;
+    }
+    const content = typeof choice.message?.content === 'string' ? choice.message.content : '';
+    const toolCalls = Array.isArray(choice.message?.tool_calls) ? choice.message.tool_calls : null;
+    const args = (toolCalls ?? []).map((c: any) => (typeof c?.function?.arguments === 'string' ? c.function.arguments : '')).join('');
+    await this.appendAssistant({
+      role: 'assistant',
+      status: 'final',
+      content,
+      finishReason: choice.finish_reason ?? null,
+      toolCalls,
+      functionCall: choice.message?.function_call ?? null,
+      ...(await this.tokens(parsed.usage, content + args)),
+    });
+  }
+
+  /**
+   * Token counts for the answer: the upstream's when it reported them, else an estimate of the
+   * prompt and of what was generated. A count that cannot be known is null, never 0.
+   */
+  private async tokens(usage: Usage | null | undefined, generated: string): Promise<Pick<TurnOutcome, 'tokensIn' | 'tokensOut' | 'tokensSource'>> {
+    if (usage && (typeof usage.prompt_tokens === 'number' || typeof usage.completion_tokens === 'number')) {
+      return { tokensIn: usage.prompt_tokens ?? null, tokensOut: usage.completion_tokens ?? null, tokensSource: 'provider' };
+    }
+    try {
+      return {
+        tokensIn: await estimatePromptTokens(this.request.messages),
+        tokensOut: await estimateTokens(generated),
+        tokensSource: 'estimated',
+      };
+    } catch (err) {
+      this.ctx.log.warn({ err }, 'token estimate failed; counts left unknown');
+      return { tokensIn: null, tokensOut: null, tokensSource: null };
+    }
   }
 
   /** The upstream failed before any answer: the exchange ends as an error. */

@@ -3,6 +3,7 @@ import { LOCAL_FIELDS, chatRequestSchema } from '../chat/schemas.js';
 import { ProxiedTurn } from '../chat/turn.js';
 import { ApiError, errorBody } from '../errors.js';
 import { relay, type StreamObserver } from '../streaming/relay.js';
+import { createUsageFilter } from '../streaming/usage-filter.js';
 import { callChatCompletions, type UpstreamCall } from '../upstream/client.js';
 import type { AppEnv } from '../types.js';
 import { validate } from '../validate.js';
@@ -17,6 +18,11 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
 
   const upstreamRequest: Record<string, unknown> = { ...request, model: request.model ?? config.upstream.defaultModel };
   for (const field of LOCAL_FIELDS) delete upstreamRequest[field];
+  // Honest accounting: a recorded stream asks for usage even when the client did not; the
+  // client's stream is then filtered back to exactly what it asked for.
+  const streamOptions = request.stream_options as { include_usage?: unknown } | undefined;
+  const addUsage = stream && store !== null && streamOptions?.include_usage !== true;
+  if (addUsage) upstreamRequest.stream_options = { ...streamOptions, include_usage: true };
 
   const turn = store
     ? await ProxiedTurn.begin(
@@ -46,7 +52,7 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   if (stream) {
     let settle = () => {};
     const observer = turn ? turn.observer() : { ...ignore, end: () => settle() };
-    const relayed = relay(call, observer);
+    const relayed = relay(call, observer, addUsage ? createUsageFilter() : undefined);
     inFlight.track({
       interrupt: relayed.interrupt,
       settled: turn ? turn.settled : new Promise<void>((r) => (settle = r)),

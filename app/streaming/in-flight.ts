@@ -97,7 +97,9 @@ export class InFlight {
     if (this.streams.size) {
       this.options.log.warn({ streams: this.streams.size }, 'shutdown grace period over; interrupting streams');
       for (const s of this.streams) s.interrupt();
-      await all();
+      // Recording the ends needs the database; do not wait forever for one that is down.
+      await Promise.race([all(), new Promise<void>((r) => setTimeout(r, 10_000).unref())]);
+      if (this.streams.size) this.options.log.error({ streams: this.streams.size }, 'stopping with messages whose end could not be recorded; the next sweep closes them');
     }
   }
 }

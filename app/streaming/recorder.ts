@@ -1,4 +1,4 @@
-import type { Json, MessageFinish, Store } from '../../db/store.js';
+import type { MessageFinish, Store } from '../../db/store.js';
 import type { Logger } from '../logger.js';
 
 export interface RecorderOptions {
@@ -9,20 +9,17 @@ export interface RecorderOptions {
   /** …or as soon as this many characters are pending. */
   flushChars: number;
   log: Logger;
-  /** How long failed writes are retried before the recorder gives up on them. */
-  retryForMs?: number;
+  /**
+   * How long failed content writes are retried before the text still pending is given up on
+   * (the message is then recorded as `incomplete` once the database is back).
+   */
+  retryForMs: number;
 }
 
-export interface TurnOutcome {
-  status: MessageFinish['status'];
-  finishReason: string | null;
-  tokensIn?: number | null;
-  tokensOut?: number | null;
-  toolCalls?: Json | null;
-}
+export type TurnOutcome = Omit<MessageFinish, 'finishReason'> & { finishReason: string | null };
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const backoff = (failures: number) => Math.min(50 * 2 ** failures, 2_000);
+const backoff = (failures: number) => Math.min(50 * 2 ** Math.min(failures, 10), 2_000);
 
 /**
  * Records one assistant message as it streams. Text is batched and written off the path of the
@@ -47,6 +44,8 @@ export class TurnRecorder {
   append(text: string): void {
     if (this.finishing || !text) return;
     this.pending += text;
+    // While the database is failing, the backoff timer alone decides when to try again.
+    if (this.failures) return;
     if (this.pending.length >= this.options.flushChars) this.flushSoon();
     else this.timer ??= setTimeout(this.onTimer, this.options.flushMs);
   }
@@ -83,7 +82,9 @@ export class TurnRecorder {
         // Keep the text, in order, ahead of anything that arrived meanwhile.
         this.pending = text + this.pending;
         this.failures++;
-        this.options.log.warn({ err, message_id: this.options.messageId, failures: this.failures }, 'history write failed; will retry');
+        if (this.failures === 1 || this.failures % 20 === 0) {
+          this.options.log.warn({ err, message_id: this.options.messageId, failures: this.failures }, 'history write failed; will retry');
+        }
       },
     );
     return this.writing.finally(() => {
@@ -98,30 +99,35 @@ export class TurnRecorder {
   private async complete(outcome: TurnOutcome): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     if (this.immediate) clearImmediate(this.immediate);
-    const deadline = Date.now() + (this.options.retryForMs ?? 30_000);
+    const { store, messageId, log, retryForMs } = this.options;
+    const deadline = Date.now() + retryForMs;
+    let lostChars = 0;
     while (this.writing || this.pending) {
       await this.write();
       if (this.pending && this.failures) {
-        if (Date.now() > deadline) {
-          this.options.log.error(
-            { message_id: this.options.messageId, lost_chars: this.pending.length },
-            'history write kept failing; the stored message is missing its tail',
+        if (Date.now() >= deadline) {
+          lostChars = this.pending.length;
+          this.pending = '';
+          log.error(
+            { message_id: messageId, lost_chars: lostChars, retried_ms: retryForMs },
+            'the database stayed down past HISTORY_RETRY_MS; the message will be recorded as incomplete',
           );
           break;
         }
-        await sleep(backoff(this.failures));
+        // Never sleep past the deadline: the last attempt happens at it.
+        await sleep(Math.min(backoff(this.failures), Math.max(0, deadline - Date.now())));
       }
     }
-    for (let attempt = 0; ; attempt++) {
+    const end: TurnOutcome = lostChars ? { ...outcome, status: 'error', finishReason: 'incomplete' } : outcome;
+    // How the message ended is small and essential: keep trying until the database answers.
+    for (let attempt = 1; ; attempt++) {
       try {
-        await this.options.store.finishMessage(this.options.messageId, outcome);
+        await store.finishMessage(messageId, end);
+        if (attempt > 1) log.warn({ message_id: messageId, attempts: attempt, finish_reason: end.finishReason }, 'recorded the end of the message after the database came back');
         return;
       } catch (err) {
-        if (Date.now() > deadline) {
-          this.options.log.error({ err, message_id: this.options.messageId }, 'could not record how the message ended');
-          return;
-        }
-        await sleep(backoff(attempt + 1));
+        if (attempt === 1) log.warn({ err, message_id: messageId }, 'could not record the end of the message; retrying');
+        await sleep(backoff(attempt));
       }
     }
   }

@@ -19,15 +19,17 @@ const migrationsFolder = fileURLToPath(new URL('../../drizzle/sqlite', import.me
 
 /**
  * better-sqlite3 is synchronous, so every method runs to completion before it returns and
- * transactions cannot interleave within a process; BEGIN IMMEDIATE plus busy_timeout make
- * several processes on one file queue instead of failing.
+ * transactions cannot interleave within a process; BEGIN IMMEDIATE takes the write lock up
+ * front so two processes on one file never deadlock upgrading a read lock.
  */
 export function createSqliteStore(path: string): Store {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const client = new Database(path);
   client.pragma('journal_mode = WAL');
   client.pragma('synchronous = NORMAL');
-  client.pragma('busy_timeout = 5000');
+  // better-sqlite3 waits for a lock synchronously, stalling every stream of the process, so
+  // the wait stays short: a busy database is retried by the caller (recorder backoff, 503).
+  client.pragma('busy_timeout = 50');
   client.pragma('foreign_keys = ON');
   const db = drizzle(client, { schema });
   const immediate = { behavior: 'immediate' } as const;

@@ -33,9 +33,10 @@ export const conversations = new Hono<Env>()
     const { cursor, limit, include_deleted } = c.req.valid('query');
     const page = await c.var.store.listConversations(c.var.principal, { limit, after: cursor, includeDeleted: include_deleted });
     const last = page.items.at(-1);
+    const totals = await c.var.store.tokenTotals(page.items.map((i) => i.id));
     return c.json({
       object: 'list',
-      items: page.items.map(conversationJson),
+      items: page.items.map((i) => conversationJson(i, totals.get(i.id))),
       next_cursor: page.hasMore && last ? encodeCursor(last) : null,
     });
   })
@@ -45,10 +46,13 @@ export const conversations = new Hono<Env>()
     const conversation = await c.var.store.getConversation(c.var.principal, id);
     if (!conversation) throw notFound('conversation', id);
     const { after_seq, limit } = c.req.valid('query');
-    const messages = await c.var.store.listMessages(id, { afterSeq: after_seq, limit });
+    const [messages, totals] = await Promise.all([
+      c.var.store.listMessages(id, { afterSeq: after_seq, limit }),
+      c.var.store.tokenTotals([id]),
+    ]);
     const last = messages.at(-1);
     return c.json({
-      ...conversationJson(conversation),
+      ...conversationJson(conversation, totals.get(id)),
       messages: messages.map(messageJson),
       // Seqs are dense, so the page is the last one exactly when it reaches the counter.
       next_after_seq: last && last.seq < conversation.lastSeq ? last.seq : null,
@@ -59,7 +63,8 @@ export const conversations = new Hono<Env>()
     const id = c.req.param('id');
     const updated = await c.var.store.updateConversation(c.var.principal, id, c.req.valid('json'));
     if (!updated) throw notFound('conversation', id);
-    return c.json(conversationJson(updated));
+    const totals = await c.var.store.tokenTotals([id]);
+    return c.json(conversationJson(updated, totals.get(id)));
   })
 
   .delete('/:id', async (c) => {
