@@ -1,4 +1,5 @@
 import type { UpstreamCall } from '../upstream/client.js';
+import type { UsageFilter } from './usage-filter.js';
 
 /** How a relayed stream ended. */
 export type StreamEnd = 'completed' | 'client_abort' | 'upstream_error' | 'upstream_timeout' | 'interrupted';
@@ -32,11 +33,11 @@ export interface Relay {
 
 /**
  * Pipes the upstream body to the client through one TransformStream: chunks go out untouched
- * the moment they arrive, and the observer sees each one after it is enqueued. The end is
+ * the moment they arrive (minus the usage the server asked for, when a filter is given), and the observer sees each one after it is enqueued. The end is
  * reported exactly once: `flush` (upstream finished), `cancel` (client went away) or the pipe's
  * failure (upstream dropped or went silent), in which case the client gets an SSE error event.
  */
-export function relay(call: UpstreamCall, observer: StreamObserver): Relay {
+export function relay(call: UpstreamCall, observer: StreamObserver, filter?: UsageFilter): Relay {
   let ended: StreamEnd | null = null;
   const end = (how: StreamEnd): boolean => {
     if (ended) return false;
@@ -49,12 +50,18 @@ export function relay(call: UpstreamCall, observer: StreamObserver): Relay {
   // `cancel` is in the Streams spec and Node 20, not yet in TypeScript's DOM types.
   const transformer: Transformer<Uint8Array, Uint8Array> & { cancel(reason: unknown): void } = {
     transform(chunk, controller) {
-      controller.enqueue(chunk);
+      if (!filter) controller.enqueue(chunk);
+      else {
+        const out = filter.push(chunk);
+        if (out.byteLength) controller.enqueue(out);
+      }
       if (ended) return;
       call.touch();
       observer.push(chunk);
     },
-    flush() {
+    flush(controller) {
+      const rest = filter?.end();
+      if (rest?.byteLength) controller.enqueue(rest);
       end('completed');
     },
     cancel(reason) {
