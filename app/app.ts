@@ -9,11 +9,23 @@ import { session } from './middleware/session.js';
 import { chat } from './routes/chat.js';
 import { conversations } from './routes/conversations/index.js';
 import { health } from './routes/health.js';
-import type { AppDeps, AppEnv } from './types.js';
+import { createMetrics } from './metrics.js';
+import { Consents, PERSIST_HEADER, redactSystemPrompts } from './privacy.js';
+import { metrics } from './routes/metrics.js';
+import { privacy } from './routes/privacy.js';
+import type { AppDeps, AppEnv, Services } from './types.js';
 
 /** Builds the HTTP app around its dependencies; no I/O happens here. */
-export function createApp(deps: AppDeps) {
-  const { config } = deps;
+export function createApp(input: AppDeps) {
+  const { config } = input;
+  // REDACT_SYSTEM_PROMPTS applies to the store itself, so no write path can miss it.
+  const store = input.store && config.redactSystemPrompts ? redactSystemPrompts(input.store) : input.store;
+  const deps: Services = {
+    ...input,
+    store,
+    metrics: input.metrics ?? createMetrics(),
+    consents: store ? new Consents(store) : null,
+  };
   const app = new Hono<AppEnv>();
 
   app.use(requestId());
@@ -27,7 +39,7 @@ export function createApp(deps: AppDeps) {
     cors({
       origin: config.allowedOrigins,
       credentials: true,
-      allowHeaders: ['content-type', 'authorization', 'x-session-id', 'x-conversation-id', 'x-request-id'],
+      allowHeaders: ['content-type', 'authorization', 'x-session-id', 'x-conversation-id', 'x-request-id', PERSIST_HEADER],
       exposeHeaders: [
         'x-session-id',
         'x-conversation-id',
@@ -56,10 +68,12 @@ export function createApp(deps: AppDeps) {
   );
 
   app.route('/healthz', health);
+  app.route('/metrics', metrics);
   app.use('/v1/*', session());
   app.use('/v1/*', rateLimit({ store: deps.rateLimitStore ?? createMemoryRateLimitStore(), ...config.rateLimit }));
   app.route('/v1/chat', chat);
   app.route('/v1/conversations', conversations);
+  app.route('/v1/privacy', privacy);
 
   app.notFound((c) =>
     renderError(

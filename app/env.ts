@@ -66,6 +66,17 @@ const envSchema = z.object({
       }
     }),
   RETENTION_DAYS: int(30, 0),
+  DELETED_RETENTION_DAYS: int(7, 0),
+  RETENTION_BATCH_SIZE: int(500, 1, 100_000),
+  CONSENT_REQUIRED: bool(false),
+  PRIVACY_NOTICE: z
+    .string()
+    .trim()
+    .min(1)
+    .max(2000, 'must be at most 2000 characters')
+    .default(
+      'Conversations on this service are stored so you can come back to them. They are deleted automatically after the retention period, and you can delete them or opt out at any time.',
+    ),
   MAX_CONVERSATIONS_PER_SESSION: int(100, 1),
   MAX_MESSAGES_PER_CONVERSATION: int(1000, 1),
   HISTORY_BATCH_FLUSH_MS: int(250, 1, 60_000),
@@ -92,7 +103,9 @@ export interface Config {
   redisUrl: string | undefined;
   persist: boolean;
   db: DbTarget;
-  retentionDays: number;
+  /** Idle conversations are deleted after `days` (0 = never) unless pinned; soft-deleted ones after `deletedDays`. */
+  retention: { days: number; deletedDays: number; batchSize: number };
+  privacy: { consentRequired: boolean; notice: string };
   limits: { conversationsPerSession: number; messagesPerConversation: number };
   /** Delta write batching, and how long failed writes are retried before text is given up. */
   flush: { ms: number; chars: number; retryMs: number };
@@ -138,7 +151,8 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     redisUrl: e.REDIS_URL,
     persist: e.PERSIST_TRANSCRIPTS,
     db: e.DB_URL,
-    retentionDays: e.RETENTION_DAYS,
+    retention: { days: e.RETENTION_DAYS, deletedDays: e.DELETED_RETENTION_DAYS, batchSize: e.RETENTION_BATCH_SIZE },
+    privacy: { consentRequired: e.CONSENT_REQUIRED, notice: e.PRIVACY_NOTICE },
     limits: {
       conversationsPerSession: e.MAX_CONVERSATIONS_PER_SESSION,
       messagesPerConversation: e.MAX_MESSAGES_PER_CONVERSATION,

@@ -7,6 +7,7 @@ import { createApp } from './app.js';
 import type { Config } from './env.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMemoryRateLimitStore, createRedisRateLimitStore, type RateLimitStore } from './middleware/rate-limit.js';
+import { scheduleRetention } from './retention.js';
 import { InFlight } from './streaming/in-flight.js';
 
 export interface RunningServer {
@@ -48,6 +49,7 @@ export async function startServer(
       ? await createRedisRateLimitStore({ url: config.redisUrl, prefix: config.rateLimit.redisPrefix, logger })
       : createMemoryRateLimitStore());
   const app = createApp({ config, store, logger, inFlight, rateLimitStore });
+  const stopRetention = store ? scheduleRetention(store, config.retention, logger) : () => {};
   const server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
   });
@@ -70,6 +72,7 @@ export async function startServer(
     inFlight,
     close: () =>
       (closing ??= (async () => {
+        stopRetention();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
         await inFlight.shutdown(config.streams.shutdownGraceMs);
@@ -77,7 +80,8 @@ export async function startServer(
         server.closeAllConnections();
         await closed;
         if (!options.rateLimitStore) await rateLimitStore.close();
-        await store?.close();
+        // A store handed in belongs to the caller, like a rate-limit store.
+        if (!options.store) await store?.close();
         logger.info('stopped');
       })()),
   };

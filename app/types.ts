@@ -3,6 +3,8 @@ import type { Principal } from '../db/store.js';
 import type { Config } from './env.js';
 import type { Logger } from './logger.js';
 import type { RateLimitStore } from './middleware/rate-limit.js';
+import type { Metrics } from './metrics.js';
+import type { Consents } from './privacy.js';
 import type { InFlight } from './streaming/in-flight.js';
 
 export interface AppDeps {
@@ -14,11 +16,20 @@ export interface AppDeps {
   rateLimitStore?: RateLimitStore;
   /** Streams being relayed by this process, with their message leases. */
   inFlight: InFlight;
+  /** Prometheus metrics; absent, the app makes its own registry. */
+  metrics?: Metrics;
+}
+
+/** What handlers see: the dependencies with the app's own services filled in. */
+export interface Services extends AppDeps {
+  metrics: Metrics;
+  /** Per-session consent (null when persistence is off). */
+  consents: Consents | null;
 }
 
 export interface AppEnv {
   Variables: {
-    deps: AppDeps;
+    deps: Services;
     requestId: string;
     principal: Principal;
     log: Logger;

@@ -1,6 +1,7 @@
-import type { Json, MessageRole, NewMessage, Principal, Store } from '../../db/store.js';
+import type { Json, MessageRole, NewMessage, Principal, SessionInfo, Store } from '../../db/store.js';
 import type { Config } from '../env.js';
 import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
 import { toNewMessage } from '../messages.js';
 import type { StreamEnd, StreamObserver } from '../streaming/relay.js';
 import { TurnRecorder, type TurnOutcome } from '../streaming/recorder.js';
@@ -54,9 +55,10 @@ export interface TurnContext {
   owner: Principal;
   config: Config;
   log: Logger;
+  metrics: Metrics;
   /** Lease for the streaming message, so crash recovery knows a live process is writing it. */
   lease: { owner: string; expiresAt: Date };
-  userAgent?: string | null;
+  session: SessionInfo;
 }
 
 /**
@@ -65,10 +67,6 @@ export interface TurnContext {
  * is written once, when the answer is in.
  */
 export class ProxiedTurn {
-  private resolveSettled!: () => void;
-  /** Resolves once the answer is fully recorded (streams: after the last write). */
-  readonly settled = new Promise<void>((resolve) => (this.resolveSettled = resolve));
-
   private constructor(
     private readonly ctx: TurnContext,
     private readonly request: ChatRequest,
@@ -84,7 +82,7 @@ export class ProxiedTurn {
         await store.createConversation(
           owner,
           { title: titleFrom(request.messages), model: request.model ?? config.upstream.defaultModel },
-          { maxPerSession: config.limits.conversationsPerSession, session: { userAgent: ctx.userAgent ?? null } },
+          { maxPerSession: config.limits.conversationsPerSession, session: ctx.session },
         )
       ).id;
     const appended = await store.appendMessages(
@@ -103,7 +101,7 @@ export class ProxiedTurn {
 
   /** Watches a relayed stream and records the assistant message from it. */
   observer(): StreamObserver {
-    const { store, config, log } = this.ctx;
+    const { store, config, log, metrics } = this.ctx;
     const recorder = new TurnRecorder({
       store,
       messageId: this.assistantMessageId!,
@@ -111,6 +109,10 @@ export class ProxiedTurn {
       flushChars: config.flush.chars,
       retryForMs: config.flush.retryMs,
       log,
+      onWrite: (ms, ok) => {
+        if (ok) metrics.dbFlushDuration.observe(ms);
+        else metrics.dbFlushFailures.inc();
+      },
     });
     let skippedLogged = false;
     // The whole answer, kept for a token estimate in case the upstream reports no usage.
@@ -121,6 +123,7 @@ export class ProxiedTurn {
         recorder.append(text);
       },
       onSkipped: (reason) => {
+        metrics.skippedEvents.inc();
         // Once per stream is enough to notice; the count goes to the final log line.
         if (!skippedLogged) log.warn({ reason }, 'skipped an unreadable upstream event');
         skippedLogged = true;
@@ -142,9 +145,7 @@ export class ProxiedTurn {
         outcome.toolCalls = toolCallsJson(s.toolCalls);
         if (s.skipped) log.warn({ skipped_events: s.skipped }, 'stream had unreadable events');
         const generated = answer + s.toolCalls.map((c) => c?.function.arguments ?? '').join('');
-        void this.tokens(s.usage, generated)
-          .then((tokens) => recorder.finish({ ...outcome, ...tokens }))
-          .finally(this.resolveSettled);
+        return this.tokens(s.usage, generated).then((tokens) => recorder.finish({ ...outcome, ...tokens }));
       },
     };
   }
@@ -181,19 +182,25 @@ export class ProxiedTurn {
    * prompt and of what was generated. A count that cannot be known is null, never 0.
    */
   private async tokens(usage: Usage | null | undefined, generated: string): Promise<Pick<TurnOutcome, 'tokensIn' | 'tokensOut' | 'tokensSource'>> {
+    let counts: Pick<TurnOutcome, 'tokensIn' | 'tokensOut' | 'tokensSource'>;
     if (usage && (typeof usage.prompt_tokens === 'number' || typeof usage.completion_tokens === 'number')) {
-      return { tokensIn: usage.prompt_tokens ?? null, tokensOut: usage.completion_tokens ?? null, tokensSource: 'provider' };
+      counts = { tokensIn: usage.prompt_tokens ?? null, tokensOut: usage.completion_tokens ?? null, tokensSource: 'provider' };
+    } else {
+      try {
+        counts = {
+          tokensIn: await estimatePromptTokens(this.request.messages),
+          tokensOut: await estimateTokens(generated),
+          tokensSource: 'estimated',
+        };
+      } catch (err) {
+        this.ctx.log.warn({ err }, 'token estimate failed; counts left unknown');
+        return { tokensIn: null, tokensOut: null, tokensSource: null };
+      }
     }
-    try {
-      return {
-        tokensIn: await estimatePromptTokens(this.request.messages),
-        tokensOut: await estimateTokens(generated),
-        tokensSource: 'estimated',
-      };
-    } catch (err) {
-      this.ctx.log.warn({ err }, 'token estimate failed; counts left unknown');
-      return { tokensIn: null, tokensOut: null, tokensSource: null };
-    }
+    const source = counts.tokensSource!;
+    if (counts.tokensIn != null) this.ctx.metrics.tokens.inc({ direction: 'in', source }, counts.tokensIn);
+    if (counts.tokensOut != null) this.ctx.metrics.tokens.inc({ direction: 'out', source }, counts.tokensOut);
+    return counts;
   }
 
   /** The upstream failed before any answer: the exchange ends as an error. */

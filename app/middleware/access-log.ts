@@ -1,13 +1,19 @@
 import { createMiddleware } from 'hono/factory';
 import type { AppEnv } from '../types.js';
 
-/** One line per request: what was asked, how it ended, how long it took. Never bodies or headers. */
+/**
+ * One log line and one metric sample per request: what was asked (route pattern, never ids or
+ * query strings), how it ended, how long until the response was ready. Never bodies or headers.
+ * Streams log a second line when they end (see streaming/telemetry.ts).
+ */
 export const accessLog = () =>
   createMiddleware<AppEnv>(async (c, next) => {
     const start = performance.now();
     await next();
-    c.var.log.info(
-      { method: c.req.method, path: c.req.path, status: c.res.status, duration_ms: Math.round((performance.now() - start) * 10) / 10 },
-      'request',
-    );
+    const ms = performance.now() - start;
+    const route = c.res.status === 404 && c.req.routePath === '/*' ? 'unmatched' : c.req.routePath;
+    const { metrics } = c.var.deps;
+    metrics.requests.inc({ route, method: c.req.method, status: String(c.res.status) });
+    metrics.requestDuration.observe({ route }, ms);
+    c.var.log.info({ method: c.req.method, path: c.req.path, route, status: c.res.status, duration_ms: Math.round(ms * 10) / 10 }, 'request');
   });

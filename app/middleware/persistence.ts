@@ -1,6 +1,7 @@
 import { createMiddleware } from 'hono/factory';
 import type { Store } from '../../db/store.js';
 import { ApiError } from '../errors.js';
+import { notStoredMessages, notStoredReason } from '../privacy.js';
 import type { AppEnv } from '../types.js';
 
 /** History endpoints answer 501 when the server runs as a pure proxy. */
@@ -16,5 +17,13 @@ export const requirePersistence = () =>
       );
     }
     c.set('store', store);
+    await next();
+  });
+
+/** Writes that would store something for the session need its consent (and no opt-out header). */
+export const requireStorable = () =>
+  createMiddleware<AppEnv>(async (c, next) => {
+    const reason = await notStoredReason(c);
+    if (reason && reason !== 'persistence_disabled') throw new ApiError(403, 'permission_error', notStoredMessages[reason], reason);
     await next();
   });

@@ -1,4 +1,8 @@
+import { createHash } from 'node:crypto';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import type { Context } from 'hono';
 import { getCookie, setCookie } from 'hono/cookie';
+import type { SessionInfo } from '../../db/store.js';
 import { createMiddleware } from 'hono/factory';
 import { ApiError } from '../errors.js';
 import type { AppEnv } from '../types.js';
@@ -38,3 +42,22 @@ export const session = () =>
     c.set('principal', { sessionId: id, userId: null });
     await next();
   });
+
+/**
+ * What a session row records about its client: the user agent, and a salted hash of the
+ * address only when IP_HASH_SALT is set (so the address itself is never stored).
+ */
+export function sessionInfo<E extends AppEnv>(c: Context<E>): SessionInfo {
+  const salt = c.var.deps.config.ipHashSalt;
+  let ipHash: string | null = null;
+  if (salt) {
+    let address: string | undefined;
+    try {
+      address = getConnInfo(c).remote.address;
+    } catch {
+      // no socket (app.request in tests): nothing to hash
+    }
+    if (address) ipHash = createHash('sha256').update(salt).update(address).digest('hex');
+  }
+  return { userAgent: c.req.header('user-agent') ?? null, ipHash };
+}

@@ -2,7 +2,10 @@ import { Hono } from 'hono';
 import { LOCAL_FIELDS, chatRequestSchema } from '../chat/schemas.js';
 import { ProxiedTurn } from '../chat/turn.js';
 import { ApiError, errorBody } from '../errors.js';
+import { sessionInfo } from '../middleware/session.js';
+import { notStoredReason } from '../privacy.js';
 import { relay, type StreamObserver } from '../streaming/relay.js';
+import { withTelemetry } from '../streaming/telemetry.js';
 import { createUsageFilter } from '../streaming/usage-filter.js';
 import { callChatCompletions, type UpstreamCall } from '../upstream/client.js';
 import type { AppEnv } from '../types.js';
@@ -12,9 +15,12 @@ const CONVERSATION_HEADER = 'x-conversation-id';
 const ignore: StreamObserver = { push() {}, end() {} };
 
 export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), async (c) => {
+  const startedAt = performance.now();
   const request = c.req.valid('json');
-  const { config, store, inFlight } = c.var.deps;
+  const { config, inFlight, metrics } = c.var.deps;
   const stream = request.stream === true;
+  // Consent, opt-out header or persistence off: then this is a pure proxy for this request.
+  const store = (await notStoredReason(c)) === null ? c.var.deps.store : null;
 
   const upstreamRequest: Record<string, unknown> = { ...request, model: request.model ?? config.upstream.defaultModel };
   for (const field of LOCAL_FIELDS) delete upstreamRequest[field];
@@ -26,7 +32,7 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
 
   const turn = store
     ? await ProxiedTurn.begin(
-        { store, owner: c.var.principal, config, log: c.var.log, lease: inFlight.lease(), userAgent: c.req.header('user-agent') },
+        { store, owner: c.var.principal, config, log: c.var.log, metrics, lease: inFlight.lease(), session: sessionInfo(c) },
         request,
         request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null,
         stream,
@@ -50,14 +56,9 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   }
 
   if (stream) {
-    let settle = () => {};
-    const observer = turn ? turn.observer() : { ...ignore, end: () => settle() };
+    const observer = withTelemetry(turn?.observer() ?? ignore, metrics, c.var.log, startedAt);
     const relayed = relay(call, observer, addUsage ? createUsageFilter() : undefined);
-    inFlight.track({
-      interrupt: relayed.interrupt,
-      settled: turn ? turn.settled : new Promise<void>((r) => (settle = r)),
-      messageId: turn?.assistantMessageId ?? null,
-    });
+    inFlight.track({ interrupt: relayed.interrupt, settled: relayed.settled, messageId: turn?.assistantMessageId ?? null });
     return c.body(relayed.readable, 200, {
       'content-type': upstream.headers.get('content-type') ?? 'text/event-stream',
       'cache-control': 'no-cache',

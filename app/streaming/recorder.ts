@@ -14,6 +14,8 @@ export interface RecorderOptions {
    * (the message is then recorded as `incomplete` once the database is back).
    */
   retryForMs: number;
+  /** Told of every content write: how long it took and whether it worked. */
+  onWrite?(ms: number, ok: boolean): void;
 }
 
 export type TurnOutcome = Omit<MessageFinish, 'finishReason'> & { finishReason: string | null };
@@ -74,11 +76,14 @@ export class TurnRecorder {
     if (!this.pending) return Promise.resolve();
     const text = this.pending;
     this.pending = '';
+    const started = performance.now();
     this.writing = this.options.store.appendContent(this.options.messageId, text).then(
       () => {
         this.failures = 0;
+        this.options.onWrite?.(performance.now() - started, true);
       },
       (err: unknown) => {
+        this.options.onWrite?.(performance.now() - started, false);
         // Keep the text, in order, ahead of anything that arrived meanwhile.
         this.pending = text + this.pending;
         this.failures++;

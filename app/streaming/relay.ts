@@ -7,7 +7,8 @@ export type StreamEnd = 'completed' | 'client_abort' | 'upstream_error' | 'upstr
 /** Watches the bytes on the side; never changes them. */
 export interface StreamObserver {
   push(bytes: Uint8Array): void;
-  end(how: StreamEnd): void;
+  /** May return a promise for work that follows the end (recording the message). */
+  end(how: StreamEnd): void | Promise<void>;
 }
 
 const encoder = new TextEncoder();
@@ -27,6 +28,8 @@ export function sseErrorEvent(how: keyof typeof endMessages): Uint8Array {
 
 export interface Relay {
   readable: ReadableStream<Uint8Array>;
+  /** Resolves once the stream has ended and the observer's work for the end is done. */
+  settled: Promise<void>;
   /** Ends the stream now (server shutdown); the client gets an SSE error event. */
   interrupt(): void;
 }
@@ -39,11 +42,13 @@ export interface Relay {
  */
 export function relay(call: UpstreamCall, observer: StreamObserver, filter?: UsageFilter): Relay {
   let ended: StreamEnd | null = null;
+  let settle!: () => void;
+  const settled = new Promise<void>((r) => (settle = r));
   const end = (how: StreamEnd): boolean => {
     if (ended) return false;
     ended = how;
     call.settle();
-    observer.end(how);
+    new Promise<void>((r) => r(observer.end(how))).catch(() => {}).finally(settle);
     return true;
   };
 
@@ -85,6 +90,7 @@ export function relay(call: UpstreamCall, observer: StreamObserver, filter?: Usa
   });
   return {
     readable: tap.readable,
+    settled,
     interrupt() {
       // Aborting the upstream fails the pipe, whose handler above tells the client.
       if (end('interrupted')) call.abort(new Error('server shutting down'));

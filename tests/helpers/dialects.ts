@@ -80,3 +80,44 @@ export async function testStore(dialect: Dialect): Promise<TestStore> {
     },
   };
 }
+
+/**
+ * A migrated store on a scratch database that other connections can reach too (a SQLite file
+ * rather than :memory:), for tests that inspect or tamper with the rows directly.
+ */
+export async function sharedTestStore(dialect: Dialect): Promise<TestStore & { sql(query: string): Promise<Record<string, unknown>[]> }> {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  let db: ScratchDb;
+  let dir: string | null = null;
+  if (dialect === 'sqlite') {
+    dir = mkdtempSync(join(tmpdir(), 'chat-proxy-'));
+    db = { target: { dialect: 'sqlite', path: join(dir, 'test.db') }, drop: async () => {} };
+  } else {
+    db = await scratchDatabase('postgres');
+  }
+  const store = createStore(db.target, { max: 4 });
+  await store.migrate();
+  const target = db.target;
+  const { default: Database } = await import('better-sqlite3');
+  const raw = target.dialect === 'sqlite' ? new Database(target.path) : postgres(target.url, { max: 1, onnotice: () => {} });
+  return {
+    store,
+    target,
+    async sql(query) {
+      if (raw instanceof Database) {
+        const statement = raw.prepare(query);
+        return statement.reader ? (statement.all() as Record<string, unknown>[]) : (statement.run(), []);
+      }
+      return [...(await (raw as postgres.Sql).unsafe(query))] as Record<string, unknown>[];
+    },
+    async cleanup() {
+      await store.close();
+      if (raw instanceof Database) raw.close();
+      else await (raw as postgres.Sql).end();
+      await db.drop();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

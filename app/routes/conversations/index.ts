@@ -2,7 +2,8 @@ import { Hono } from 'hono';
 import type { Store } from '../../../db/store.js';
 import { notFound } from '../../errors.js';
 import { toNewMessage } from '../../messages.js';
-import { requirePersistence } from '../../middleware/persistence.js';
+import { requirePersistence, requireStorable } from '../../middleware/persistence.js';
+import { sessionInfo } from '../../middleware/session.js';
 import { conversationJson, messageJson } from '../../serialize.js';
 import type { AppEnv } from '../../types.js';
 import { validate } from '../../validate.js';
@@ -20,11 +21,11 @@ type Env = AppEnv & { Variables: { store: Store } };
 export const conversations = new Hono<Env>()
   .use(requirePersistence())
 
-  .post('/', validate('json', createConversationSchema), async (c) => {
+  .post('/', requireStorable(), validate('json', createConversationSchema), async (c) => {
     const { config } = c.var.deps;
     const created = await c.var.store.createConversation(c.var.principal, c.req.valid('json'), {
       maxPerSession: config.limits.conversationsPerSession,
-      session: { userAgent: c.req.header('user-agent') ?? null },
+      session: sessionInfo(c),
     });
     return c.json(conversationJson(created), 201);
   })
@@ -73,10 +74,17 @@ export const conversations = new Hono<Env>()
     return c.body(null, 204);
   })
 
-  .post('/:id/messages', validate('json', createMessageSchema), async (c) => {
+  .post('/:id/messages', requireStorable(), validate('json', createMessageSchema), async (c) => {
     const { role, content } = c.req.valid('json');
     const [message] = await c.var.store.appendMessages(c.var.principal, c.req.param('id'), [toNewMessage(role, content)], {
       maxMessages: c.var.deps.config.limits.messagesPerConversation,
     });
-    return c.json(messageJson(message!), 201);
+    if (!message) {
+      // REDACT_SYSTEM_PROMPTS: the conversation exists and is the caller's, but nothing was kept.
+      return c.json(
+        { object: 'conversation.message', stored: false, role, reason: 'System prompts are not stored on this server (REDACT_SYSTEM_PROMPTS=true).' },
+        202,
+      );
+    }
+    return c.json(messageJson(message), 201);
   });

@@ -1,0 +1,49 @@
+import type { Store } from '../db/store.js';
+import type { Logger } from './logger.js';
+
+export interface RetentionOptions {
+  /** Conversations idle longer than this are deleted unless pinned; 0 keeps them forever. */
+  days: number;
+  /** Soft-deleted conversations are purged this long after their deletion. */
+  deletedDays: number;
+  /** Rows per DELETE, so no statement holds its locks for long on a large table. */
+  batchSize: number;
+}
+
+const DAY_MS = 86_400_000;
+
+/** Deletes everything past retention, batch by batch. Returns how many conversations went. */
+export async function sweepRetention(store: Store, options: RetentionOptions, log: Logger, now = new Date()): Promise<number> {
+  const idleBefore = options.days > 0 ? new Date(now.getTime() - options.days * DAY_MS) : null;
+  const deletedBefore = new Date(now.getTime() - options.deletedDays * DAY_MS);
+  let total = 0;
+  for (;;) {
+    const deleted = await store.purgeExpired({ idleBefore, deletedBefore, batchSize: options.batchSize });
+    total += deleted;
+    if (deleted < options.batchSize) break;
+    // Let other work reach the database between batches.
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  if (total) log.info({ deleted_conversations: total }, 'retention sweep');
+  return total;
+}
+
+/** Runs the sweep every `intervalMs` (hourly by default) until stopped. */
+export function scheduleRetention(store: Store, options: RetentionOptions, log: Logger, intervalMs = 3_600_000): () => void {
+  let running = false;
+  const tick = async () => {
+    if (running) return;
+    running = true;
+    try {
+      await sweepRetention(store, options, log);
+    } catch (err) {
+      log.warn({ err }, 'retention sweep failed; will retry next hour');
+    } finally {
+      running = false;
+    }
+  };
+  const timer = setInterval(() => void tick(), intervalMs);
+  timer.unref();
+  void tick();
+  return () => clearInterval(timer);
+}
