@@ -1,5 +1,5 @@
 import type { Context } from 'hono';
-import type { Consent, MessagesToAppend, SessionInfo, Store } from '../db/store.js';
+import type { Consent, MessagesToAppend, NewMessage, SessionInfo, Store } from '../db/store.js';
 import type { AppEnv } from './types.js';
 
 /** A request can keep itself out of the history with `x-persist: off`. */
@@ -63,8 +63,9 @@ export const notStoredMessages: Record<Exclude<NotStoredReason, 'persistence_dis
 };
 
 /**
- * REDACT_SYSTEM_PROMPTS: every message write goes through `appendMessages`, so filtering there
- * keeps system prompts out of the database on every path (proxy, messages endpoint, imports).
+ * REDACT_SYSTEM_PROMPTS: every message write goes through the store's two message-writing
+ * methods, so filtering there keeps system prompts out of the database on every path (proxy,
+ * messages endpoint, imports).
  */
 export function redactSystemPrompts(store: Store): Store {
   const withoutSystem = (messages: MessagesToAppend): MessagesToAppend =>
@@ -73,5 +74,10 @@ export function redactSystemPrompts(store: Store): Store {
       : messages.filter((m) => m.role !== 'system');
   return Object.assign(Object.create(store) as Store, {
     appendMessages: ((owner, id, messages, options) => store.appendMessages(owner, id, withoutSystem(messages), options)) satisfies Store['appendMessages'],
+    createConversation: ((owner, input, options) =>
+      store.createConversation(owner, input, {
+        ...options,
+        messages: options.messages && (withoutSystem(options.messages) as NewMessage[]),
+      })) satisfies Store['createConversation'],
   });
 }

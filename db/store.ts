@@ -63,6 +63,8 @@ export interface Message {
 }
 
 export interface NewMessage {
+  /** Chosen by the caller when it needs to know the id before the insert; a UUID otherwise. */
+  id?: string;
   role: MessageRole;
   status?: MessageStatus;
   content?: string;
@@ -124,11 +126,15 @@ export interface Store {
   ping(): Promise<boolean>;
   close(): Promise<void>;
 
-  /** Throws LimitExceededError when the session already has `maxPerSession` live conversations. */
+  /**
+   * Throws LimitExceededError when the session already has `maxPerSession` live conversations.
+   * `messages` are inserted in the same transaction (seqs 1..n): the proxy's first turn costs
+   * one transaction, not two.
+   */
   createConversation(
     owner: Principal,
     input: NewConversation,
-    options: { maxPerSession: number; session?: SessionInfo },
+    options: { maxPerSession: number; session?: SessionInfo; messages?: NewMessage[]; maxMessages?: number },
   ): Promise<Conversation>;
   getConversation(owner: Principal, id: string, options?: { includeDeleted?: boolean }): Promise<Conversation | null>;
   listConversations(owner: Principal, options: ListOptions): Promise<{ items: Conversation[]; hasMore: boolean }>;
@@ -154,8 +160,11 @@ export interface Store {
   finishMessage(messageId: string, finish: MessageFinish): Promise<void>;
   getMessage(messageId: string): Promise<Message | null>;
 
-  /** Heartbeat: extends the lease on messages this process is still writing. */
-  renewLeases(owner: string, messageIds: string[], expiresAt: Date): Promise<void>;
+  /**
+   * Heartbeat: extends the lease on every message still open under this lease owner, from the
+   * moment it is created (a slow upstream's first byte included) until it is finished.
+   */
+  renewLeases(owner: string, expiresAt: Date): Promise<void>;
   /**
    * Closes messages left in flight by a process that is gone (lease expired, or never set):
    * status `error`, finish_reason `interrupted`, content kept. Returns how many it closed.

@@ -23,6 +23,9 @@ export interface PgStoreOptions {
 }
 
 /**
+ * Ids from clients go through cleanText before they reach a query: Postgres refuses U+0000 and
+ * lone surrogates in text parameters, and such an id can only ever be "not found".
+ *
  * Seqs are allocated under SELECT … FOR UPDATE on the conversation row, so writers in any
  * number of processes queue on that row and each sees the counter the previous one committed.
  */
@@ -59,7 +62,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       await client.end({ timeout: 5 });
     },
 
-    async createConversation(owner, input, { maxPerSession, session }) {
+    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages }) {
       return db.transaction(async (tx) => {
         // Serialise creations per session so two racing requests cannot both pass the limit.
         await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${owner.userId ?? owner.sessionId}))`);
@@ -68,6 +71,8 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           .from(conversations)
           .where(and(ownedBy(conversations, owner), isNull(conversations.deletedAt)));
         if ((live?.n ?? 0) >= maxPerSession) throw new LimitExceededError('conversations_per_session', maxPerSession);
+        const list = first ?? [];
+        if (maxMessages !== undefined && list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
         const now = new Date();
         await tx
           .insert(sessions)
@@ -82,11 +87,12 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
             title: input.title == null ? null : cleanText(input.title),
             model: input.model == null ? null : cleanText(input.model),
             metadata: cleanJson(input.metadata ?? {}),
-            lastSeq: 0,
+            lastSeq: list.length,
             createdAt: now,
             updatedAt: now,
           })
           .returning();
+        if (list.length) await tx.insert(messages).values(list.map((m, i) => messageRow(created!.id, i + 1, m, now)));
         return created!;
       });
     },
@@ -95,7 +101,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const [row] = await db
         .select()
         .from(conversations)
-        .where(and(eq(conversations.id, id), ownedBy(conversations, owner), options?.includeDeleted ? undefined : isNull(conversations.deletedAt)));
+        .where(and(eq(conversations.id, cleanText(id)), ownedBy(conversations, owner), options?.includeDeleted ? undefined : isNull(conversations.deletedAt)));
       return row ?? null;
     },
 
@@ -116,7 +122,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const [row] = await db
         .update(conversations)
         .set(set)
-        .where(and(eq(conversations.id, id), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
+        .where(and(eq(conversations.id, cleanText(id)), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
         .returning();
       return row ?? null;
     },
@@ -126,7 +132,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const rows = await db
         .update(conversations)
         .set({ deletedAt: now, updatedAt: now })
-        .where(and(eq(conversations.id, id), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
+        .where(and(eq(conversations.id, cleanText(id)), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
         .returning({ id: conversations.id });
       return rows.length > 0;
     },
@@ -135,7 +141,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       return db
         .select()
         .from(messages)
-        .where(and(eq(messages.conversationId, conversationId), gt(messages.seq, afterSeq)))
+        .where(and(eq(messages.conversationId, cleanText(conversationId)), gt(messages.seq, afterSeq)))
         .orderBy(asc(messages.seq))
         .limit(limit);
     },
@@ -145,7 +151,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         const [conversation] = await tx
           .select()
           .from(conversations)
-          .where(and(eq(conversations.id, conversationId), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
+          .where(and(eq(conversations.id, cleanText(conversationId)), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
           .for('update');
         if (!conversation) throw new ConversationNotFoundError(conversationId);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
@@ -192,12 +198,8 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       return row ?? null;
     },
 
-    async renewLeases(owner, messageIds, expiresAt) {
-      if (!messageIds.length) return;
-      await db
-        .update(messages)
-        .set({ leaseExpiresAt: expiresAt })
-        .where(and(inArray(messages.id, messageIds), eq(messages.leaseOwner, owner), open));
+    async renewLeases(owner, expiresAt) {
+      await db.update(messages).set({ leaseExpiresAt: expiresAt }).where(and(eq(messages.leaseOwner, owner), open));
     },
 
     async sweepOrphans(now) {

@@ -10,11 +10,28 @@ import {
   ConversationNotFoundError,
   LimitExceededError,
   type Conversation,
+  type Message,
+  type NewMessage,
+  type Principal,
   type Store,
 } from '../store.js';
 import * as schema from './schema.js';
 
 const { sessions, conversations, messages } = schema;
+
+/** A message row as better-sqlite3 binds it: dates as epoch ms, JSON as text. */
+function toDriverRow(row: Message): Record<string, unknown> {
+  const json = (v: unknown) => (v === null ? null : JSON.stringify(v));
+  return {
+    ...row,
+    contentJson: json(row.contentJson),
+    toolCalls: json(row.toolCalls),
+    functionCall: json(row.functionCall),
+    createdAt: row.createdAt.getTime(),
+    updatedAt: row.updatedAt.getTime(),
+    leaseExpiresAt: row.leaseExpiresAt?.getTime() ?? null,
+  };
+}
 const migrationsFolder = fileURLToPath(new URL('../../drizzle/sqlite', import.meta.url));
 
 /**
@@ -34,6 +51,96 @@ export function createSqliteStore(path: string): Store {
   const db = drizzle(client, { schema });
   const immediate = { behavior: 'immediate' } as const;
   const open = inArray(messages.status, ['draft', 'streaming']);
+
+  // The statements every proxied stream runs, prepared once: building and preparing SQL on
+  // each call cost more CPU than the writes themselves. Built on first use, after migrate().
+  const p = sql.placeholder;
+  // UPDATE … SET takes a placeholder only inside sql``, where no column encoder applies:
+  // such values are passed as the driver stores them (timestamps as epoch ms).
+  const raw = (name: string) => sql`${p(name)}`;
+  let prepared: ReturnType<typeof prepareHot> | undefined;
+  const prepareHot = () => ({
+    liveCountOfSession: db
+      .select({ n: count() })
+      .from(conversations)
+      .where(and(eq(conversations.sessionId, p('sessionId')), isNull(conversations.userId), isNull(conversations.deletedAt)))
+      .prepare(),
+    liveCountOfUser: db
+      .select({ n: count() })
+      .from(conversations)
+      .where(and(eq(conversations.userId, p('userId')), isNull(conversations.deletedAt)))
+      .prepare(),
+    upsertSession: db
+      .insert(sessions)
+      .values({ id: p('id'), userId: p('userId'), createdAt: p('now'), lastSeenAt: p('now'), userAgent: p('userAgent'), ipHash: p('ipHash') })
+      .onConflictDoUpdate({ target: sessions.id, set: { lastSeenAt: sql`excluded.last_seen_at` } })
+      .prepare(),
+    insertConversation: db
+      .insert(conversations)
+      .values({
+        id: p('id'),
+        sessionId: p('sessionId'),
+        userId: p('userId'),
+        title: p('title'),
+        model: p('model'),
+        metadata: p('metadata'),
+        lastSeq: p('lastSeq'),
+        createdAt: p('now'),
+        updatedAt: p('now'),
+      })
+      .prepare(),
+    ownedConversation: db
+      .select()
+      .from(conversations)
+      .where(
+        and(
+          eq(conversations.id, p('id')),
+          sql`(${conversations.userId} = ${p('userId')} or (${p('userId')} is null and ${conversations.sessionId} = ${p('sessionId')} and ${conversations.userId} is null))`,
+          isNull(conversations.deletedAt),
+        ),
+      )
+      .prepare(),
+    setLastSeq: db.update(conversations).set({ lastSeq: raw('lastSeq'), updatedAt: raw('nowMs') }).where(eq(conversations.id, p('id'))).prepare(),
+    // Raw placeholders: values arrive as the driver stores them (see toDriverRow).
+    insertMessage: db
+      .insert(messages)
+      .values(Object.fromEntries(Object.keys(messageRow('', 0, { role: 'user' }, new Date())).map((k) => [k, raw(k)])) as never)
+      .prepare(),
+    appendContent: db
+      .update(messages)
+      .set({ content: sql`${messages.content} || ${p('text')}`, updatedAt: raw('nowMs') })
+      .where(eq(messages.id, p('id')))
+      .prepare(),
+    finishMessage: db
+      .update(messages)
+      .set({
+        status: raw('status'),
+        finishReason: raw('finishReason'),
+        tokensIn: raw('tokensIn'),
+        tokensOut: raw('tokensOut'),
+        tokensSource: raw('tokensSource'),
+        leaseOwner: null,
+        leaseExpiresAt: null,
+        // Only replaced when the end brings them.
+        toolCalls: sql`coalesce(${p('toolCalls')}, ${messages.toolCalls})`,
+        functionCall: sql`coalesce(${p('functionCall')}, ${messages.functionCall})`,
+        updatedAt: raw('nowMs'),
+      })
+      .where(and(eq(messages.id, p('id')), open))
+      .prepare(),
+    consentOf: db.select({ consent: sessions.consent }).from(sessions).where(eq(sessions.id, p('id'))).prepare(),
+  });
+  const hot = () => (prepared ??= prepareHot());
+  const ownerParams = (owner: Principal) => ({ sessionId: owner.sessionId, userId: owner.userId });
+  const jsonText = (value: unknown) => (value == null ? null : JSON.stringify(cleanJson(value as never)));
+
+  /** Inserts messages after `lastSeq` inside the caller's transaction. */
+  const insertMessages = (conversationId: string, lastSeq: number, list: NewMessage[], now: Date): Message[] =>
+    list.map((m, i) => {
+      const row = messageRow(conversationId, lastSeq + 1 + i, m, now);
+      hot().insertMessage.run(toDriverRow(row));
+      return row;
+    });
 
   const findOwned = (owner: Parameters<Store['getConversation']>[0], id: string, includeDeleted = false) =>
     db
@@ -62,35 +169,31 @@ export function createSqliteStore(path: string): Store {
       if (client.open) client.close();
     },
 
-    async createConversation(owner, input, { maxPerSession, session }) {
-      return db.transaction((tx) => {
-        const live = tx
-          .select({ n: count() })
-          .from(conversations)
-          .where(and(ownedBy(conversations, owner), isNull(conversations.deletedAt)))
-          .get();
+    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages }) {
+      return client.transaction(() => {
+        const { liveCountOfSession, liveCountOfUser, upsertSession, insertConversation } = hot();
+        const live = owner.userId ? liveCountOfUser.get({ userId: owner.userId }) : liveCountOfSession.get({ sessionId: owner.sessionId });
         if ((live?.n ?? 0) >= maxPerSession) throw new LimitExceededError('conversations_per_session', maxPerSession);
+        const list = first ?? [];
+        if (maxMessages !== undefined && list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
         const now = new Date();
-        tx.insert(sessions)
-          .values({ id: owner.sessionId, userId: owner.userId, createdAt: now, lastSeenAt: now, userAgent: session?.userAgent ?? null, ipHash: session?.ipHash ?? null })
-          .onConflictDoUpdate({ target: sessions.id, set: { lastSeenAt: now } })
-          .run();
-        return tx
-          .insert(conversations)
-          .values({
-            id: crypto.randomUUID(),
-            sessionId: owner.sessionId,
-            userId: owner.userId,
-            title: input.title == null ? null : cleanText(input.title),
-            model: input.model == null ? null : cleanText(input.model),
-            metadata: cleanJson(input.metadata ?? {}),
-            lastSeq: 0,
-            createdAt: now,
-            updatedAt: now,
-          })
-          .returning()
-          .get();
-      }, immediate);
+        upsertSession.run({ id: owner.sessionId, userId: owner.userId, now, userAgent: session?.userAgent ?? null, ipHash: session?.ipHash ?? null });
+        const conversation: Conversation = {
+          id: crypto.randomUUID(),
+          sessionId: owner.sessionId,
+          userId: owner.userId,
+          title: input.title == null ? null : cleanText(input.title),
+          model: input.model == null ? null : cleanText(input.model),
+          metadata: cleanJson(input.metadata ?? {}),
+          lastSeq: list.length,
+          createdAt: now,
+          updatedAt: now,
+          deletedAt: null,
+        };
+        insertConversation.run({ ...conversation, now });
+        insertMessages(conversation.id, 0, list, now);
+        return conversation;
+      }).immediate();
     },
 
     async getConversation(owner, id, options) {
@@ -143,62 +246,43 @@ export function createSqliteStore(path: string): Store {
     },
 
     async appendMessages(owner, conversationId, toAppend, { maxMessages }) {
-      return db.transaction((tx) => {
-        const conversation = tx
-          .select()
-          .from(conversations)
-          .where(and(eq(conversations.id, conversationId), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
-          .get();
+      return client.transaction(() => {
+        const conversation = hot().ownedConversation.get({ id: conversationId, ...ownerParams(owner) });
         if (!conversation) throw new ConversationNotFoundError(conversationId);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
         if (list.length === 0) return [];
         if (conversation.lastSeq + list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
         const now = new Date();
-        tx.update(conversations)
-          .set({ lastSeq: conversation.lastSeq + list.length, updatedAt: now })
-          .where(eq(conversations.id, conversationId))
-          .run();
-        const rows = list.map((m, i) => messageRow(conversationId, conversation.lastSeq + 1 + i, m, now));
-        return tx.insert(messages).values(rows).returning().all();
-      }, immediate);
+        hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq + list.length, nowMs: now.getTime() });
+        return insertMessages(conversationId, conversation.lastSeq, list, now);
+      }).immediate();
     },
 
     async appendContent(messageId, text) {
       if (!text) return;
-      db.update(messages)
-        .set({ content: sql`${messages.content} || ${cleanText(text)}`, updatedAt: new Date() })
-        .where(eq(messages.id, messageId))
-        .run();
+      hot().appendContent.run({ id: messageId, text: cleanText(text), nowMs: Date.now() });
     },
 
     async finishMessage(messageId, finish) {
-      db.update(messages)
-        .set({
-          status: finish.status,
-          finishReason: finish.finishReason ?? null,
-          tokensIn: finish.tokensIn ?? null,
-          tokensOut: finish.tokensOut ?? null,
-          tokensSource: finish.tokensSource ?? null,
-          leaseOwner: null,
-          leaseExpiresAt: null,
-          ...(finish.toolCalls != null && { toolCalls: cleanJson(finish.toolCalls) }),
-          ...(finish.functionCall != null && { functionCall: cleanJson(finish.functionCall) }),
-          updatedAt: new Date(),
-        })
-        .where(and(eq(messages.id, messageId), open))
-        .run();
+      hot().finishMessage.run({
+        id: messageId,
+        status: finish.status,
+        finishReason: finish.finishReason ?? null,
+        tokensIn: finish.tokensIn ?? null,
+        tokensOut: finish.tokensOut ?? null,
+        tokensSource: finish.tokensSource ?? null,
+        toolCalls: jsonText(finish.toolCalls),
+        functionCall: jsonText(finish.functionCall),
+        nowMs: Date.now(),
+      });
     },
 
     async getMessage(messageId) {
       return db.select().from(messages).where(eq(messages.id, messageId)).get() ?? null;
     },
 
-    async renewLeases(owner, messageIds, expiresAt) {
-      if (!messageIds.length) return;
-      db.update(messages)
-        .set({ leaseExpiresAt: expiresAt })
-        .where(and(inArray(messages.id, messageIds), eq(messages.leaseOwner, owner), open))
-        .run();
+    async renewLeases(owner, expiresAt) {
+      db.update(messages).set({ leaseExpiresAt: expiresAt }).where(and(eq(messages.leaseOwner, owner), open)).run();
     },
 
     async sweepOrphans(now) {
@@ -239,7 +323,7 @@ export function createSqliteStore(path: string): Store {
     },
 
     async getConsent(sessionId) {
-      return db.select({ consent: sessions.consent }).from(sessions).where(eq(sessions.id, sessionId)).get()?.consent ?? null;
+      return hot().consentOf.get({ id: sessionId })?.consent ?? null;
     },
 
     async setConsent(sessionId, consent, session) {
