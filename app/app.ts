@@ -4,6 +4,7 @@ import { cors } from 'hono/cors';
 import { requestId } from 'hono/request-id';
 import { ApiError, renderError, toApiError } from './errors.js';
 import { accessLog } from './middleware/access-log.js';
+import { limitJsonDepth } from './middleware/json-depth.js';
 import { createMemoryRateLimitStore, rateLimit } from './middleware/rate-limit.js';
 import { session } from './middleware/session.js';
 import { chat } from './routes/chat.js';
@@ -67,6 +68,7 @@ export function createApp(input: AppDeps) {
     }),
   );
 
+  app.use(limitJsonDepth());
   app.route('/healthz', health);
   app.route('/metrics', metrics);
   app.use('/v1/*', session());

@@ -139,7 +139,7 @@ describe.each(dialects)('chat proxy on %s', (dialect) => {
 
     it('ends with an SSE error event and records what arrived when the upstream drops mid-stream', async () => {
       const session = newSession();
-      const res = await post(app, ask('x', { stream: true, mock: { fault: 'drop', chunks: 10, drop_after: 4 } }), session);
+      const res = await post(app, ask('x', { stream: true, mock: { fault: 'drop', chunks: 10, drop_after: 4, delay_ms: 5 } }), session);
       expect(res.status).toBe(200);
       const { text } = await readChunks(res.body!);
       const events = text.trim().split('\n\n');

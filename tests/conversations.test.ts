@@ -136,7 +136,12 @@ describe.each(dialects)('conversations API on %s', (dialect) => {
         pages++;
       } while (cursor);
       expect(pages).toBe(3);
-      expect(seen).toEqual([...ids].reverse());
+      // Newest first; two made in the same millisecond are ordered by id, not creation order.
+      const onePage = (await list(session, '?limit=100')).json.items;
+      expect(seen).toEqual(onePage.map((c: any) => c.id));
+      expect([...seen].sort()).toEqual([...ids].sort());
+      const times = onePage.map((c: any) => c.created_at);
+      expect(times).toEqual([...times].sort().reverse());
     });
 
     it('pages stably through many conversations created in the same millisecond', async () => {

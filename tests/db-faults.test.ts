@@ -105,6 +105,22 @@ describe.each(dialects)('database faults on %s', (dialect) => {
     expect(log.text()).toContain('recorded the end of the message after the database came back');
   });
 
+  it('does not time the upstream out while the database is slow to record the request', async () => {
+    const slow: Store = Object.create(store);
+    slow.createConversation = async (...args) => {
+      await new Promise((r) => setTimeout(r, 500));
+      return store.createConversation(...args);
+    };
+    const app = testApp(slow, { ...env, OPENAI_BASE_URL: mock.url, UPSTREAM_TIMEOUT_MS: '200' });
+    const session = newSession();
+    const opts = { chunks: 40, delay_ms: 2 };
+    const res = await start(app, session, opts);
+    const { text } = await readChunks(res.body!);
+    expect(text).toContain('[DONE]');
+    const answer = await answerOf(app, res.headers.get('x-conversation-id')!, session);
+    expect(answer).toMatchObject({ status: 'final', content: mockAnswer(opts) });
+  });
+
   if (dialect === 'postgres') {
     it('survives its connections being killed with pg_terminate_backend mid-stream', async () => {
       const app = testApp(store, { ...env, OPENAI_BASE_URL: mock.url });

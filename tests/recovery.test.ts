@@ -101,6 +101,23 @@ describe.each(dialects)('crash recovery and shutdown on %s', (dialect) => {
     await second.kill();
   });
 
+  it('never closes a live stream whose upstream is slow to send its first byte', async () => {
+    const s = await server({ STREAM_LEASE_MS: '400' });
+    const res = await fetch(`${s.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-session-id': newSession() },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'slow' }], stream: true, mock: { chunks: 5, first_byte_delay_ms: 1500 } }),
+    });
+    const text = await res.text();
+    expect(text).toContain('[DONE]');
+    const [, answer] = await waitFor(async () => {
+      const rows = await store.listMessages(res.headers.get('x-conversation-id')!, { afterSeq: 0, limit: 10 });
+      return rows[1]?.status !== 'streaming' ? rows : null;
+    });
+    expect(answer).toMatchObject({ status: 'final', content: mockAnswer({ chunks: 5 }) });
+    await s.kill();
+  });
+
   it('on SIGTERM lets short streams finish, interrupts long ones after the grace period, and exits 0', async () => {
     const s = await server({ SHUTDOWN_GRACE_MS: '400' });
     const long = await startStream(s, 1000);

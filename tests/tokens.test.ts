@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createUsageFilter } from '../app/streaming/usage-filter.js';
+import { createEventFramer, stripUsage } from '../app/streaming/sse-frames.js';
 import { startMockUpstream, type MockUpstream } from '../mock/upstream.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
 import { dialects, testStore, type TestStore } from './helpers/dialects.js';
@@ -82,7 +82,7 @@ describe.each(dialects)('token accounting on %s', (dialect) => {
 
   it('estimates what was generated when a stream is cut short', async () => {
     const session = newSession();
-    const res = await chat(session, { stream: true, mock: { fault: 'drop', chunks: 20, drop_after: 6 } });
+    const res = await chat(session, { stream: true, mock: { fault: 'drop', chunks: 20, drop_after: 6, delay_ms: 5 } });
     const { text } = await readChunks(res.body!);
     const { answer } = await answerOf(res.headers.get('x-conversation-id')!, session);
     expect(answer).toMatchObject({ status: 'error', tokens_source: 'estimated' });
@@ -127,7 +127,7 @@ describe.each(dialects)('token accounting on %s', (dialect) => {
   });
 });
 
-describe('usage filter', () => {
+describe('event framing and usage stripping', () => {
   const enc = new TextEncoder();
   const dec = new TextDecoder();
   const chunk = (content: string) => `data: {"id":"c","choices":[{"index":0,"delta":{"content":${JSON.stringify(content)}},"finish_reason":null}],"usage":null}\n\n`;
@@ -138,18 +138,30 @@ describe('usage filter', () => {
   it('removes usage at every split position, including inside multi-byte characters', () => {
     const bytes = enc.encode(withUsage);
     for (let k = 1; k < bytes.length; k++) {
-      const f = createUsageFilter();
-      const parts = [f.push(bytes.slice(0, k)), f.push(bytes.slice(k)), f.end()];
+      const framer = createEventFramer();
+      const parts = [framer.push(bytes.slice(0, k)), framer.push(bytes.slice(k)), framer.rest()].map(stripUsage);
       expect(dec.decode(Buffer.concat(parts)), `split at ${k}`).toBe(expected);
     }
   });
 
-  it('passes events without usage through as the same bytes, and handles CRLF', () => {
-    const f = createUsageFilter();
+  it('passes whole events on as the very same chunk, holds a partial one, and drops it on failure', () => {
+    const framer = createEventFramer();
+    const whole = enc.encode('data: {"a":1}\n\n');
+    expect(framer.push(whole)).toBe(whole);
+    expect(dec.decode(framer.push(enc.encode('data: {"b":2}\n\ndata: {"c"')))).toBe('data: {"b":2}\n\n');
+    expect(dec.decode(framer.push(enc.encode(':3}\n\n')))).toBe('data: {"c":3}\n\n');
+    framer.push(enc.encode('data: {"half'));
+    framer.drop();
+    expect(framer.rest().byteLength).toBe(0);
+    // Bytes that never frame as SSE are not held forever.
+    const big = createEventFramer(16);
+    expect(big.push(enc.encode('x'.repeat(20))).byteLength).toBe(20);
+  });
+
+  it('keeps events without usage byte for byte, and handles CRLF', () => {
     const plain = enc.encode('data: {"choices":[{"delta":{"content":"\\"usage\\":null"}}]}\n\n');
-    expect(dec.decode(f.push(plain))).toBe('data: {"choices":[{"delta":{"content":"\\"usage\\":null"}}]}\n\n');
-    const crlf = createUsageFilter();
-    const out = crlf.push(enc.encode('data: {"choices":[{"delta":{}}],"usage":null}\r\n\r\ndata: {"choices":[],"usage":{"total_tokens":1}}\r\n\r\n'));
+    expect(stripUsage(plain)).toBe(plain);
+    const out = stripUsage(enc.encode('data: {"choices":[{"delta":{}}],"usage":null}\r\n\r\ndata: {"choices":[],"usage":{"total_tokens":1}}\r\n\r\n'));
     expect(dec.decode(out)).toBe('data: {"choices":[{"delta":{}}]}\r\n\r\n');
   });
 });

@@ -1,4 +1,4 @@
-import type { Json, MessageRole, NewMessage, Principal, SessionInfo, Store } from '../../db/store.js';
+import { LimitExceededError, type Json, type MessageRole, type NewMessage, type Principal, type SessionInfo, type Store } from '../../db/store.js';
 import type { Config } from '../env.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -74,29 +74,40 @@ export class ProxiedTurn {
     readonly assistantMessageId: string | null,
   ) {}
 
+  /**
+   * A request whose own messages cannot fit in a new conversation is refused before anything
+   * is written or sent upstream.
+   */
+  static assertFits(config: Config, request: ChatRequest): void {
+    const max = config.limits.messagesPerConversation;
+    if (messagesToStore(request.messages, true).length + 1 > max) throw new LimitExceededError('messages_per_conversation', max);
+  }
+
   static async begin(ctx: TurnContext, request: ChatRequest, conversationId: string | null, stream: boolean): Promise<ProxiedTurn> {
     const { store, owner, config } = ctx;
-    const id =
-      conversationId ??
-      (
-        await store.createConversation(
-          owner,
-          { title: titleFrom(request.messages), model: request.model ?? config.upstream.defaultModel },
-          { maxPerSession: config.limits.conversationsPerSession, session: ctx.session },
-        )
-      ).id;
-    const appended = await store.appendMessages(
+    // A stream's answer is created with the request's messages, under a known id and a lease.
+    const answerId = stream ? crypto.randomUUID() : null;
+    const withAnswer = (list: NewMessage[]) =>
+      answerId ? [...list, { id: answerId, role: 'assistant' as const, status: 'streaming' as const, content: '', lease: ctx.lease }] : list;
+    // A plain request writes its answer afterwards: keep a place for it under the limit.
+    const maxMessages = config.limits.messagesPerConversation - (stream ? 0 : 1);
+    if (conversationId) {
+      await store.appendMessages(owner, conversationId, (conversation) => withAnswer(messagesToStore(request.messages, conversation.lastSeq === 0)), {
+        maxMessages,
+      });
+      return new ProxiedTurn(ctx, request, conversationId, answerId);
+    }
+    const created = await store.createConversation(
       owner,
-      id,
-      (conversation) => {
-        const list = messagesToStore(request.messages, conversation.lastSeq === 0);
-        if (stream) list.push({ role: 'assistant', status: 'streaming', content: '', lease: ctx.lease });
-        return list;
+      { title: titleFrom(request.messages), model: request.model ?? config.upstream.defaultModel },
+      {
+        maxPerSession: config.limits.conversationsPerSession,
+        session: ctx.session,
+        messages: withAnswer(messagesToStore(request.messages, true)),
+        maxMessages,
       },
-      // A plain request writes its answer afterwards: keep a place for it under the limit.
-      { maxMessages: config.limits.messagesPerConversation - (stream ? 0 : 1) },
     );
-    return new ProxiedTurn(ctx, request, id, stream ? appended.at(-1)!.id : null);
+    return new ProxiedTurn(ctx, request, created.id, answerId);
   }
 
   /** Watches a relayed stream and records the assistant message from it. */
@@ -132,7 +143,7 @@ export class ProxiedTurn {
     return {
       push: (bytes) => reader.push(bytes),
       end: (how: StreamEnd) => {
-        reader.end();
+        reader.end(how === 'completed');
         const s = reader.state;
         let outcome: TurnOutcome;
         if (how === 'completed' && !s.error && (s.done || s.finishReason)) {
@@ -150,18 +161,19 @@ export class ProxiedTurn {
     };
   }
 
-  /** Records a complete (non-streaming) answer body, whatever its shape. */
-  async recordAnswer(status: number, bodyText: string): Promise<void> {
-    let parsed: any = null;
+  /** Records a complete (non-streaming) answer body, whatever its shape; false when it is not JSON. */
+  async recordAnswer(status: number, bodyText: string): Promise<boolean> {
+    let parsed: any;
     try {
       parsed = JSON.parse(bodyText);
     } catch {
-      // recorded as an error below
+      await this.appendAssistant({ role: 'assistant', status: 'error', content: '', finishReason: 'upstream_invalid_response' });
+      return false;
     }
     const choice = parsed?.choices?.[0];
     if (!(status >= 200 && status < 300 && choice)) {
       await this.appendAssistant({ role: 'assistant', status: 'error', content: '', finishReason: status >= 400 ? 'upstream_error' : 'upstream_invalid_response' });
-      return;
+      return true;
     }
     const content = typeof choice.message?.content === 'string' ? choice.message.content : '';
     const toolCalls = Array.isArray(choice.message?.tool_calls) ? choice.message.tool_calls : null;
@@ -175,6 +187,7 @@ export class ProxiedTurn {
       functionCall: choice.message?.function_call ?? null,
       ...(await this.tokens(parsed.usage, content + args)),
     });
+    return true;
   }
 
   /**

@@ -6,7 +6,6 @@ import { sessionInfo } from '../middleware/session.js';
 import { notStoredReason } from '../privacy.js';
 import { relay, type StreamObserver } from '../streaming/relay.js';
 import { withTelemetry } from '../streaming/telemetry.js';
-import { createUsageFilter } from '../streaming/usage-filter.js';
 import { callChatCompletions, type UpstreamCall } from '../upstream/client.js';
 import type { AppEnv } from '../types.js';
 import { validate } from '../validate.js';
@@ -19,46 +18,74 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   const request = c.req.valid('json');
   const { config, inFlight, metrics } = c.var.deps;
   const stream = request.stream === true;
-  // Consent, opt-out header or persistence off: then this is a pure proxy for this request.
-  const store = (await notStoredReason(c)) === null ? c.var.deps.store : null;
+  const conversationId = request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null;
 
   const upstreamRequest: Record<string, unknown> = { ...request, model: request.model ?? config.upstream.defaultModel };
   for (const field of LOCAL_FIELDS) delete upstreamRequest[field];
-  // Honest accounting: a recorded stream asks for usage even when the client did not; the
-  // client's stream is then filtered back to exactly what it asked for.
+  // Honest accounting: with persistence on, a stream asks for usage even when the client did
+  // not; the client's stream is then filtered back to exactly what it asked for.
   const streamOptions = request.stream_options as { include_usage?: unknown } | undefined;
-  const addUsage = stream && store !== null && streamOptions?.include_usage !== true;
+  const addUsage = stream && c.var.deps.store !== null && streamOptions?.include_usage !== true;
   if (addUsage) upstreamRequest.stream_options = { ...streamOptions, include_usage: true };
 
-  const turn = store
-    ? await ProxiedTurn.begin(
-        { store, owner: c.var.principal, config, log: c.var.log, metrics, lease: inFlight.lease(), session: sessionInfo(c) },
-        request,
-        request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null,
-        stream,
-      )
-    : null;
-  if (turn) c.header(CONVERSATION_HEADER, turn.conversationId);
+  /** Records the request, unless persistence is off, refused by consent or opted out of. */
+  const beginTurn = async (): Promise<ProxiedTurn | null> => {
+    const store = c.var.deps.store;
+    if (!store || (await notStoredReason(c)) !== null) return null;
+    const context = { store, owner: c.var.principal, config, log: c.var.log, metrics, lease: inFlight.lease(), session: sessionInfo(c) };
+    return ProxiedTurn.begin(context, request, conversationId, stream);
+  };
+  const callUpstream = () => callChatCompletions(config.upstream, JSON.stringify(upstreamRequest), { stream, signal: c.req.raw.signal });
+  const failureReason = (err: unknown) => (err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
 
+  let turn: ProxiedTurn | null;
   let call: UpstreamCall;
-  try {
-    call = await callChatCompletions(config.upstream, JSON.stringify(upstreamRequest), { stream, signal: c.req.raw.signal });
-  } catch (err) {
-    await turn?.recordFailure(err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
-    throw err;
+  if (conversationId) {
+    // A named conversation must be the caller's before anything goes upstream.
+    turn = await beginTurn();
+    if (turn) c.header(CONVERSATION_HEADER, turn.conversationId);
+    try {
+      call = await callUpstream();
+    } catch (err) {
+      await turn?.recordFailure(failureReason(err));
+      throw err;
+    }
+  } else {
+    if (c.var.deps.store) ProxiedTurn.assertFits(config, request);
+    // A new conversation cannot be refused for ownership, so the database write and the
+    // upstream's first byte are awaited together, not one after the other.
+    const [began, called] = await Promise.allSettled([beginTurn(), callUpstream()]);
+    if (began.status === 'rejected') {
+      if (called.status === 'fulfilled') {
+        called.value.abort(began.reason);
+        called.value.settle();
+      }
+      throw began.reason;
+    }
+    turn = began.value;
+    if (turn) c.header(CONVERSATION_HEADER, turn.conversationId);
+    if (called.status === 'rejected') {
+      await turn?.recordFailure(failureReason(called.reason));
+      throw called.reason;
+    }
+    call = called.value;
   }
   const upstream = call.response;
 
   if (!upstream.ok) {
-    const text = await readAll(call);
-    await turn?.recordFailure('upstream_error');
+    let text: string;
+    try {
+      text = await readAll(call);
+    } finally {
+      await turn?.recordFailure('upstream_error');
+    }
     return passError(upstream, text);
   }
 
   if (stream) {
     const observer = withTelemetry(turn?.observer() ?? ignore, metrics, c.var.log, startedAt);
-    const relayed = relay(call, observer, addUsage ? createUsageFilter() : undefined);
-    inFlight.track({ interrupt: relayed.interrupt, settled: relayed.settled, messageId: turn?.assistantMessageId ?? null });
+    const relayed = relay(call, observer, { stripUsage: addUsage });
+    inFlight.track({ interrupt: relayed.interrupt, settled: relayed.settled });
     return c.body(relayed.readable, 200, {
       'content-type': upstream.headers.get('content-type') ?? 'text/event-stream',
       'cache-control': 'no-cache',
@@ -73,7 +100,10 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
     await turn?.recordFailure(err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
     throw err;
   }
-  await turn?.recordAnswer(upstream.status, text);
+  const answered = await (turn ? turn.recordAnswer(upstream.status, text) : isJson(text));
+  if (!answered) {
+    throw new ApiError(502, 'upstream_error', 'The upstream provider answered with a body that is not JSON.', 'upstream_invalid_response');
+  }
   return c.body(text, upstream.status as 200, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
 
   /** An upstream error answer, passed through; a body that is not OpenAI's error JSON is wrapped in it. */
@@ -95,6 +125,7 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
 
 /** Reads a whole body under the call's idle timeout; a drop is a 502, silence a 504. */
 async function readAll(call: UpstreamCall): Promise<string> {
+  call.startReading();
   try {
     return await call.response.text();
   } catch (err) {
@@ -105,5 +136,14 @@ async function readAll(call: UpstreamCall): Promise<string> {
     throw new ApiError(502, 'upstream_error', 'The connection to the upstream provider failed while reading its answer.', 'upstream_error');
   } finally {
     call.settle();
+  }
+}
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
   }
 }

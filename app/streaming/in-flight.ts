@@ -8,8 +8,6 @@ export interface InFlightStream {
   interrupt(): void;
   /** Resolves once the stream has ended and its message is fully recorded. */
   settled: Promise<void>;
-  /** The assistant message being written, when persistence is on. */
-  messageId: string | null;
 }
 
 export interface InFlightOptions {
@@ -62,12 +60,11 @@ export class InFlight {
   }
 
   async heartbeat(): Promise<void> {
-    const ids = [...this.streams].map((s) => s.messageId).filter((id): id is string => id !== null);
-    if (!this.store || !ids.length) return;
+    if (!this.store) return;
     try {
-      await this.store.renewLeases(this.owner, ids, this.lease().expiresAt);
+      await this.store.renewLeases(this.owner, this.lease().expiresAt);
     } catch (err) {
-      this.options.log.warn({ err, streams: ids.length }, 'could not renew stream leases');
+      this.options.log.warn({ err }, 'could not renew stream leases');
     }
   }
 

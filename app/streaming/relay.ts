@@ -1,5 +1,5 @@
 import type { UpstreamCall } from '../upstream/client.js';
-import type { UsageFilter } from './usage-filter.js';
+import { createEventFramer, stripUsage } from './sse-frames.js';
 
 /** How a relayed stream ended. */
 export type StreamEnd = 'completed' | 'client_abort' | 'upstream_error' | 'upstream_timeout' | 'interrupted';
@@ -36,11 +36,14 @@ export interface Relay {
 
 /**
  * Pipes the upstream body to the client through one TransformStream: chunks go out untouched
- * the moment they arrive (minus the usage the server asked for, when a filter is given), and the observer sees each one after it is enqueued. The end is
+ * the moment they arrive (a partial event at a chunk's end waits for its blank line; usage the
+ * server asked for on the client's behalf is stripped), and the observer sees each one after it is enqueued. The end is
  * reported exactly once: `flush` (upstream finished), `cancel` (client went away) or the pipe's
  * failure (upstream dropped or went silent), in which case the client gets an SSE error event.
  */
-export function relay(call: UpstreamCall, observer: StreamObserver, filter?: UsageFilter): Relay {
+export function relay(call: UpstreamCall, observer: StreamObserver, options: { stripUsage?: boolean } = {}): Relay {
+  const framer = createEventFramer();
+  const outgoing = (events: Uint8Array) => (options.stripUsage && events.byteLength ? stripUsage(events) : events);
   let ended: StreamEnd | null = null;
   let settle!: () => void;
   const settled = new Promise<void>((r) => (settle = r));
@@ -55,18 +58,15 @@ export function relay(call: UpstreamCall, observer: StreamObserver, filter?: Usa
   // `cancel` is in the Streams spec and Node 20, not yet in TypeScript's DOM types.
   const transformer: Transformer<Uint8Array, Uint8Array> & { cancel(reason: unknown): void } = {
     transform(chunk, controller) {
-      if (!filter) controller.enqueue(chunk);
-      else {
-        const out = filter.push(chunk);
-        if (out.byteLength) controller.enqueue(out);
-      }
+      const out = outgoing(framer.push(chunk));
+      if (out.byteLength) controller.enqueue(out);
       if (ended) return;
       call.touch();
       observer.push(chunk);
     },
     flush(controller) {
-      const rest = filter?.end();
-      if (rest?.byteLength) controller.enqueue(rest);
+      const rest = outgoing(framer.rest());
+      if (rest.byteLength) controller.enqueue(rest);
       end('completed');
     },
     cancel(reason) {
@@ -76,10 +76,13 @@ export function relay(call: UpstreamCall, observer: StreamObserver, filter?: Usa
   };
   const tap = new TransformStream(transformer);
 
+  call.startReading();
   // preventAbort keeps the client side open when the upstream fails, so the error event can follow.
   call.response.body!.pipeTo(tap.writable, { preventAbort: true }).catch(async () => {
     if (!ended) end(call.timedOut ? 'upstream_timeout' : 'upstream_error');
     if (ended === 'client_abort' || ended === 'completed') return; // nobody left to tell
+    // The half event the upstream left is never sent; the error event follows whole events.
+    framer.drop();
     const writer = tap.writable.getWriter();
     try {
       await writer.write(sseErrorEvent(ended!));

@@ -35,8 +35,12 @@ export interface ChatStreamReader {
   readonly state: ChatStreamState;
   /** Feed raw bytes exactly as they arrived; splits anywhere (mid-event, mid-UTF-8) are fine. */
   push(bytes: Uint8Array): void;
-  /** No more bytes: parse whatever complete text remains. */
-  end(): void;
+  /**
+   * No more bytes. `complete`: the upstream finished, so a last event missing its blank line
+   * still counts (the client gets those bytes too). Otherwise the stream was cut, and a half
+   * event, which the client never sees, is dropped.
+   */
+  end(complete: boolean): void;
 }
 
 export interface ChatStreamCallbacks {
@@ -114,11 +118,11 @@ export function createChatStreamReader(callbacks: ChatStreamCallbacks = {}): Cha
     push(bytes) {
       parser.feed(decoder.decode(bytes, { stream: true }));
     },
-    end() {
+    end(complete) {
       const rest = decoder.decode();
+      if (!complete) return parser.reset();
       if (rest) parser.feed(rest);
-      // A final event without its blank line is still an event.
-      parser.reset({ consume: true });
+      parser.feed('\n\n');
     },
   };
 }

@@ -13,6 +13,11 @@ export class UpstreamTimeoutError extends Error {
 
 export interface UpstreamCall {
   response: Response;
+  /**
+   * Arms the idle timer for reading the body. Not armed while the caller does other work
+   * between the headers and the first read (recording the request), which is not silence.
+   */
+  startReading(): void;
   /** Re-arms the idle timer: call on every chunk so only silence times out, not long answers. */
   touch(): void;
   /** Stops the idle timer once the body is fully read or abandoned. */
@@ -43,10 +48,11 @@ export async function callChatCompletions(
   }
   const controller = new AbortController();
   let timedOut = false;
-  const timer = setTimeout(() => {
+  const onSilence = () => {
     timedOut = true;
     controller.abort(new UpstreamTimeoutError(`no data from upstream for ${options.timeoutMs} ms`));
-  }, options.timeoutMs);
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(onSilence, options.timeoutMs);
   const onClientAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener('abort', onClientAbort, { once: true });
 
@@ -86,10 +92,17 @@ export async function callChatCompletions(
     );
   }
 
+  clearTimeout(timer);
+  timer = undefined;
+  let settled = false;
   return {
     response,
-    touch: () => timer.refresh(),
+    startReading() {
+      if (!settled) timer ??= setTimeout(onSilence, options.timeoutMs);
+    },
+    touch: () => void timer?.refresh(),
     settle() {
+      settled = true;
       clearTimeout(timer);
       signal?.removeEventListener('abort', onClientAbort);
     },

@@ -32,10 +32,20 @@ export function encodeCursor(position: ListPosition): string {
   return Buffer.from(JSON.stringify([position.createdAt.getTime(), position.id])).toString('base64url');
 }
 
+// Timestamps between 1970 and year 9999 (Postgres cannot parse the extended-year ISO form).
+const MAX_TIME = 253_402_300_799_999;
 const cursorSchema = z.string().transform((raw, ctx): ListPosition => {
   try {
     const value: unknown = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'));
-    if (Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) && typeof value[1] === 'string') {
+    if (
+      Array.isArray(value) &&
+      value.length === 2 &&
+      Number.isSafeInteger(value[0]) &&
+      value[0] >= 0 &&
+      value[0] <= MAX_TIME &&
+      typeof value[1] === 'string' &&
+      !value[1].includes('\u0000')
+    ) {
       return { createdAt: new Date(value[0]), id: value[1] };
     }
   } catch {
@@ -52,7 +62,10 @@ export const listQuerySchema = z.object({
 });
 
 export const getQuerySchema = z.object({
-  after_seq: intParam(0, Number.MAX_SAFE_INTEGER).default(0),
+  // Seqs are 32-bit integers: anything beyond is simply past the end.
+  after_seq: intParam(0, Number.MAX_SAFE_INTEGER)
+    .default(0)
+    .transform((n) => Math.min(n, 2_147_483_647)),
   limit: intParam(1, 200).default(100),
 });
 
