@@ -3,12 +3,17 @@ import type { Json, JsonObject, ListOptions, NewMessage, Principal } from './sto
 
 /**
  * Postgres text and jsonb cannot hold U+0000, and a conversation must read back the same from
- * either dialect, so every string written by either store has NUL replaced by U+FFFD (the
- * Unicode replacement character). Everything else is stored exactly as received.
+ * either dialect, so every string written by either store has NUL (and any lone surrogate)
+ * replaced by U+FFFD, the Unicode replacement character. Everything else is stored exactly.
  */
 const NUL = /\u0000/g;
+type WellFormed = { isWellFormed(): boolean; toWellFormed(): string };
 export function cleanText(text: string): string {
-  return text.includes('\u0000') ? text.replace(NUL, '\uFFFD') : text;
+  // Lone UTF-16 surrogates cannot be stored either (jsonb rejects them, UTF-8 has no form for
+  // them): like NUL they become U+FFFD. Both checks are native and cheap when nothing is wrong.
+  const wellFormed = (text as unknown as WellFormed).isWellFormed();
+  if (wellFormed && !text.includes('\u0000')) return text;
+  return (wellFormed ? text : (text as unknown as WellFormed).toWellFormed()).replace(NUL, '\uFFFD');
 }
 
 export function cleanJson<T extends Json | JsonObject | null | undefined>(value: T): T {
@@ -25,7 +30,7 @@ export function cleanJson<T extends Json | JsonObject | null | undefined>(value:
 /** The message row to insert, shared by both dialects (seq and ids are decided by the caller). */
 export function messageRow(conversationId: string, seq: number, m: NewMessage, now: Date) {
   return {
-    id: crypto.randomUUID(),
+    id: m.id ?? crypto.randomUUID(),
     conversationId,
     role: m.role,
     status: m.status ?? 'final',
