@@ -1,8 +1,7 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { isTransientDbError } from '../db/shared.js';
-import { ConversationNotFoundError, LimitExceededError } from '../db/store.js';
+import { ConversationNotFoundError, LimitExceededError, isTransientDbError } from '../db/store.js';
 
 export type ErrorType =
   | 'invalid_request_error'

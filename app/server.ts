@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { serve } from '@hono/node-server';
-import { createStore, describeDbTarget } from '../db/index.js';
+import { describeDbTarget } from '../db/url.js';
 import type { Store } from '../db/store.js';
 import { createApp } from './app.js';
 import type { Config } from './env.js';
@@ -30,7 +30,8 @@ export async function startServer(
   const logger = options.logger ?? createLogger(config.logLevel);
   let store: Store | null = null;
   if (config.persist) {
-    store = options.store ?? createStore(config.db);
+    // Imported only when needed: a pure proxy never loads a database driver (less memory).
+    store = options.store ?? (await import('../db/index.js')).createStore(config.db);
     try {
       await store.migrate();
     } catch (err) {

@@ -210,3 +210,22 @@ export class LimitExceededError extends Error {
     );
   }
 }
+
+/**
+ * Errors that mean "the database is busy or briefly unreachable, try again" rather than a bug:
+ * SQLite lock contention, a Postgres connection that dropped or is being shut down.
+ */
+export function isTransientDbError(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  if (typeof code !== 'string') return false;
+  return (
+    code.startsWith('SQLITE_BUSY') ||
+    code.startsWith('SQLITE_LOCKED') ||
+    ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'CONNECTION_ENDED', 'CONNECTION_CLOSED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT'].includes(code) ||
+    // Postgres SQLSTATE classes 08 (connection exception) and 57P (operator intervention).
+    /^08...$/.test(code) ||
+    /^57P0[1-3]$/.test(code) ||
+    code === '40001' ||
+    code === '40P01'
+  );
+}

@@ -3,7 +3,6 @@ import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import { getCookie } from 'hono/cookie';
 import { createMiddleware } from 'hono/factory';
-import { createClient } from 'redis';
 import { ApiError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { AppEnv } from '../types.js';
@@ -99,6 +98,8 @@ export async function createRedisRateLimitStore({
   commandTimeoutMs = 1_000,
 }: RedisRateLimitStoreOptions): Promise<RateLimitStore> {
   const log = logger.child({ component: 'rate-limit', redis: redactRedisUrl(url) });
+  // Loaded only when REDIS_URL is set: the client is not small.
+  const { createClient } = await import('redis');
   const client = createClient({
     url,
     disableOfflineQueue: true,

@@ -95,12 +95,24 @@ export async function callChatCompletions(
   clearTimeout(timer);
   timer = undefined;
   let settled = false;
+  // Chunks only note the time (cheap on the hot path); the timer, when it fires, decides
+  // whether that was silence or re-arms for the rest of the window.
+  let lastActivity = 0;
+  const onIdleCheck = () => {
+    const quiet = Date.now() - lastActivity;
+    if (quiet >= options.timeoutMs) onSilence();
+    else timer = setTimeout(onIdleCheck, options.timeoutMs - quiet);
+  };
   return {
     response,
     startReading() {
-      if (!settled) timer ??= setTimeout(onSilence, options.timeoutMs);
+      if (settled || timer) return;
+      lastActivity = Date.now();
+      timer = setTimeout(onIdleCheck, options.timeoutMs);
     },
-    touch: () => void timer?.refresh(),
+    touch() {
+      lastActivity = Date.now();
+    },
     settle() {
       settled = true;
       clearTimeout(timer);
