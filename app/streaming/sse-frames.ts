@@ -60,6 +60,7 @@ export function createEventFramer(maxHeld = 64 * 1024): EventFramer {
 }
 
 const USAGE = Buffer.from('"usage"');
+const COMPACT_USAGE_NULL = Buffer.from(',"usage":null');
 const USAGE_NULL = /,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,/g;
 const USAGE_ONLY = /"choices"\s*:\s*\[\s*\]/;
 
@@ -70,8 +71,22 @@ const USAGE_ONLY = /"choices"\s*:\s*\[\s*\]/;
  * their exact bytes.
  */
 export function stripUsage(events: Uint8Array): Uint8Array {
-  const buf = Buffer.from(events.buffer, events.byteOffset, events.byteLength);
+  let buf = Buffer.from(events.buffer, events.byteOffset, events.byteLength);
   if (!buf.includes(USAGE)) return events;
+  // Fast path, on bytes: OpenAI's compact `,"usage":null` is cut out without decoding.
+  let at = buf.indexOf(COMPACT_USAGE_NULL);
+  if (at !== -1) {
+    const pieces: Buffer[] = [];
+    let from = 0;
+    for (; at !== -1; at = buf.indexOf(COMPACT_USAGE_NULL, from)) {
+      pieces.push(buf.subarray(from, at));
+      from = at + COMPACT_USAGE_NULL.length;
+    }
+    pieces.push(buf.subarray(from));
+    buf = Buffer.concat(pieces);
+    if (!buf.includes(USAGE)) return buf;
+  }
+  // Anything else (the usage-only chunk, other spellings) is rare: rewrite the text.
   // Split keeping separators, so untouched events keep their exact bytes.
   const parts = buf.toString('utf8').split(/(\r?\n\r?\n)/);
   let out = '';

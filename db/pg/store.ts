@@ -16,6 +16,7 @@ const { sessions, conversations, messages } = schema;
 const migrationsFolder = fileURLToPath(new URL('../../drizzle/pg', import.meta.url));
 // Any constant works; it only has to be the same in every process of this application.
 const MIGRATION_LOCK_KEY = 7_341_920_113;
+const jsonText = (value: unknown) => (value == null ? null : JSON.stringify(value));
 
 export interface PgStoreOptions {
   /** Pool size; the default suits one server process on a small machine. */
@@ -63,38 +64,63 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
     },
 
     async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages }) {
-      return db.transaction(async (tx) => {
-        // Serialise creations per session so two racing requests cannot both pass the limit.
-        await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${owner.userId ?? owner.sessionId}))`);
-        const [live] = await tx
-          .select({ n: count() })
-          .from(conversations)
-          .where(and(ownedBy(conversations, owner), isNull(conversations.deletedAt)));
-        if ((live?.n ?? 0) >= maxPerSession) throw new LimitExceededError('conversations_per_session', maxPerSession);
-        const list = first ?? [];
-        if (maxMessages !== undefined && list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
-        const now = new Date();
-        await tx
-          .insert(sessions)
-          .values({ id: owner.sessionId, userId: owner.userId, createdAt: now, lastSeenAt: now, userAgent: session?.userAgent ?? null, ipHash: session?.ipHash ?? null })
-          .onConflictDoUpdate({ target: sessions.id, set: { lastSeenAt: now } });
-        const [created] = await tx
-          .insert(conversations)
-          .values({
-            id: crypto.randomUUID(),
-            sessionId: owner.sessionId,
-            userId: owner.userId,
-            title: input.title == null ? null : cleanText(input.title),
-            model: input.model == null ? null : cleanText(input.model),
-            metadata: cleanJson(input.metadata ?? {}),
-            lastSeq: list.length,
-            createdAt: now,
-            updatedAt: now,
-          })
-          .returning();
-        if (list.length) await tx.insert(messages).values(list.map((m, i) => messageRow(created!.id, i + 1, m, now)));
-        return created!;
-      });
+      const list = first ?? [];
+      if (maxMessages !== undefined && list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
+      const now = new Date();
+      const conversation: Conversation = {
+        id: crypto.randomUUID(),
+        sessionId: owner.sessionId,
+        userId: owner.userId,
+        title: input.title == null ? null : cleanText(input.title),
+        model: input.model == null ? null : cleanText(input.model),
+        metadata: cleanJson(input.metadata ?? {}),
+        lastSeq: list.length,
+        createdAt: now,
+        updatedAt: now,
+        deletedAt: null,
+      };
+      // One statement, one round trip: the session row, the conversation (only while the
+      // session is under its cap) and the first turn's messages (only if the conversation was
+      // made). The cap is read without a lock, so conversations created at the very same
+      // moment in one session can overshoot it by the number racing; it is a guard, not a quota.
+      const at = now.toISOString();
+      const live = owner.userId ? sql`user_id = ${owner.userId}` : sql`session_id = ${owner.sessionId} and user_id is null`;
+      const rows = list.map((m, i) => messageRow(conversation.id, i + 1, m, now));
+      const addMessages = rows.length
+        ? sql`, added as (
+            insert into messages (id, conversation_id, role, status, content, content_json, seq, parent_message_id, tokens_in, tokens_out,
+              tokens_source, finish_reason, tool_calls, function_call, created_at, updated_at, lease_owner, lease_expires_at)
+            select v.id, made.id, v.role, v.status, v.content, v.content_json, v.seq, v.parent_message_id, v.tokens_in, v.tokens_out,
+              v.tokens_source, v.finish_reason, v.tool_calls, v.function_call, ${at}::timestamptz, ${at}::timestamptz, v.lease_owner, v.lease_expires_at
+            from made, (values ${sql.join(
+              rows.map(
+                (r) =>
+                  sql`(${r.id}, ${r.role}, ${r.status}, ${r.content}, ${jsonText(r.contentJson)}::jsonb, ${r.seq}::int, ${r.parentMessageId}::text,
+                    ${r.tokensIn}::int, ${r.tokensOut}::int, ${r.tokensSource}::text, ${r.finishReason}::text, ${jsonText(r.toolCalls)}::jsonb,
+                    ${jsonText(r.functionCall)}::jsonb, ${r.leaseOwner}::text, ${r.leaseExpiresAt?.toISOString() ?? null}::timestamptz)`,
+              ),
+              sql`, `,
+            )}) as v(id, role, status, content, content_json, seq, parent_message_id, tokens_in, tokens_out, tokens_source, finish_reason,
+              tool_calls, function_call, lease_owner, lease_expires_at)
+          )`
+        : sql``;
+      const [result] = await db.execute<{ created: number }>(sql`
+        with live as (
+          select count(*)::int as n from conversations where ${live} and deleted_at is null
+        ), seen as (
+          insert into sessions (id, user_id, created_at, last_seen_at, user_agent, ip_hash)
+          values (${owner.sessionId}, ${owner.userId}::text, ${at}::timestamptz, ${at}::timestamptz, ${session?.userAgent ?? null}::text, ${session?.ipHash ?? null}::text)
+          on conflict (id) do update set last_seen_at = excluded.last_seen_at
+        ), made as (
+          insert into conversations (id, session_id, user_id, title, model, metadata, last_seq, created_at, updated_at)
+          select ${conversation.id}, ${owner.sessionId}, ${owner.userId}::text, ${conversation.title}::text, ${conversation.model}::text,
+            ${JSON.stringify(conversation.metadata)}::jsonb, ${list.length}::int, ${at}::timestamptz, ${at}::timestamptz
+          from live where live.n < ${maxPerSession}::int
+          returning id
+        )${addMessages}
+        select count(*)::int as created from made`);
+      if (!result?.created) throw new LimitExceededError('conversations_per_session', maxPerSession);
+      return conversation;
     },
 
     async getConversation(owner, id, options) {
