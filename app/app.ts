@@ -32,7 +32,7 @@ export function createApp(input: AppDeps) {
   app.use(requestId());
   app.use(async (c, next) => {
     c.set('deps', deps);
-    c.set('log', deps.logger.child({ request_id: c.var.requestId }));
+    c.set('log', deps.logger.child({ request_id: c.get('requestId') }));
     await next();
   });
   app.use(accessLog());
@@ -85,7 +85,7 @@ export function createApp(input: AppDeps) {
   );
   app.onError((err, c) => {
     const apiError = toApiError(err);
-    if (apiError.status >= 500) c.var.log?.error({ err }, 'request failed');
+    if (apiError.status >= 500) c.get('log')?.error({ err }, 'request failed');
     return renderError(apiError, c);
   });
   return app;

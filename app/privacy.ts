@@ -46,11 +46,11 @@ export class Consents {
 
 /** Whether this request may add to the history, and if not, why. */
 export async function notStoredReason(c: Context<AppEnv>): Promise<NotStoredReason | null> {
-  const { store, config, consents } = c.var.deps;
+  const { store, config, consents } = c.get('deps');
   if (!store || !consents) return 'persistence_disabled';
   const header = c.req.header(PERSIST_HEADER);
   if (header !== undefined && OFF.test(header.trim())) return 'request_opted_out';
-  const consent = await consents.get(c.var.principal.sessionId);
+  const consent = await consents.get(c.get('principal').sessionId);
   if (consent === 'denied') return 'consent_denied';
   if (config.privacy.consentRequired && consent !== 'granted') return 'consent_required';
   return null;

@@ -27,6 +27,7 @@ export interface Services extends AppDeps {
   consents: Consents | null;
 }
 
+/** Read with `c.get('…')`: Hono's `c.var` copies every variable into a new object per access. */
 export interface AppEnv {
   Variables: {
     deps: Services;

@@ -1,5 +1,5 @@
 import { and, eq, isNull, lt, or, type AnyColumn, type SQL } from 'drizzle-orm';
-import type { Json, JsonObject, ListOptions, NewMessage, Principal } from './store.js';
+import type { Conversation, Json, JsonObject, ListOptions, NewConversation, NewMessage, Principal } from './store.js';
 
 /**
  * Postgres text and jsonb cannot hold U+0000, and a conversation must read back the same from
@@ -25,6 +25,22 @@ export function cleanJson<T extends Json | JsonObject | null | undefined>(value:
     return out as T;
   }
   return value;
+}
+
+/** A new conversation's row, shared by both dialects. */
+export function conversationRow(owner: Principal, input: NewConversation, lastSeq: number, now: Date): Conversation {
+  return {
+    id: crypto.randomUUID(),
+    sessionId: owner.sessionId,
+    userId: owner.userId,
+    title: input.title == null ? null : cleanText(input.title),
+    model: input.model == null ? null : cleanText(input.model),
+    metadata: cleanJson(input.metadata ?? {}),
+    lastSeq,
+    createdAt: now,
+    updatedAt: now,
+    deletedAt: null,
+  };
 }
 
 /** The message row to insert, shared by both dialects (seq and ids are decided by the caller). */

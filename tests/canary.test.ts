@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../app/server.js';
-import { startMockUpstream, type MockUpstream } from '../mock/upstream.js';
 import { capturingLogger, newSession, testConfig } from './helpers/app.js';
+import { useMockUpstream } from './helpers/mock.js';
 import { dialects, sharedTestStore } from './helpers/dialects.js';
 import { waitFor } from './helpers/streams.js';
 
@@ -15,13 +15,7 @@ const CANARIES = {
   org: 'CANARY-ORG-HEADER-3c5d8',
 };
 
-let mock: MockUpstream;
-beforeAll(async () => {
-  mock = await startMockUpstream();
-});
-afterAll(async () => {
-  await mock?.close();
-});
+const mock = useMockUpstream();
 
 describe.each(dialects)('secret hygiene on %s', (dialect) => {
   let db: Awaited<ReturnType<typeof sharedTestStore>>;

@@ -1,25 +1,18 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../app/logger.js';
 import { startServer, type RunningServer } from '../app/server.js';
 import type { Store } from '../db/store.js';
-import { mockAnswer, startMockUpstream, type MockOptions, type MockUpstream } from '../mock/upstream.js';
+import { mockAnswer, type MockOptions } from '../mock/upstream.js';
 import { call, newSession, testApp, testConfig, type TestApp } from './helpers/app.js';
+import { useMockUpstream } from './helpers/mock.js';
 import { dialects, testStore, type TestStore } from './helpers/dialects.js';
 import { instrumentedStore, normalizeMock, readChunks, streamedContent, waitFor } from './helpers/streams.js';
 
 const SERVER_KEY = 'sk-server-key-for-tests';
-let mock: MockUpstream;
-
-beforeAll(async () => {
-  mock = await startMockUpstream();
-});
-afterAll(async () => {
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
+const mock = useMockUpstream();
 
 const upstreamEnv = (extra: Record<string, string> = {}) => ({ OPENAI_BASE_URL: mock.url, OPENAI_API_KEY: SERVER_KEY, ...extra });
 const ask = (content = 'Hello', extra: Record<string, unknown> = {}) => ({ messages: [{ role: 'user', content }], ...extra });

@@ -6,18 +6,13 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../db/index.js';
 import type { Store } from '../db/store.js';
-import { mockAnswer, startMockUpstream, type MockUpstream } from '../mock/upstream.js';
+import { mockAnswer } from '../mock/upstream.js';
 import { call, capturingLogger, newSession, testApp } from './helpers/app.js';
+import { useMockUpstream } from './helpers/mock.js';
 import { dialects, scratchDatabase, type ScratchDb } from './helpers/dialects.js';
 import { readChunks, waitFor } from './helpers/streams.js';
 
-let mock: MockUpstream;
-beforeAll(async () => {
-  mock = await startMockUpstream();
-});
-afterAll(async () => {
-  await mock?.close();
-});
+const mock = useMockUpstream();
 
 /** A store whose stream writes can be switched off, as if the database went down, and back on. */
 function switchableStore(inner: Store) {

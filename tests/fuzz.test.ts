@@ -1,6 +1,5 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startMockUpstream, type MockUpstream } from '../mock/upstream.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
 import {
   eventsContent,
@@ -10,6 +9,7 @@ import {
   settledConversation,
   sseEvents,
 } from './helpers/conversation-checks.js';
+import { useMockUpstream } from './helpers/mock.js';
 import { dialects, testStore, type TestStore } from './helpers/dialects.js';
 import * as gen from './helpers/fuzz-inputs.js';
 import { Ref, type BodyInput } from './helpers/fuzz-inputs.js';
@@ -34,14 +34,7 @@ const params = {
 const PROPERTY_TIMEOUT = 60_000;
 const BODY_LIMIT = 1_048_576;
 
-let mock: MockUpstream;
-beforeAll(async () => {
-  mock = await startMockUpstream();
-});
-afterAll(async () => {
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
+const mock = useMockUpstream();
 
 interface Reply {
   method: string;

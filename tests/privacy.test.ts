@@ -6,18 +6,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../app/logger.js';
 import { sweepRetention } from '../app/retention.js';
 import { startServer } from '../app/server.js';
-import { startMockUpstream, type MockUpstream } from '../mock/upstream.js';
 import { call, capturingLogger, newSession, testApp, testConfig, type TestApp } from './helpers/app.js';
+import { useMockUpstream } from './helpers/mock.js';
 import { dialects, sharedTestStore } from './helpers/dialects.js';
 import { readChunks, waitFor } from './helpers/streams.js';
 
-let mock: MockUpstream;
-beforeAll(async () => {
-  mock = await startMockUpstream();
-});
-afterAll(async () => {
-  await mock?.close();
-});
+const mock = useMockUpstream();
 
 const chat = (app: TestApp, session: string, body: Record<string, unknown> = {}, headers: Record<string, string> = {}) =>
   app.request('/v1/chat/completions', {

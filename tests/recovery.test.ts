@@ -5,19 +5,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../db/index.js';
 import type { Store } from '../db/store.js';
 import type { DbTarget } from '../db/url.js';
-import { mockAnswer, startMockUpstream, type MockUpstream } from '../mock/upstream.js';
+import { mockAnswer } from '../mock/upstream.js';
+import { useMockUpstream } from './helpers/mock.js';
 import { dialects, scratchDatabase, type ScratchDb } from './helpers/dialects.js';
 import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
 import { newSession, } from './helpers/app.js';
 import { streamedContent, waitFor } from './helpers/streams.js';
 
-let mock: MockUpstream;
-beforeAll(async () => {
-  mock = await startMockUpstream();
-});
-afterAll(async () => {
-  await mock?.close();
-});
+const mock = useMockUpstream();
 
 const dbUrl = (t: DbTarget) => (t.dialect === 'sqlite' ? `file:${t.path}` : t.url);
 

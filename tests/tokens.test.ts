@@ -1,18 +1,11 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEventFramer, stripUsage } from '../app/streaming/sse-frames.js';
-import { startMockUpstream, type MockUpstream } from '../mock/upstream.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
+import { useMockUpstream } from './helpers/mock.js';
 import { dialects, testStore, type TestStore } from './helpers/dialects.js';
 import { normalizeMock, readChunks, streamedContent, waitFor } from './helpers/streams.js';
 
-let mock: MockUpstream;
-beforeAll(async () => {
-  mock = await startMockUpstream();
-});
-afterAll(async () => {
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
+const mock = useMockUpstream();
 
 describe.each(dialects)('token accounting on %s', (dialect) => {
   let db: TestStore;

@@ -7,7 +7,7 @@ import type { AppEnv } from '../types.js';
 /** History endpoints answer 501 when the server runs as a pure proxy. */
 export const requirePersistence = () =>
   createMiddleware<AppEnv & { Variables: { store: Store } }>(async (c, next) => {
-    const store = c.var.deps.store;
+    const store = c.get('deps').store;
     if (!store) {
       throw new ApiError(
         501,

@@ -184,7 +184,7 @@ export const rateLimit = ({ store, max, windowSec }: RateLimitOptions) => {
       // One warning per half minute is enough to notice; one per request would flood the log.
       if (Date.now() - lastWarnAt >= 30_000) {
         lastWarnAt = Date.now();
-        c.var.log.warn({ err, store: store.kind }, 'rate limiter unavailable; request allowed without limiting');
+        c.get('log').warn({ err, store: store.kind }, 'rate limiter unavailable; request allowed without limiting');
       }
       return next();
     }
@@ -213,7 +213,7 @@ export const rateLimit = ({ store, max, windowSec }: RateLimitOptions) => {
  * Keys are hashed: a session id is a bearer credential and must not sit readable in Redis.
  */
 function clientKey(c: Context<AppEnv>): string {
-  const { principal } = c.var;
+  const principal = c.get('principal');
   let raw: string;
   if (principal.userId) raw = `user:${principal.userId}`;
   else if (c.req.header(SESSION_HEADER) !== undefined || getCookie(c, SESSION_COOKIE) !== undefined) raw = `session:${principal.sessionId}`;

@@ -48,7 +48,7 @@ export const session = () =>
  * address only when IP_HASH_SALT is set (so the address itself is never stored).
  */
 export function sessionInfo<E extends AppEnv>(c: Context<E>): SessionInfo {
-  const salt = c.var.deps.config.ipHashSalt;
+  const salt = c.get('deps').config.ipHashSalt;
   let ipHash: string | null = null;
   if (salt) {
     let address: string | undefined;

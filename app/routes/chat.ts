@@ -16,7 +16,7 @@ const ignore: StreamObserver = { push() {}, end() {} };
 export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), async (c) => {
   const startedAt = performance.now();
   const request = c.req.valid('json');
-  const { config, inFlight, metrics } = c.var.deps;
+  const { config, inFlight, metrics } = c.get('deps');
   const stream = request.stream === true;
   const conversationId = request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null;
 
@@ -25,14 +25,14 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   // Honest accounting: with persistence on, a stream asks for usage even when the client did
   // not; the client's stream is then filtered back to exactly what it asked for.
   const streamOptions = request.stream_options as { include_usage?: unknown } | undefined;
-  const addUsage = stream && c.var.deps.store !== null && streamOptions?.include_usage !== true;
+  const addUsage = stream && c.get('deps').store !== null && streamOptions?.include_usage !== true;
   if (addUsage) upstreamRequest.stream_options = { ...streamOptions, include_usage: true };
 
   /** Records the request, unless persistence is off, refused by consent or opted out of. */
   const beginTurn = async (): Promise<ProxiedTurn | null> => {
-    const store = c.var.deps.store;
+    const store = c.get('deps').store;
     if (!store || (await notStoredReason(c)) !== null) return null;
-    const context = { store, owner: c.var.principal, config, log: c.var.log, metrics, lease: inFlight.lease(), session: sessionInfo(c) };
+    const context = { store, owner: c.get('principal'), config, log: c.get('log'), metrics, lease: inFlight.lease(), session: sessionInfo(c) };
     return ProxiedTurn.begin(context, request, conversationId, stream);
   };
   const callUpstream = () => callChatCompletions(config.upstream, JSON.stringify(upstreamRequest), { stream, signal: c.req.raw.signal });
@@ -51,7 +51,7 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
       throw err;
     }
   } else {
-    if (c.var.deps.store) ProxiedTurn.assertFits(config, request);
+    if (c.get('deps').store) ProxiedTurn.assertFits(config, request);
     // A new conversation cannot be refused for ownership, so the database write and the
     // upstream's first byte are awaited together, not one after the other.
     const [began, called] = await Promise.allSettled([beginTurn(), callUpstream()]);
@@ -83,7 +83,7 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   }
 
   if (stream) {
-    const observer = withTelemetry(turn?.observer() ?? ignore, metrics, c.var.log, startedAt);
+    const observer = withTelemetry(turn?.observer() ?? ignore, metrics, c.get('log'), startedAt);
     const relayed = relay(call, observer, { stripUsage: addUsage });
     inFlight.track({ interrupt: relayed.interrupt, settled: relayed.settled });
     return c.body(relayed.readable, 200, {
@@ -100,8 +100,8 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
     await turn?.recordFailure(err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
     throw err;
   }
-  const answered = await (turn ? turn.recordAnswer(upstream.status, text) : isJson(text));
-  if (!answered) {
+  // A pure proxy passes the body through as it is; a recorded one refuses what it cannot record.
+  if (turn && !(await turn.recordAnswer(upstream.status, text))) {
     throw new ApiError(502, 'upstream_error', 'The upstream provider answered with a body that is not JSON.', 'upstream_invalid_response');
   }
   return c.body(text, upstream.status as 200, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
@@ -136,14 +136,5 @@ async function readAll(call: UpstreamCall): Promise<string> {
     throw new ApiError(502, 'upstream_error', 'The connection to the upstream provider failed while reading its answer.', 'upstream_error');
   } finally {
     call.settle();
-  }
-}
-
-function isJson(text: string): boolean {
-  try {
-    JSON.parse(text);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -18,7 +18,7 @@ function counts(store: Store) {
 }
 
 export const health = new Hono<AppEnv>().get('/', async (c) => {
-  const { config, store } = c.var.deps;
+  const { config, store } = c.get('deps');
   const ok = store ? await store.ping() : true;
   const totals = store && ok ? await counts(store).catch(() => null) : null;
   const baseUrl = config.upstream.baseUrl;

@@ -3,6 +3,6 @@ import type { AppEnv } from '../types.js';
 
 /** Prometheus scrape endpoint: aggregates only, nothing about any conversation's content. */
 export const metrics = new Hono<AppEnv>().get('/', async (c) => {
-  const { registry } = c.var.deps.metrics;
+  const { registry } = c.get('deps').metrics;
   return c.body(await registry.metrics(), 200, { 'content-type': registry.contentType });
 });

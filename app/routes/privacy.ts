@@ -13,7 +13,7 @@ const consentSchema = z.strictObject({
 export const privacy = new Hono<AppEnv>()
   /** What a frontend needs for its consent note: what is kept, for how long, and how to say no. */
   .get('/', async (c) => {
-    const { config, consents } = c.var.deps;
+    const { config, consents } = c.get('deps');
     const persist = consents !== null;
     return c.json({
       object: 'privacy',
@@ -33,7 +33,7 @@ export const privacy = new Hono<AppEnv>()
       retention_days: persist && config.retention.days > 0 ? config.retention.days : null,
       deleted_retention_days: persist ? config.retention.deletedDays : null,
       consent_required: persist && config.privacy.consentRequired,
-      consent: persist ? await consents.get(c.var.principal.sessionId) : null,
+      consent: persist ? await consents.get(c.get('principal').sessionId) : null,
       opt_out_header: `${PERSIST_HEADER}: off`,
       notice: config.privacy.notice,
     });
@@ -42,6 +42,6 @@ export const privacy = new Hono<AppEnv>()
   /** Opt in or out for this session; opting out stops anything new being stored for it. */
   .post('/consent', requirePersistence(), validate('json', consentSchema), async (c) => {
     const { consent } = c.req.valid('json');
-    await c.var.deps.consents!.set(c.var.principal.sessionId, consent, sessionInfo(c));
+    await c.get('deps').consents!.set(c.get('principal').sessionId, consent, sessionInfo(c));
     return c.json({ object: 'privacy.consent', consent });
   });

@@ -3,7 +3,7 @@ import { and, asc, count, desc, eq, gt, inArray, isNotNull, isNull, lt, or, sql,
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
-import { cleanJson, cleanText, listFilter, messageRow, ownedBy } from '../shared.js';
+import { cleanJson, cleanText, conversationRow, listFilter, messageRow, ownedBy } from '../shared.js';
 import {
   ConversationNotFoundError,
   LimitExceededError,
@@ -67,18 +67,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const list = first ?? [];
       if (maxMessages !== undefined && list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
       const now = new Date();
-      const conversation: Conversation = {
-        id: crypto.randomUUID(),
-        sessionId: owner.sessionId,
-        userId: owner.userId,
-        title: input.title == null ? null : cleanText(input.title),
-        model: input.model == null ? null : cleanText(input.model),
-        metadata: cleanJson(input.metadata ?? {}),
-        lastSeq: list.length,
-        createdAt: now,
-        updatedAt: now,
-        deletedAt: null,
-      };
+      const conversation = conversationRow(owner, input, list.length, now);
       // One statement, one round trip: the session row, the conversation (only while the
       // session is under its cap) and the first turn's messages (only if the conversation was
       // made). The cap is read without a lock, so conversations created at the very same

@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import { and, asc, count, desc, eq, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
-import { cleanJson, cleanText, listFilter, messageRow, ownedBy } from '../shared.js';
+import { cleanJson, cleanText, conversationRow, listFilter, messageRow, ownedBy } from '../shared.js';
 import {
   ConversationNotFoundError,
   LimitExceededError,
@@ -178,18 +178,7 @@ export function createSqliteStore(path: string): Store {
         if (maxMessages !== undefined && list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
         const now = new Date();
         upsertSession.run({ id: owner.sessionId, userId: owner.userId, now, userAgent: session?.userAgent ?? null, ipHash: session?.ipHash ?? null });
-        const conversation: Conversation = {
-          id: crypto.randomUUID(),
-          sessionId: owner.sessionId,
-          userId: owner.userId,
-          title: input.title == null ? null : cleanText(input.title),
-          model: input.model == null ? null : cleanText(input.model),
-          metadata: cleanJson(input.metadata ?? {}),
-          lastSeq: list.length,
-          createdAt: now,
-          updatedAt: now,
-          deletedAt: null,
-        };
+        const conversation = conversationRow(owner, input, list.length, now);
         insertConversation.run({ ...conversation, now });
         insertMessages(conversation.id, 0, list, now);
         return conversation;

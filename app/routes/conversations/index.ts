@@ -22,8 +22,8 @@ export const conversations = new Hono<Env>()
   .use(requirePersistence())
 
   .post('/', requireStorable(), validate('json', createConversationSchema), async (c) => {
-    const { config } = c.var.deps;
-    const created = await c.var.store.createConversation(c.var.principal, c.req.valid('json'), {
+    const { config } = c.get('deps');
+    const created = await c.get('store').createConversation(c.get('principal'), c.req.valid('json'), {
       maxPerSession: config.limits.conversationsPerSession,
       session: sessionInfo(c),
     });
@@ -32,9 +32,9 @@ export const conversations = new Hono<Env>()
 
   .get('/', validate('query', listQuerySchema), async (c) => {
     const { cursor, limit, include_deleted } = c.req.valid('query');
-    const page = await c.var.store.listConversations(c.var.principal, { limit, after: cursor, includeDeleted: include_deleted });
+    const page = await c.get('store').listConversations(c.get('principal'), { limit, after: cursor, includeDeleted: include_deleted });
     const last = page.items.at(-1);
-    const totals = await c.var.store.tokenTotals(page.items.map((i) => i.id));
+    const totals = await c.get('store').tokenTotals(page.items.map((i) => i.id));
     return c.json({
       object: 'list',
       items: page.items.map((i) => conversationJson(i, totals.get(i.id))),
@@ -44,12 +44,12 @@ export const conversations = new Hono<Env>()
 
   .get('/:id', validate('query', getQuerySchema), async (c) => {
     const id = c.req.param('id');
-    const conversation = await c.var.store.getConversation(c.var.principal, id);
+    const conversation = await c.get('store').getConversation(c.get('principal'), id);
     if (!conversation) throw notFound('conversation', id);
     const { after_seq, limit } = c.req.valid('query');
     const [messages, totals] = await Promise.all([
-      c.var.store.listMessages(id, { afterSeq: after_seq, limit }),
-      c.var.store.tokenTotals([id]),
+      c.get('store').listMessages(id, { afterSeq: after_seq, limit }),
+      c.get('store').tokenTotals([id]),
     ]);
     const last = messages.at(-1);
     return c.json({
@@ -62,22 +62,22 @@ export const conversations = new Hono<Env>()
 
   .patch('/:id', validate('json', patchConversationSchema), async (c) => {
     const id = c.req.param('id');
-    const updated = await c.var.store.updateConversation(c.var.principal, id, c.req.valid('json'));
+    const updated = await c.get('store').updateConversation(c.get('principal'), id, c.req.valid('json'));
     if (!updated) throw notFound('conversation', id);
-    const totals = await c.var.store.tokenTotals([id]);
+    const totals = await c.get('store').tokenTotals([id]);
     return c.json(conversationJson(updated, totals.get(id)));
   })
 
   .delete('/:id', async (c) => {
     const id = c.req.param('id');
-    if (!(await c.var.store.deleteConversation(c.var.principal, id))) throw notFound('conversation', id);
+    if (!(await c.get('store').deleteConversation(c.get('principal'), id))) throw notFound('conversation', id);
     return c.body(null, 204);
   })
 
   .post('/:id/messages', requireStorable(), validate('json', createMessageSchema), async (c) => {
     const { role, content } = c.req.valid('json');
-    const [message] = await c.var.store.appendMessages(c.var.principal, c.req.param('id'), [toNewMessage(role, content)], {
-      maxMessages: c.var.deps.config.limits.messagesPerConversation,
+    const [message] = await c.get('store').appendMessages(c.get('principal'), c.req.param('id'), [toNewMessage(role, content)], {
+      maxMessages: c.get('deps').config.limits.messagesPerConversation,
     });
     if (!message) {
       // REDACT_SYSTEM_PROMPTS: the conversation exists and is the caller's, but nothing was kept.
