@@ -10,7 +10,7 @@ import { mockAnswer } from '../mock/upstream.js';
 import { call, capturingLogger, newSession, testApp } from './helpers/app.js';
 import { useMockUpstream } from './helpers/mock.js';
 import { dialects, scratchDatabase, type ScratchDb } from './helpers/dialects.js';
-import { readChunks, waitFor } from './helpers/streams.js';
+import { readChunks, streamedContent, waitFor } from './helpers/streams.js';
 
 const mock = useMockUpstream();
 
@@ -114,6 +114,25 @@ describe.each(dialects)('database faults on %s', (dialect) => {
     expect(text).toContain('[DONE]');
     const answer = await answerOf(app, res.headers.get('x-conversation-id')!, session);
     expect(answer).toMatchObject({ status: 'final', content: mockAnswer(opts) });
+  });
+
+  it('records every byte the client got when the upstream dropped while the request was still being recorded', async () => {
+    const slow: Store = Object.create(store);
+    slow.createConversation = async (...args) => {
+      await new Promise((r) => setTimeout(r, 300));
+      return store.createConversation(...args);
+    };
+    const app = testApp(slow, { ...env, OPENAI_BASE_URL: mock.url });
+    const session = newSession();
+    // The whole answer and the drop are in before the relay starts reading.
+    const res = await start(app, session, { fault: 'drop', chunks: 30, drop_after: 20, delay_ms: 1 });
+    // A client slow to read keeps chunks waiting inside the relay when the failure is noticed.
+    await new Promise((r) => setTimeout(r, 200));
+    const { text } = await readChunks(res.body!);
+    expect(text).toContain('"code":"upstream_error"');
+    const answer = await answerOf(app, res.headers.get('x-conversation-id')!, session);
+    expect(answer).toMatchObject({ status: 'error', finish_reason: 'upstream_error' });
+    expect(answer.content).toBe(streamedContent(text));
   });
 
   if (dialect === 'postgres') {

@@ -1,4 +1,4 @@
-import { LimitExceededError, type Json, type MessageRole, type NewMessage, type Principal, type SessionInfo, type Store } from '../../db/store.js';
+import type { Json, MessageRole, NewMessage, Principal, SessionInfo, Store } from '../../db/store.js';
 import type { Config } from '../env.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -73,15 +73,6 @@ export class ProxiedTurn {
     readonly conversationId: string,
     readonly assistantMessageId: string | null,
   ) {}
-
-  /**
-   * A request whose own messages cannot fit in a new conversation is refused before anything
-   * is written or sent upstream.
-   */
-  static assertFits(config: Config, request: ChatRequest): void {
-    const max = config.limits.messagesPerConversation;
-    if (messagesToStore(request.messages, true).length + 1 > max) throw new LimitExceededError('messages_per_conversation', max);
-  }
 
   static async begin(ctx: TurnContext, request: ChatRequest, conversationId: string | null, stream: boolean): Promise<ProxiedTurn> {
     const { store, owner, config } = ctx;

@@ -38,37 +38,18 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   const callUpstream = () => callChatCompletions(config.upstream, JSON.stringify(upstreamRequest), { stream, signal: c.req.raw.signal });
   const failureReason = (err: unknown) => (err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
 
-  let turn: ProxiedTurn | null;
+  // Recorded first, then sent: a request that cannot be recorded (not the caller's
+  // conversation, over a limit, database down) never reaches the upstream, and the upstream's
+  // body is read from the moment its headers arrive. Reading it late would lose what a
+  // connection delivered before it dropped: a failed body stream discards its queued chunks.
+  const turn = await beginTurn();
+  if (turn) c.header(CONVERSATION_HEADER, turn.conversationId);
   let call: UpstreamCall;
-  if (conversationId) {
-    // A named conversation must be the caller's before anything goes upstream.
-    turn = await beginTurn();
-    if (turn) c.header(CONVERSATION_HEADER, turn.conversationId);
-    try {
-      call = await callUpstream();
-    } catch (err) {
-      await turn?.recordFailure(failureReason(err));
-      throw err;
-    }
-  } else {
-    if (c.get('deps').store) ProxiedTurn.assertFits(config, request);
-    // A new conversation cannot be refused for ownership, so the database write and the
-    // upstream's first byte are awaited together, not one after the other.
-    const [began, called] = await Promise.allSettled([beginTurn(), callUpstream()]);
-    if (began.status === 'rejected') {
-      if (called.status === 'fulfilled') {
-        called.value.abort(began.reason);
-        called.value.settle();
-      }
-      throw began.reason;
-    }
-    turn = began.value;
-    if (turn) c.header(CONVERSATION_HEADER, turn.conversationId);
-    if (called.status === 'rejected') {
-      await turn?.recordFailure(failureReason(called.reason));
-      throw called.reason;
-    }
-    call = called.value;
+  try {
+    call = await callUpstream();
+  } catch (err) {
+    await turn?.recordFailure(failureReason(err));
+    throw err;
   }
   const upstream = call.response;
 

@@ -55,9 +55,23 @@ export function relay(call: UpstreamCall, observer: StreamObserver, options: { s
     return true;
   };
 
+  // A failed pipe rejects while chunks it already read may still wait in the writable's queue.
+  // The end is therefore written into that queue as a marker, behind them, so the observer sees
+  // every byte the client gets before the stream is recorded as ended.
+  const FAILED = new Uint8Array(0);
+  let interrupting = false;
+
   // `cancel` is in the Streams spec and Node 20, not yet in TypeScript's DOM types.
   const transformer: Transformer<Uint8Array, Uint8Array> & { cancel(reason: unknown): void } = {
     transform(chunk, controller) {
+      if (chunk === FAILED) {
+        const how = interrupting ? 'interrupted' : call.timedOut ? 'upstream_timeout' : 'upstream_error';
+        end(how);
+        // The half event the upstream left is never sent; the error event follows whole events.
+        framer.drop();
+        controller.enqueue(sseErrorEvent(how));
+        return;
+      }
       const out = outgoing(framer.push(chunk));
       if (out.byteLength) controller.enqueue(out);
       if (ended) return;
@@ -79,24 +93,23 @@ export function relay(call: UpstreamCall, observer: StreamObserver, options: { s
   call.startReading();
   // preventAbort keeps the client side open when the upstream fails, so the error event can follow.
   call.response.body!.pipeTo(tap.writable, { preventAbort: true }).catch(async () => {
-    if (!ended) end(call.timedOut ? 'upstream_timeout' : 'upstream_error');
-    if (ended === 'client_abort' || ended === 'completed') return; // nobody left to tell
-    // The half event the upstream left is never sent; the error event follows whole events.
-    framer.drop();
+    if (ended) return; // the client left first: nobody to tell
     const writer = tap.writable.getWriter();
     try {
-      await writer.write(sseErrorEvent(ended!));
+      await writer.write(FAILED);
       await writer.close();
     } catch {
-      // the client went away meanwhile
+      // the client went away meanwhile; cancel recorded it
     }
   });
   return {
     readable: tap.readable,
     settled,
     interrupt() {
-      // Aborting the upstream fails the pipe, whose handler above tells the client.
-      if (end('interrupted')) call.abort(new Error('server shutting down'));
+      // Aborting the upstream fails the pipe, whose handler above ends the stream in order.
+      if (ended || interrupting) return;
+      interrupting = true;
+      call.abort(new Error('server shutting down'));
     },
   };
 }
