@@ -28,25 +28,26 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   const addUsage = stream && c.get('deps').store !== null && streamOptions?.include_usage !== true;
   if (addUsage) upstreamRequest.stream_options = { ...streamOptions, include_usage: true };
 
-  /** Records the request, unless persistence is off, refused by consent or opted out of. */
-  const beginTurn = async (): Promise<ProxiedTurn | null> => {
-    const store = c.get('deps').store;
-    if (!store || (await notStoredReason(c)) !== null) return null;
-    const context = { store, owner: c.get('principal'), config, log: c.get('log'), metrics, lease: inFlight.lease(), session: sessionInfo(c) };
-    return ProxiedTurn.begin(context, request, conversationId, stream);
-  };
-  const callUpstream = () => callChatCompletions(config.upstream, JSON.stringify(upstreamRequest), { stream, signal: c.req.raw.signal });
-  const failureReason = (err: unknown) => (err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
-
   // Recorded first, then sent: a request that cannot be recorded (not the caller's
   // conversation, over a limit, database down) never reaches the upstream, and the upstream's
   // body is read from the moment its headers arrive. Reading it late would lose what a
   // connection delivered before it dropped: a failed body stream discards its queued chunks.
-  const turn = await beginTurn();
+  // Nothing is recorded when persistence is off, consent is missing or the request opted out.
+  const store = c.get('deps').store;
+  const turn =
+    store && (await notStoredReason(c)) === null
+      ? await ProxiedTurn.begin(
+          { store, owner: c.get('principal'), config, log: c.get('log'), metrics, lease: inFlight.lease(), session: sessionInfo(c) },
+          request,
+          conversationId,
+          stream,
+        )
+      : null;
   if (turn) c.header(CONVERSATION_HEADER, turn.conversationId);
+  const failureReason = (err: unknown) => (err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
   let call: UpstreamCall;
   try {
-    call = await callUpstream();
+    call = await callChatCompletions(config.upstream, JSON.stringify(upstreamRequest), { stream, signal: c.req.raw.signal });
   } catch (err) {
     await turn?.recordFailure(failureReason(err));
     throw err;
@@ -78,7 +79,7 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   try {
     text = await readAll(call);
   } catch (err) {
-    await turn?.recordFailure(err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
+    await turn?.recordFailure(failureReason(err));
     throw err;
   }
   // A pure proxy passes the body through as it is; a recorded one refuses what it cannot record.

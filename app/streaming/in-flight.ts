@@ -35,10 +35,6 @@ export class InFlight {
     private readonly options: InFlightOptions,
   ) {}
 
-  get size(): number {
-    return this.streams.size;
-  }
-
   lease(now = Date.now()): { owner: string; expiresAt: Date } {
     return { owner: this.owner, expiresAt: new Date(now + this.options.leaseMs) };
   }

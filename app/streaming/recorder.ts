@@ -39,10 +39,6 @@ export class TurnRecorder {
 
   constructor(private readonly options: RecorderOptions) {}
 
-  get finished(): boolean {
-    return this.finishing !== null;
-  }
-
   append(text: string): void {
     if (this.finishing || !text) return;
     this.pending += text;

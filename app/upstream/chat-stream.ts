@@ -27,8 +27,6 @@ export interface ChatStreamState {
   error: { message: string } | null;
   /** Events that were not JSON, or not a chat-completion chunk. */
   skipped: number;
-  /** Characters of content seen. */
-  chars: number;
 }
 
 export interface ChatStreamReader {
@@ -64,7 +62,6 @@ export function createChatStreamReader(callbacks: ChatStreamCallbacks = {}): Cha
     done: false,
     error: null,
     skipped: 0,
-    chars: 0,
   };
   const decoder = new TextDecoder();
   const skip = (reason: string, data: string) => {
@@ -102,7 +99,6 @@ export function createChatStreamReader(callbacks: ChatStreamCallbacks = {}): Cha
         const delta = choice.delta;
         if (!delta) continue;
         if (typeof delta.content === 'string' && delta.content) {
-          state.chars += delta.content.length;
           callbacks.onText?.(delta.content);
         }
         if (Array.isArray(delta.tool_calls)) mergeToolCalls(state.toolCalls, delta.tool_calls);

@@ -49,7 +49,6 @@ export function createSqliteStore(path: string): Store {
   client.pragma('busy_timeout = 50');
   client.pragma('foreign_keys = ON');
   const db = drizzle(client, { schema });
-  const immediate = { behavior: 'immediate' } as const;
   const open = inArray(messages.status, ['draft', 'streaming']);
 
   // The statements every proxied stream runs, prepared once: building and preparing SQL on
