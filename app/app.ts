@@ -6,7 +6,7 @@ import { ApiError, renderError, toApiError } from './errors.js';
 import { accessLog } from './middleware/access-log.js';
 import { limitJsonDepth } from './middleware/json-depth.js';
 import { createMemoryRateLimitStore, rateLimit } from './middleware/rate-limit.js';
-import { session } from './middleware/session.js';
+import { SessionIds, session } from './middleware/session.js';
 import { chat } from './routes/chat.js';
 import { conversations } from './routes/conversations/index.js';
 import { health } from './routes/health.js';
@@ -26,6 +26,7 @@ export function createApp(input: AppDeps) {
     store,
     metrics: input.metrics ?? createMetrics(),
     consents: store ? new Consents(store) : null,
+    sessionIds: new SessionIds(config.session, store, input.logger),
   };
   const app = new Hono<AppEnv>();
 
@@ -68,7 +69,7 @@ export function createApp(input: AppDeps) {
     }),
   );
 
-  app.use(limitJsonDepth());
+  app.use(limitJsonDepth(config.limits.jsonDepth));
   app.route('/healthz', health);
   app.route('/metrics', metrics);
   app.use('/v1/*', session());

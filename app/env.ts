@@ -79,6 +79,12 @@ const envSchema = z.object({
     ),
   MAX_CONVERSATIONS_PER_SESSION: int(100, 1),
   MAX_MESSAGES_PER_CONVERSATION: int(1000, 1),
+  MAX_BYTES_PER_SESSION: int(10 * 1024 * 1024, 1),
+  JSON_MAX_DEPTH: int(100, 2, 1000),
+  METADATA_MAX_DEPTH: int(16, 1, 100),
+  METADATA_MAX_BYTES: int(16 * 1024, 2, 1024 * 1024),
+  SESSION_SECRET: z.string().min(32, 'must be at least 32 characters (e.g. openssl rand -base64 48)').optional(),
+  ALLOW_CLIENT_SESSION_IDS: bool(false),
   HISTORY_BATCH_FLUSH_MS: int(250, 1, 60_000),
   HISTORY_BATCH_FLUSH_CHARS: int(512, 1),
   HISTORY_RETRY_MS: int(30_000, 0, 3_600_000),
@@ -106,7 +112,22 @@ export interface Config {
   /** Idle conversations are deleted after `days` (0 = never) unless pinned; soft-deleted ones after `deletedDays`. */
   retention: { days: number; deletedDays: number; batchSize: number };
   privacy: { consentRequired: boolean; notice: string };
-  limits: { conversationsPerSession: number; messagesPerConversation: number };
+  limits: {
+    conversationsPerSession: number;
+    messagesPerConversation: number;
+    /** Bytes of stored message text (content, parts, tool calls) per session's live conversations. */
+    bytesPerSession: number;
+    /** Nesting depth of any JSON request body. */
+    jsonDepth: number;
+    /** A conversation's metadata: nesting depth and serialised size. */
+    metadataDepth: number;
+    metadataBytes: number;
+  };
+  /**
+   * Anonymous sessions: ids are minted and signed with `secret` (when unset, one kept in the
+   * database); `allowClientIds` also accepts ids the client made up, as the first version did.
+   */
+  session: { secret: string | undefined; allowClientIds: boolean };
   /** Delta write batching, and how long failed writes are retried before text is given up. */
   flush: { ms: number; chars: number; retryMs: number };
   redactSystemPrompts: boolean;
@@ -156,7 +177,12 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     limits: {
       conversationsPerSession: e.MAX_CONVERSATIONS_PER_SESSION,
       messagesPerConversation: e.MAX_MESSAGES_PER_CONVERSATION,
+      bytesPerSession: e.MAX_BYTES_PER_SESSION,
+      jsonDepth: e.JSON_MAX_DEPTH,
+      metadataDepth: e.METADATA_MAX_DEPTH,
+      metadataBytes: e.METADATA_MAX_BYTES,
     },
+    session: { secret: e.SESSION_SECRET, allowClientIds: e.ALLOW_CLIENT_SESSION_IDS },
     flush: { ms: e.HISTORY_BATCH_FLUSH_MS, chars: e.HISTORY_BATCH_FLUSH_CHARS, retryMs: e.HISTORY_RETRY_MS },
     redactSystemPrompts: e.REDACT_SYSTEM_PROMPTS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,

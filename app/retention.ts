@@ -12,20 +12,34 @@ export interface RetentionOptions {
 
 const DAY_MS = 86_400_000;
 
-/** Deletes everything past retention, batch by batch. Returns how many conversations went. */
+/**
+ * Deletes everything past retention, batch by batch: conversations, and idle sessions with
+ * nothing left. A row the database cannot read is skipped and logged, never a reason to stop.
+ * Returns how many conversations went.
+ */
 export async function sweepRetention(store: Store, options: RetentionOptions, log: Logger, now = new Date()): Promise<number> {
   const idleBefore = options.days > 0 ? new Date(now.getTime() - options.days * DAY_MS) : null;
   const deletedBefore = new Date(now.getTime() - options.deletedDays * DAY_MS);
-  let total = 0;
+  let conversations = 0;
+  let sessions = 0;
+  const unreadable = new Set<string>();
   for (;;) {
-    const deleted = await store.purgeExpired({ idleBefore, deletedBefore, batchSize: options.batchSize });
-    total += deleted;
-    if (deleted < options.batchSize) break;
+    const batch = await store.purgeExpired({ idleBefore, deletedBefore, batchSize: options.batchSize });
+    conversations += batch.conversations;
+    sessions += batch.sessions;
+    for (const id of batch.unreadable) unreadable.add(id);
+    if (batch.conversations < options.batchSize && batch.sessions < options.batchSize) break;
     // Let other work reach the database between batches.
     await new Promise((r) => setTimeout(r, 10));
   }
-  if (total) log.info({ deleted_conversations: total }, 'retention sweep');
-  return total;
+  if (unreadable.size) {
+    log.warn(
+      { conversation_ids: [...unreadable].slice(0, 20), count: unreadable.size },
+      'retention kept idle conversations whose metadata the database cannot read; delete them by id to reclaim the space',
+    );
+  }
+  if (conversations || sessions) log.info({ deleted_conversations: conversations, deleted_sessions: sessions }, 'retention sweep');
+  return conversations;
 }
 
 /** Runs the sweep every `intervalMs` (hourly by default) until stopped. */

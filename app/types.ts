@@ -3,6 +3,7 @@ import type { Principal } from '../db/store.js';
 import type { Config } from './env.js';
 import type { Logger } from './logger.js';
 import type { RateLimitStore } from './middleware/rate-limit.js';
+import type { SessionIds } from './middleware/session.js';
 import type { Metrics } from './metrics.js';
 import type { Consents } from './privacy.js';
 import type { InFlight } from './streaming/in-flight.js';
@@ -25,6 +26,8 @@ export interface Services extends AppDeps {
   metrics: Metrics;
   /** Per-session consent (null when persistence is off). */
   consents: Consents | null;
+  /** Mints and checks anonymous session ids. */
+  sessionIds: SessionIds;
 }
 
 /** Read with `c.get('…')`: Hono's `c.var` copies every variable into a new object per access. */

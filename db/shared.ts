@@ -1,5 +1,5 @@
-import { and, eq, isNull, lt, or, type AnyColumn, type SQL } from 'drizzle-orm';
-import type { Conversation, Json, JsonObject, ListOptions, NewConversation, NewMessage, Principal } from './store.js';
+import { and, eq, isNull, lt, or, sql, type AnyColumn, type SQL, type Table } from 'drizzle-orm';
+import type { Conversation, Json, JsonObject, ListOptions, NewConversation, NewMessage, Principal, SessionInfo } from './store.js';
 
 /**
  * Postgres text and jsonb cannot hold U+0000, and a conversation must read back the same from
@@ -37,6 +37,7 @@ export function conversationRow(owner: Principal, input: NewConversation, lastSe
     model: input.model == null ? null : cleanText(input.model),
     metadata: cleanJson(input.metadata ?? {}),
     lastSeq,
+    storedBytes: 0,
     createdAt: now,
     updatedAt: now,
     deletedAt: null,
@@ -88,4 +89,36 @@ export function listFilter(
     conditions.push(or(lt(table.createdAt, createdAt), and(eq(table.createdAt, createdAt), lt(table.id, id))));
   }
   return and(...conditions) as SQL;
+}
+
+/**
+ * Bytes a message will count towards its owner's MAX_BYTES_PER_SESSION, as the database triggers
+ * count them (text and JSON columns in UTF-8); a message still streaming counts once finished.
+ */
+export function storedBytesOf(messages: NewMessage[]): number {
+  let bytes = 0;
+  for (const m of messages) {
+    if (m.status === 'draft' || m.status === 'streaming') continue;
+    bytes += Buffer.byteLength(m.content ?? '');
+    for (const json of [m.contentJson, m.toolCalls, m.functionCall]) if (json != null) bytes += Buffer.byteLength(JSON.stringify(json));
+  }
+  return bytes;
+}
+
+/** User agents are kept for operators' curiosity, not as a free store: cut to 256 characters. */
+export const USER_AGENT_MAX_CHARS = 256;
+export function sessionColumns(session: SessionInfo | undefined): { userAgent: string | null; ipHash: string | null } {
+  const agent = session?.userAgent;
+  return { userAgent: agent == null ? null : cleanText(agent.slice(0, USER_AGENT_MAX_CHARS)), ipHash: session?.ipHash ?? null };
+}
+
+/**
+ * An idle session may go once nothing is left of it: no conversation (deleted ones included,
+ * until purged) and no refusal of consent, which must outlive the session's data.
+ */
+export function sessionHasNothingLeft(
+  sessionsTable: { id: AnyColumn; consent: AnyColumn },
+  conversationsTable: Table & { sessionId: AnyColumn },
+): SQL {
+  return sql`(${sessionsTable.consent} is null or ${sessionsTable.consent} <> 'denied') and not exists (select 1 from ${conversationsTable} where ${conversationsTable.sessionId} = ${sessionsTable.id})`;
 }

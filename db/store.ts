@@ -36,6 +36,8 @@ export interface Conversation {
   model: string | null;
   metadata: JsonObject;
   lastSeq: number;
+  /** Bytes its messages hold (text, parts, tool calls); streamed answers count once finished. */
+  storedBytes: number;
   createdAt: Date;
   updatedAt: Date;
   deletedAt: Date | null;
@@ -127,14 +129,15 @@ export interface Store {
   close(): Promise<void>;
 
   /**
-   * Throws LimitExceededError when the session already has `maxPerSession` live conversations.
+   * Throws LimitExceededError when the session already has `maxPerSession` live conversations,
+   * or its live conversations hold `maxBytes` with the new messages.
    * `messages` are inserted in the same transaction (seqs 1..n): the proxy's first turn costs
    * one transaction, not two.
    */
   createConversation(
     owner: Principal,
     input: NewConversation,
-    options: { maxPerSession: number; session?: SessionInfo; messages?: NewMessage[]; maxMessages?: number },
+    options: { maxPerSession: number; session?: SessionInfo; messages?: NewMessage[]; maxMessages?: number; maxBytes?: number },
   ): Promise<Conversation>;
   getConversation(owner: Principal, id: string, options?: { includeDeleted?: boolean }): Promise<Conversation | null>;
   listConversations(owner: Principal, options: ListOptions): Promise<{ items: Conversation[]; hasMore: boolean }>;
@@ -146,13 +149,14 @@ export interface Store {
   /**
    * Appends messages with dense seqs allocated from the conversation's counter inside one
    * transaction. Throws ConversationNotFoundError (missing, deleted or not owned) and
-   * LimitExceededError (would pass `maxMessages`).
+   * LimitExceededError (would pass `maxMessages`, or the owner's live conversations would hold
+   * more than `maxBytes`).
    */
   appendMessages(
     owner: Principal,
     conversationId: string,
     messages: MessagesToAppend,
-    options: { maxMessages: number },
+    options: { maxMessages: number; maxBytes?: number },
   ): Promise<Message[]>;
   /** Appends text to a message's content (used for batched stream deltas). */
   appendContent(messageId: string, text: string): Promise<void>;
@@ -172,10 +176,12 @@ export interface Store {
   sweepOrphans(now: Date): Promise<number>;
   /**
    * Hard-deletes one batch: conversations idle since before `idleBefore` unless pinned
-   * (`metadata.pinned === true`), and soft-deleted ones deleted before `deletedBefore`.
-   * Returns how many were deleted; call again until it returns less than `batchSize`.
+   * (`metadata.pinned === true`), soft-deleted ones deleted before `deletedBefore`, and sessions
+   * idle since `idleBefore` with no conversation left (unless they refused consent: that choice
+   * is kept). Call again while either count reaches `batchSize`. A conversation whose metadata
+   * cannot be read is never deleted for being idle, and is reported in `unreadable`.
    */
-  purgeExpired(options: { idleBefore: Date | null; deletedBefore: Date; batchSize: number }): Promise<number>;
+  purgeExpired(options: { idleBefore: Date | null; deletedBefore: Date; batchSize: number }): Promise<PurgeResult>;
   /** Live conversations and all their messages, for health reporting. */
   counts(): Promise<{ conversations: number; messages: number }>;
   /** Sums of known token counts per conversation; a conversation with none known has nulls. */
@@ -183,6 +189,19 @@ export interface Store {
 
   getConsent(sessionId: string): Promise<Consent | null>;
   setConsent(sessionId: string, consent: Consent, session?: SessionInfo): Promise<void>;
+
+  /**
+   * A value every process of the deployment shares: the stored one for `key`, or `candidate`
+   * if none was stored yet (the first writer wins, whichever process it is).
+   */
+  sharedSetting(key: string, candidate: string): Promise<string>;
+}
+
+export interface PurgeResult {
+  conversations: number;
+  sessions: number;
+  /** Ids of idle conversations kept because their metadata cannot be read. */
+  unreadable: string[];
 }
 
 export interface TokenTotals {
@@ -200,13 +219,15 @@ export class ConversationNotFoundError extends Error {
 export class LimitExceededError extends Error {
   override name = 'LimitExceededError';
   constructor(
-    readonly limit: 'conversations_per_session' | 'messages_per_conversation',
+    readonly limit: 'conversations_per_session' | 'messages_per_conversation' | 'bytes_per_session',
     readonly max: number,
   ) {
     super(
       limit === 'conversations_per_session'
         ? `This session already has the maximum of ${max} conversations; delete some before creating more.`
-        : `This conversation already has the maximum of ${max} messages; start a new conversation.`,
+        : limit === 'messages_per_conversation'
+          ? `This conversation already has the maximum of ${max} messages; start a new conversation.`
+          : `This session's conversations already hold the most this server keeps per session (${max} bytes, MAX_BYTES_PER_SESSION); delete some before storing more.`,
     );
   }
 }

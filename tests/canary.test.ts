@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashSessionId } from '../app/middleware/session.js';
 import { startServer, type RunningServer } from '../app/server.js';
 import { capturingLogger, newSession, testConfig } from './helpers/app.js';
 import { useMockUpstream } from './helpers/mock.js';
@@ -80,7 +81,9 @@ describe.each(dialects)('secret hygiene on %s', (dialect) => {
     expect(tables).toEqual(expect.arrayContaining([expect.stringMatching(/sessions$/), expect.stringMatching(/conversations$/), expect.stringMatching(/messages$/)]));
     let everything = '';
     for (const table of tables) everything += JSON.stringify(await db.sql(`select * from ${table}`));
-    expect(everything).toContain(session); // the dump is real: the session is there
+    // The dump is real: the session is there, as its hash, never as the id a client could reuse.
+    expect(everything).toContain(hashSessionId(session));
+    expect(everything).not.toContain(session);
     expect(everything).toContain('hello');
 
     await server.close();

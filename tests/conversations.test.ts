@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createStore } from '../db/index.js';
+import { signSessionId } from '../app/middleware/session.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
 import { dialects, testStore, type TestStore } from './helpers/dialects.js';
 
@@ -21,16 +22,18 @@ describe.each(dialects)('conversations API on %s', (dialect) => {
   const list = async (session: string, query = '') => call(app, 'GET', `/v1/conversations${query}`, { session });
 
   describe('sessions', () => {
-    it('mints a session when none is sent, as cookie and header', async () => {
+    it('mints a signed session when none is sent, as cookie and header, and knows it again', async () => {
       const res = await call(app, 'POST', '/v1/conversations', { body: {} });
       expect(res.status).toBe(201);
-      const id = res.headers.get('x-session-id');
-      expect(id).toMatch(/^[0-9a-f-]{36}$/);
+      const id = res.headers.get('x-session-id')!;
+      expect(id).toMatch(/^[A-Za-z0-9_-]{24}\.[A-Za-z0-9_-]{22}$/);
       expect(res.headers.get('set-cookie')).toContain(`cf_session_id=${id}`);
       expect(res.headers.get('set-cookie')).toContain('HttpOnly');
       const again = await call(app, 'GET', '/v1/conversations', { headers: { cookie: `cf_session_id=${id}` } });
       expect(again.json.items.map((c: any) => c.id)).toEqual([res.json.id]);
       expect(again.headers.get('set-cookie')).toBeNull();
+      const byHeader = await call(app, 'GET', '/v1/conversations', { session: id });
+      expect(byHeader.json.items.map((c: any) => c.id)).toEqual([res.json.id]);
     });
 
     it('prefers the x-session-id header over the cookie', async () => {
@@ -42,16 +45,55 @@ describe.each(dialects)('conversations API on %s', (dialect) => {
       expect(res.json.items.map((c: any) => c.id)).toEqual([made.json.id]);
     });
 
+    const minted = newSession();
+    const [nonce, signature] = minted.split('.') as [string, string];
+    const flipped = `${nonce}.${signature[0] === 'A' ? 'B' : 'A'}${signature.slice(1)}`;
     it.each([
+      ['made up by the client', { 'x-session-id': 'my-session-1' }, 'x-session-id'],
+      ['with a tampered signature', { 'x-session-id': flipped }, 'x-session-id'],
+      ['signed with another secret', { 'x-session-id': signSessionId('another-secret-of-at-least-32-chars!') }, 'x-session-id'],
       ['too short', { 'x-session-id': 'abc' }, 'x-session-id'],
-      ['bad characters', { 'x-session-id': 'abc def ghi' }, 'x-session-id'],
+      ['with bad characters', { 'x-session-id': 'abc def ghi' }, 'x-session-id'],
       ['too long', { 'x-session-id': 'a'.repeat(129) }, 'x-session-id'],
-      ['malformed cookie', { cookie: 'cf_session_id=%3Cscript%3E' }, 'cf_session_id'],
-    ])('rejects a malformed session id (%s) with 400', async (_, headers, param) => {
+      ['a malformed cookie', { cookie: 'cf_session_id=%3Cscript%3E' }, 'cf_session_id'],
+      ['a cookie the server never issued', { cookie: 'cf_session_id=my-session-1' }, 'cf_session_id'],
+    ])('refuses a session id %s with 400 and stores nothing', async (_, headers, param) => {
+      const before = await db.store.counts();
       const res = await call(app, 'POST', '/v1/conversations', { headers, body: {} });
       expect(res.status).toBe(400);
       expect(res.json.error).toMatchObject({ type: 'invalid_request_error', code: 'invalid_session_id', param });
-      expect(res.json.error.message).toMatch(/8 to 128 characters/);
+      expect(res.json.error.message).toMatch(/issued/);
+      expect(res.headers.get('x-session-id')).toBeNull();
+      expect(await db.store.counts()).toEqual(before);
+      // A browser cannot drop an HttpOnly cookie itself: the server clears it for a fresh start.
+      if (param === 'cf_session_id') expect(res.headers.get('set-cookie')).toMatch(/cf_session_id=;.*Max-Age=0/);
+    });
+
+    it('accepts ids chosen by the client with ALLOW_CLIENT_SESSION_IDS=true, and still refuses malformed ones', async () => {
+      const open = testApp(db.store, { ALLOW_CLIENT_SESSION_IDS: 'true' });
+      const session = `client-${crypto.randomUUID()}`;
+      const made = await call(open, 'POST', '/v1/conversations', { session, body: {} });
+      expect(made.status).toBe(201);
+      expect((await call(open, 'GET', '/v1/conversations', { session })).json.items.map((c: any) => c.id)).toEqual([made.json.id]);
+      // The ids it signs still work, and the other app (same secret) knows them too.
+      const signed = newSession();
+      expect((await call(open, 'POST', '/v1/conversations', { session: signed, body: {} })).status).toBe(201);
+      const bad = await call(open, 'GET', '/v1/conversations', { session: 'abc def' });
+      expect(bad.status).toBe(400);
+      expect(bad.json.error.message).toMatch(/8 to 128 characters/);
+    });
+
+    it('shares the signing secret of the database between apps when SESSION_SECRET is unset', async () => {
+      const first = testApp(db.store, { SESSION_SECRET: '' });
+      const second = testApp(db.store, { SESSION_SECRET: '' });
+      const res = await call(first, 'POST', '/v1/conversations', { body: {} });
+      const id = res.headers.get('x-session-id')!;
+      expect(id).toMatch(/\./);
+      // Not the test secret: one the database made, which the second app reads back.
+      expect((await call(app, 'GET', '/v1/conversations', { session: id })).status).toBe(400);
+      const seen = await call(second, 'GET', '/v1/conversations', { session: id });
+      expect(seen.status).toBe(200);
+      expect(seen.json.items.map((c: any) => c.id)).toEqual([res.json.id]);
     });
   });
 
@@ -103,6 +145,66 @@ describe.each(dialects)('conversations API on %s', (dialect) => {
       const got = await call(app, 'GET', `/v1/conversations/${made.json.id}`, { session });
       expect(got.json.title).toBe(title);
       expect(got.json.metadata).toEqual({ note: 'a\uFFFDb', 'k\uFFFD': 'v' });
+    });
+
+    const nested = (depth: number): unknown => (depth === 0 ? 1 : { a: nested(depth - 1) });
+    it.each(['application/json', 'application/merge-patch+json', 'application/vnd.api+json; charset=utf-8'])(
+      'refuses JSON nested past JSON_MAX_DEPTH whatever its JSON media type (%s), with 400',
+      async (contentType) => {
+        const session = newSession();
+        let deep = '1';
+        for (let i = 0; i < 2000; i++) deep = `{"a":${deep}}`;
+        for (const [method, path] of [['POST', '/v1/conversations'], ['POST', '/v1/chat/completions']] as const) {
+          const res = await call(app, method, path, { session, body: `{"metadata":${deep}}`, headers: { 'content-type': contentType } });
+          expect(res.status, path).toBe(400);
+          expect(res.json.error).toMatchObject({ type: 'invalid_request_error', code: 'json_too_deep' });
+        }
+        const shallow = testApp(db.store, { JSON_MAX_DEPTH: '5' });
+        const res = await call(shallow, 'POST', '/v1/conversations', { session, body: { metadata: nested(5) } });
+        expect(res.json.error.code).toBe('json_too_deep');
+        expect(res.json.error.message).toMatch(/5 levels deep \(JSON_MAX_DEPTH\)/);
+        expect((await list(session)).json.items).toEqual([]);
+      },
+    );
+
+    it('caps metadata at METADATA_MAX_DEPTH levels and METADATA_MAX_BYTES, on create and on update', async () => {
+      const session = newSession();
+      const ok = await create(session, { metadata: nested(15) });
+      expect(ok.status).toBe(201);
+      const tooDeep = await create(session, { metadata: nested(17) });
+      expect(tooDeep.status).toBe(400);
+      expect(tooDeep.json.error).toMatchObject({ param: 'metadata', message: expect.stringMatching(/more than 16 levels deep \(METADATA_MAX_DEPTH\)/) });
+      const big = { note: 'x'.repeat(16 * 1024) };
+      const tooBig = await create(session, { metadata: big });
+      expect(tooBig.status).toBe(400);
+      expect(tooBig.json.error).toMatchObject({ param: 'metadata', message: expect.stringMatching(/16384 this server accepts \(METADATA_MAX_BYTES\)/) });
+      for (const metadata of [nested(17), big]) {
+        const patched = await call(app, 'PATCH', `/v1/conversations/${ok.json.id}`, { session, body: { metadata } });
+        expect(patched.status).toBe(400);
+        expect(patched.json.error.param).toBe('metadata');
+      }
+      const roomier = testApp(db.store, { METADATA_MAX_DEPTH: '20', METADATA_MAX_BYTES: '20000' });
+      expect((await call(roomier, 'POST', '/v1/conversations', { session, body: { metadata: big } })).status).toBe(201);
+      expect((await list(session)).json.items).toHaveLength(2);
+      expect((await call(app, 'GET', `/v1/conversations/${ok.json.id}`, { session })).json.metadata).toEqual(nested(15));
+    });
+
+    it('answers 429 limit_exceeded once a session stores MAX_BYTES_PER_SESSION', async () => {
+      const limited = testApp(db.store, { MAX_BYTES_PER_SESSION: '1000' });
+      const session = newSession();
+      const { id } = (await call(limited, 'POST', '/v1/conversations', { session, body: {} })).json;
+      const post = (content: string) => call(limited, 'POST', `/v1/conversations/${id}/messages`, { session, body: { role: 'user', content } });
+      expect((await post('é'.repeat(300))).status).toBe(201); // 600 bytes in UTF-8
+      const over = await post('x'.repeat(401));
+      expect(over.status).toBe(429);
+      expect(over.json.error).toMatchObject({ type: 'rate_limit_error', code: 'limit_exceeded', message: expect.stringMatching(/1000 bytes, MAX_BYTES_PER_SESSION/) });
+      expect((await post('x'.repeat(400))).status).toBe(201);
+      // Full: not one more byte (another session is not affected).
+      expect((await post('y')).status).toBe(429);
+      expect((await call(limited, 'POST', '/v1/conversations', { session: newSession(), body: {} })).status).toBe(201);
+      // Deleting frees the space.
+      expect((await call(limited, 'DELETE', `/v1/conversations/${id}`, { session })).status).toBe(204);
+      expect((await call(limited, 'POST', '/v1/conversations', { session, body: {} })).status).toBe(201);
     });
 
     it('answers 429 limit_exceeded beyond MAX_CONVERSATIONS_PER_SESSION', async () => {
@@ -242,9 +344,10 @@ describe.each(dialects)('conversations API on %s', (dialect) => {
       const post = await call(app, 'POST', `/v1/conversations/${gone.id}/messages`, { session, body: { role: 'user', content: 'x' } });
       expect(post.status).toBe(404);
       expect((await list(session)).json.items.map((c: any) => c.id)).toEqual([keep.id]);
+      // Created in the same millisecond, the two are ordered by id: find the deleted one by id.
       const all = (await list(session, '?include_deleted=1')).json.items;
-      expect(all.map((c: any) => c.id)).toEqual([gone.id, keep.id]);
-      expect(all[0].deleted_at).toMatch(ISO);
+      expect(all.map((c: any) => c.id).sort()).toEqual([gone.id, keep.id].sort());
+      expect(all.find((c: any) => c.id === gone.id).deleted_at).toMatch(ISO);
     });
 
     it("answers 404 for someone else's conversation on every endpoint and changes nothing", async () => {

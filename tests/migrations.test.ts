@@ -1,8 +1,11 @@
 import { execFile } from 'node:child_process';
-import { cpSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { hashSessionId } from '../app/middleware/session.js';
+import { call, testApp } from './helpers/app.js';
+import { dialects, sharedTestStore } from './helpers/dialects.js';
 
 const run = promisify(execFile);
 const root = resolve(import.meta.dirname, '..');
@@ -31,6 +34,41 @@ describe.each([
       expect(output).toMatch(/No schema changes/);
     } finally {
       rmSync(work, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+// Upgrading keeps every conversation reachable: rows written by the previous version, which kept
+// session ids in clear, are rewritten to the hashes the server now looks them up by.
+describe.each(dialects)('upgrading a %s database written before session ids were hashed', (dialect) => {
+  it('hashes the stored session ids and counts the stored bytes, so old conversations stay reachable', async () => {
+    const db = await sharedTestStore(dialect, { migrate: false });
+    const folder = dialect === 'sqlite' ? 'sqlite' : 'pg';
+    const partial = join(root, 'test-results', `migrations-partial-${folder}-${process.pid}`);
+    try {
+      // The migrations as the previous version shipped them: 0000 and 0001.
+      cpSync(join(root, 'drizzle', folder), partial, { recursive: true });
+      const journal = JSON.parse(readFileSync(join(partial, 'meta/_journal.json'), 'utf8'));
+      journal.entries = journal.entries.filter((e: { idx: number }) => e.idx <= 1);
+      writeFileSync(join(partial, 'meta/_journal.json'), JSON.stringify(journal));
+      await db.migrateWith(partial);
+      const now = dialect === 'sqlite' ? String(Date.now()) : 'now()';
+      await db.sql(`insert into sessions (id, created_at, last_seen_at) values ('legacy-session-1', ${now}, ${now})`);
+      await db.sql(`insert into conversations (id, session_id, title, metadata, last_seq, created_at, updated_at) values ('c-legacy', 'legacy-session-1', 'old', '{}', 1, ${now}, ${now})`);
+      await db.sql(`insert into messages (id, conversation_id, role, status, content, seq, created_at, updated_at) values ('m-legacy', 'c-legacy', 'user', 'final', 'héllo', 1, ${now}, ${now})`);
+
+      await db.store.migrate();
+      const [row] = await db.sql(`select session_id, stored_bytes from conversations where id = 'c-legacy'`);
+      expect(row).toMatchObject({ session_id: hashSessionId('legacy-session-1') });
+      expect(Number(row!.stored_bytes)).toBe(6);
+      expect((await db.sql(`select id from sessions`)).map((r) => r.id)).toEqual([hashSessionId('legacy-session-1')]);
+      const app = testApp(db.store, { ALLOW_CLIENT_SESSION_IDS: 'true' });
+      const got = await call(app, 'GET', '/v1/conversations/c-legacy', { session: 'legacy-session-1' });
+      expect(got.status).toBe(200);
+      expect(got.json.messages.map((m: { content: string }) => m.content)).toEqual(['héllo']);
+    } finally {
+      rmSync(partial, { recursive: true, force: true });
+      await db.cleanup();
     }
   }, 60_000);
 });

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../app/logger.js';
 import { sweepRetention } from '../app/retention.js';
 import { startServer } from '../app/server.js';
+import { hashSessionId } from '../app/middleware/session.js';
 import { call, capturingLogger, newSession, testApp, testConfig, type TestApp } from './helpers/app.js';
 import { useMockUpstream } from './helpers/mock.js';
 import { dialects, sharedTestStore } from './helpers/dialects.js';
@@ -183,6 +184,72 @@ describe.each(dialects)('privacy controls on %s', (dialect) => {
       expect(await sweepRetention(db.store, { days: 0, deletedDays: 7, batchSize: 3 }, createLogger('silent'))).toBe(0);
     });
 
+    it('skips and reports idle conversations whose metadata the database cannot read, and sweeps the rest', async () => {
+      const app = appWith();
+      const session = newSession();
+      const make = async () => (await call(app, 'POST', '/v1/conversations', { session, body: {} })).json.id as string;
+      const [unreadable, idle] = [await make(), await make()];
+      // Written before metadata was capped: nested past what SQLite's JSON functions parse.
+      const deep = `${'{"a":'.repeat(1200)}1${'}'.repeat(1200)}`;
+      if (dialect === 'sqlite') await db.sql(`update conversations set metadata = '${deep}' where id = '${unreadable}'`);
+      const ago = Date.now() - 40 * 86_400_000;
+      await db.sql(`update conversations set updated_at = ${dialect === 'sqlite' ? ago : `'${new Date(ago).toISOString()}'`} where id in ('${unreadable}', '${idle}')`);
+      const log = capturingLogger();
+      // Other tests' rows share this database: look only at these two.
+      await sweepRetention(db.store, { days: 30, deletedDays: 7, batchSize: 1 }, log.logger);
+      const left = (await db.sql(`select id from conversations where id in ('${unreadable}', '${idle}')`)).map((r) => r.id);
+      if (dialect === 'sqlite') {
+        expect(left).toEqual([unreadable]);
+        expect(log.text()).toMatch(/metadata the database cannot read/);
+        expect(log.text()).toContain(unreadable);
+        // Deleting it by id still works, and then the sweep purges it like any deleted one.
+        expect((await call(app, 'DELETE', `/v1/conversations/${unreadable}`, { session })).status).toBe(204);
+        await sweepRetention(db.store, { days: 30, deletedDays: 0, batchSize: 10 }, log.logger);
+        expect(await db.sql(`select id from conversations where id = '${unreadable}'`)).toEqual([]);
+      } else {
+        // jsonb is always readable (Postgres refuses such a value at write): both were idle.
+        expect(left).toEqual([]);
+      }
+    });
+
+    it('purges idle sessions with nothing left, but keeps a refusal of consent', async () => {
+      const app = appWith();
+      const [empty, refused, withData] = [newSession(), newSession(), newSession()];
+      await call(app, 'POST', '/v1/privacy/consent', { session: empty, body: { consent: 'granted' } });
+      await call(app, 'POST', '/v1/privacy/consent', { session: refused, body: { consent: 'denied' } });
+      const { id } = (await call(app, 'POST', '/v1/conversations', { session: withData, body: { metadata: { pinned: true } } })).json;
+      const hashes = [empty, refused, withData].map(hashSessionId);
+      const ago = Date.now() - 40 * 86_400_000;
+      await db.sql(`update sessions set last_seen_at = ${dialect === 'sqlite' ? ago : `'${new Date(ago).toISOString()}'`} where id in (${hashes.map((h) => `'${h}'`).join(',')})`);
+      await db.sql(`update conversations set updated_at = ${dialect === 'sqlite' ? ago : `'${new Date(ago).toISOString()}'`} where id = '${id}'`);
+      await sweepRetention(db.store, { days: 30, deletedDays: 7, batchSize: 500 }, createLogger('silent'));
+      const left = (await db.sql(`select id from sessions where id in (${hashes.map((h) => `'${h}'`).join(',')})`)).map((r) => r.id);
+      expect(left.sort()).toEqual([hashes[1], hashes[2]].sort());
+    });
+
+    it('counts streamed answers towards MAX_BYTES_PER_SESSION once they finish', async () => {
+      const app = appWith({ MAX_BYTES_PER_SESSION: '2000' });
+      const session = newSession();
+      const res = await chat(app, session, { messages: [{ role: 'user', content: 'hello' }], mock: { text: 'abcdefghij'.repeat(100), chunks: 100 } });
+      await readChunks(res.body!);
+      const id = res.headers.get('x-conversation-id')!;
+      await waitFor(async () => (await call(app, 'GET', `/v1/conversations/${id}`, { session })).json.messages?.[1]?.status === 'final');
+      const [row] = await db.sql(`select stored_bytes from conversations where id = '${id}'`);
+      expect(Number(row!.stored_bytes)).toBe(5 + 1000);
+      const more = await chat(app, session, { conversation_id: id, messages: [{ role: 'user', content: 'x'.repeat(996) }] });
+      expect(more.status).toBe(429);
+      expect((await more.json()).error.code).toBe('limit_exceeded');
+      expect(mock.requests).toHaveLength(1);
+    });
+
+    it('stores at most 256 characters of a user agent', async () => {
+      const app = appWith();
+      const session = newSession();
+      await call(app, 'POST', '/v1/conversations', { session, body: {}, headers: { 'user-agent': `agent/${'x'.repeat(5000)}` } });
+      const [row] = await db.sql(`select user_agent from sessions where id = '${hashSessionId(session)}'`);
+      expect(String(row!.user_agent)).toBe(`agent/${'x'.repeat(250)}`);
+    });
+
     it('runs once from the command line with npm run retention', async () => {
       const app = appWith();
       const session = newSession();
@@ -209,7 +276,7 @@ describe.each(dialects)('privacy controls on %s', (dialect) => {
       } finally {
         await server.close();
       }
-      const [row] = await db.sql(`select * from sessions where id = '${session}'`);
+      const [row] = await db.sql(`select * from sessions where id = '${hashSessionId(session)}'`);
       expect(row).toMatchObject({ user_agent: 'canary-agent/1.0', ip_hash: env.IP_HASH_SALT ? createHash('sha256').update(salt).update('127.0.0.1').digest('hex') : null });
       expect(JSON.stringify(row)).not.toContain('127.0.0.1');
     }

@@ -14,7 +14,7 @@ import {
 import { startServer } from '../app/server.js';
 import { InFlight } from '../app/streaming/in-flight.js';
 import { startMockUpstream } from '../mock/upstream.js';
-import { call, newSession, testConfig } from './helpers/app.js';
+import { call, newSession, testConfig, TEST_SESSION_SECRET } from './helpers/app.js';
 
 // Redis is optional on a developer machine and required in CI, as Postgres is (helpers/dialects.ts).
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -408,6 +408,8 @@ describe.skipIf(!redisAvailable)('two server processes sharing one Redis', () =>
         RATE_LIMIT_MAX: String(MAX),
         RATE_LIMIT_WINDOW_SEC: '60',
         LOG_LEVEL: 'silent',
+        // Without a database the processes share no secret: the deployment sets one.
+        SESSION_SECRET: TEST_SESSION_SECRET,
       },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });

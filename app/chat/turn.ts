@@ -85,6 +85,7 @@ export class ProxiedTurn {
     if (conversationId) {
       await store.appendMessages(owner, conversationId, (conversation) => withAnswer(messagesToStore(request.messages, conversation.lastSeq === 0)), {
         maxMessages,
+        maxBytes: config.limits.bytesPerSession,
       });
       return new ProxiedTurn(ctx, request, conversationId, answerId);
     }
@@ -93,6 +94,7 @@ export class ProxiedTurn {
       { title: titleFrom(request.messages), model: request.model ?? config.upstream.defaultModel },
       {
         maxPerSession: config.limits.conversationsPerSession,
+        maxBytes: config.limits.bytesPerSession,
         session: ctx.session,
         messages: withAnswer(messagesToStore(request.messages, true)),
         maxMessages,

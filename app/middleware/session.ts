@@ -1,27 +1,97 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
-import { getCookie, setCookie } from 'hono/cookie';
-import type { SessionInfo } from '../../db/store.js';
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
+import type { SessionInfo, Store } from '../../db/store.js';
 import { createMiddleware } from 'hono/factory';
+import type { Config } from '../env.js';
 import { ApiError } from '../errors.js';
+import type { Logger } from '../logger.js';
 import type { AppEnv } from '../types.js';
 
 export const SESSION_HEADER = 'x-session-id';
 export const SESSION_COOKIE = 'cf_session_id';
-const SESSION_ID = /^[A-Za-z0-9_-]{8,128}$/;
+/** What ALLOW_CLIENT_SESSION_IDS accepts besides the ids this server signs. */
+const CLIENT_SESSION_ID = /^[A-Za-z0-9_-]{8,128}$/;
+/** A minted id: 18 random bytes and 16 bytes of HMAC-SHA256 over them, both base64url. */
+const SIGNED_SESSION_ID = /^([A-Za-z0-9_-]{24})\.([A-Za-z0-9_-]{22})$/;
+const SECRET_SETTING = 'session_secret';
+
+const signatureOf = (secret: string, nonce: string) => createHmac('sha256', secret).update(nonce).digest().subarray(0, 16);
+
+/** A new session id signed with `secret`: only a holder of the secret can make one. */
+export function signSessionId(secret: string): string {
+  const nonce = randomBytes(18).toString('base64url');
+  return `${nonce}.${signatureOf(secret, nonce).toString('base64url')}`;
+}
+
+/** Whether `id` was signed with `secret` (compared in constant time). */
+export function isSignedSessionId(secret: string, id: string): boolean {
+  const m = SIGNED_SESSION_ID.exec(id);
+  if (!m) return false;
+  const given = Buffer.from(m[2]!, 'base64url');
+  return given.length === 16 && timingSafeEqual(given, signatureOf(secret, m[1]!));
+}
+
+/**
+ * What the database keeps of a session id: its SHA-256, so a dump of the database hands over no
+ * session. Ids are random (or, with ALLOW_CLIENT_SESSION_IDS, the client's own), so no salt.
+ */
+export function hashSessionId(id: string): string {
+  return createHash('sha256').update(id).digest('hex');
+}
+
+/**
+ * Mints and checks session ids. The signing secret is SESSION_SECRET, else one generated once
+ * and kept in the database so that every process of the deployment shares it; with neither
+ * (persistence off), one per process.
+ */
+export class SessionIds {
+  private secret: Promise<string> | undefined;
+
+  constructor(
+    private readonly options: Config['session'],
+    private readonly store: Store | null,
+    private readonly log: Logger,
+  ) {}
+
+  private key(): Promise<string> {
+    if (this.options.secret) return Promise.resolve(this.options.secret);
+    const generated = randomBytes(32).toString('base64url');
+    if (!this.store) {
+      this.log.info('SESSION_SECRET is not set and persistence is off: session ids are signed with a key of this process only');
+      return (this.secret ??= Promise.resolve(generated));
+    }
+    // Not cached when it fails (database down): the next request tries again.
+    return (this.secret ??= this.store.sharedSetting(SECRET_SETTING, generated).catch((err) => {
+      this.secret = undefined;
+      throw err;
+    }));
+  }
+
+  async mint(): Promise<string> {
+    return signSessionId(await this.key());
+  }
+
+  async accepts(id: string): Promise<boolean> {
+    if (isSignedSessionId(await this.key(), id)) return true;
+    return this.options.allowClientIds && CLIENT_SESSION_ID.test(id);
+  }
+}
 
 /**
  * Anonymous identity: the x-session-id header wins over the cf_session_id cookie; with neither,
- * a new id is minted and handed back in both.
+ * a new id is minted and handed back in both. An id this server did not sign is refused (a
+ * cookie holding one is cleared, so a browser gets a fresh id on its next request).
  */
 export const session = () =>
   createMiddleware<AppEnv>(async (c, next) => {
+    const ids = c.get('deps').sessionIds;
     const header = c.req.header(SESSION_HEADER);
     const source = header !== undefined ? SESSION_HEADER : SESSION_COOKIE;
     let id = header ?? getCookie(c, SESSION_COOKIE);
     if (id === undefined) {
-      id = crypto.randomUUID();
+      id = await ids.mint();
       setCookie(c, SESSION_COOKIE, id, {
         path: '/',
         httpOnly: true,
@@ -29,17 +99,21 @@ export const session = () =>
         secure: new URL(c.req.url).protocol === 'https:',
         maxAge: 60 * 60 * 24 * 365,
       });
-    } else if (!SESSION_ID.test(id)) {
+    } else if (!(await ids.accepts(id))) {
+      if (source === SESSION_COOKIE) deleteCookie(c, SESSION_COOKIE, { path: '/' });
+      const allowed = c.get('deps').config.session.allowClientIds
+        ? `a session id this server issued, or 8 to 128 characters of A-Z, a-z, 0-9, '_' or '-'`
+        : 'a session id this server issued (ids cannot be chosen by the client)';
       throw new ApiError(
         400,
         'invalid_request_error',
-        `The session id in ${source} is malformed: it must be 8 to 128 characters of A-Z, a-z, 0-9, '_' or '-'. Omit it to get a new one.`,
+        `The session id in ${source} is not valid: it must be ${allowed}. Send a request without one to get a new id in the ${SESSION_HEADER} response header, and reuse that.`,
         'invalid_session_id',
         source,
       );
     }
     c.header(SESSION_HEADER, id);
-    c.set('principal', { sessionId: id, userId: null });
+    c.set('principal', { sessionId: hashSessionId(id), userId: null });
     await next();
   });
 

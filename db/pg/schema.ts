@@ -4,16 +4,20 @@ import type { Consent, Json, JsonObject, MessageRole, MessageStatus, TokensSourc
 
 const timestamp = (name: string) => pgTimestamp(name, { withTimezone: true, precision: 3, mode: 'date' });
 
-export const sessions = pgTable('sessions', {
-  id: text('id').primaryKey(),
-  userId: text('user_id'),
-  createdAt: timestamp('created_at').notNull(),
-  lastSeenAt: timestamp('last_seen_at').notNull(),
-  userAgent: text('user_agent'),
-  ipHash: text('ip_hash'),
-  consent: text('consent').$type<Consent>(),
-  consentAt: timestamp('consent_at'),
-});
+export const sessions = pgTable(
+  'sessions',
+  {
+    id: text('id').primaryKey(),
+    userId: text('user_id'),
+    createdAt: timestamp('created_at').notNull(),
+    lastSeenAt: timestamp('last_seen_at').notNull(),
+    userAgent: text('user_agent'),
+    ipHash: text('ip_hash'),
+    consent: text('consent').$type<Consent>(),
+    consentAt: timestamp('consent_at'),
+  },
+  (t) => [index('sessions_last_seen_idx').on(t.lastSeenAt)],
+);
 
 export const conversations = pgTable(
   'conversations',
@@ -25,6 +29,9 @@ export const conversations = pgTable(
     model: text('model'),
     metadata: jsonb('metadata').$type<JsonObject>().notNull().default(sql`'{}'::jsonb`),
     lastSeq: integer('last_seq').notNull().default(0),
+    // Bytes of the messages' stored text, kept by a database trigger as messages are written
+    // whole or finish streaming (see the migration): MAX_BYTES_PER_SESSION is checked against it.
+    storedBytes: integer('stored_bytes').notNull().default(0),
     createdAt: timestamp('created_at').notNull(),
     updatedAt: timestamp('updated_at').notNull(),
     deletedAt: timestamp('deleted_at'),
@@ -67,3 +74,10 @@ export const messages = pgTable(
     index('messages_status_lease_idx').on(t.status, t.leaseExpiresAt),
   ],
 );
+
+/** Values the deployment shares between its processes, made once (e.g. the session-signing secret). */
+export const serverSettings = pgTable('server_settings', {
+  key: text('key').primaryKey(),
+  value: text('value').notNull(),
+  createdAt: timestamp('created_at').notNull(),
+});

@@ -3,16 +3,18 @@ import { and, asc, count, desc, eq, gt, inArray, isNotNull, isNull, lt, or, sql,
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
-import { cleanJson, cleanText, conversationRow, listFilter, messageRow, ownedBy } from '../shared.js';
+import { cleanJson, cleanText, conversationRow, listFilter, messageRow, ownedBy, sessionColumns, sessionHasNothingLeft, storedBytesOf } from '../shared.js';
 import {
   ConversationNotFoundError,
   LimitExceededError,
   type Conversation,
+  type Principal,
+  type PurgeResult,
   type Store,
 } from '../store.js';
 import * as schema from './schema.js';
 
-const { sessions, conversations, messages } = schema;
+const { sessions, conversations, messages, serverSettings } = schema;
 const migrationsFolder = fileURLToPath(new URL('../../drizzle/pg', import.meta.url));
 // Any constant works; it only has to be the same in every process of this application.
 const MIGRATION_LOCK_KEY = 7_341_920_113;
@@ -34,6 +36,8 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
   const client = postgres(url, { max: options.max ?? 10, onnotice: () => {}, connect_timeout: 10 });
   const db = drizzle(client, { schema });
   const open = inArray(messages.status, ['draft', 'streaming']);
+  const ownerFilter = (owner: Principal) =>
+    owner.userId ? sql`user_id = ${owner.userId}` : sql`session_id = ${owner.sessionId} and user_id is null`;
 
   return {
     dialect: 'postgres',
@@ -63,7 +67,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       await client.end({ timeout: 5 });
     },
 
-    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages }) {
+    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes }) {
       const list = first ?? [];
       if (maxMessages !== undefined && list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
       const now = new Date();
@@ -73,7 +77,9 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       // made). The cap is read without a lock, so conversations created at the very same
       // moment in one session can overshoot it by the number racing; it is a guard, not a quota.
       const at = now.toISOString();
-      const live = owner.userId ? sql`user_id = ${owner.userId}` : sql`session_id = ${owner.sessionId} and user_id is null`;
+      const { userAgent, ipHash } = sessionColumns(session);
+      // Without a byte cap the comparison always holds.
+      const bytesAllowed = maxBytes === undefined ? Number.MAX_SAFE_INTEGER : maxBytes - storedBytesOf(list);
       const rows = list.map((m, i) => messageRow(conversation.id, i + 1, m, now));
       const addMessages = rows.length
         ? sql`, added as (
@@ -93,22 +99,25 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
               tool_calls, function_call, lease_owner, lease_expires_at)
           )`
         : sql``;
-      const [result] = await db.execute<{ created: number }>(sql`
+      const [result] = await db.execute<{ created: number; n: number }>(sql`
         with live as (
-          select count(*)::int as n from conversations where ${live} and deleted_at is null
+          select count(*)::int as n, coalesce(sum(stored_bytes), 0)::bigint as bytes from conversations where ${ownerFilter(owner)} and deleted_at is null
         ), seen as (
           insert into sessions (id, user_id, created_at, last_seen_at, user_agent, ip_hash)
-          values (${owner.sessionId}, ${owner.userId}::text, ${at}::timestamptz, ${at}::timestamptz, ${session?.userAgent ?? null}::text, ${session?.ipHash ?? null}::text)
+          values (${owner.sessionId}, ${owner.userId}::text, ${at}::timestamptz, ${at}::timestamptz, ${userAgent}::text, ${ipHash}::text)
           on conflict (id) do update set last_seen_at = excluded.last_seen_at
         ), made as (
           insert into conversations (id, session_id, user_id, title, model, metadata, last_seq, created_at, updated_at)
           select ${conversation.id}, ${owner.sessionId}, ${owner.userId}::text, ${conversation.title}::text, ${conversation.model}::text,
             ${JSON.stringify(conversation.metadata)}::jsonb, ${list.length}::int, ${at}::timestamptz, ${at}::timestamptz
-          from live where live.n < ${maxPerSession}::int
+          from live where live.n < ${maxPerSession}::int and live.bytes <= ${bytesAllowed}::bigint
           returning id
         )${addMessages}
-        select count(*)::int as created from made`);
-      if (!result?.created) throw new LimitExceededError('conversations_per_session', maxPerSession);
+        select (select count(*) from made)::int as created, live.n from live`);
+      if (!result?.created) {
+        if (result && result.n < maxPerSession) throw new LimitExceededError('bytes_per_session', maxBytes!);
+        throw new LimitExceededError('conversations_per_session', maxPerSession);
+      }
       return conversation;
     },
 
@@ -161,7 +170,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .limit(limit);
     },
 
-    async appendMessages(owner, conversationId, toAppend, { maxMessages }) {
+    async appendMessages(owner, conversationId, toAppend, { maxMessages, maxBytes }) {
       return db.transaction(async (tx) => {
         const [conversation] = await tx
           .select()
@@ -172,6 +181,12 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
         if (list.length === 0) return [];
         if (conversation.lastSeq + list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
+        if (maxBytes !== undefined) {
+          const [live] = await tx.execute<{ bytes: string }>(
+            sql`select coalesce(sum(stored_bytes), 0)::bigint as bytes from conversations where ${ownerFilter(owner)} and deleted_at is null`,
+          );
+          if (Number(live?.bytes ?? 0) + storedBytesOf(list) > maxBytes) throw new LimitExceededError('bytes_per_session', maxBytes);
+        }
         const now = new Date();
         await tx
           .update(conversations)
@@ -226,7 +241,8 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       return rows.length;
     },
 
-    async purgeExpired({ idleBefore, deletedBefore, batchSize }) {
+    async purgeExpired({ idleBefore, deletedBefore, batchSize }): Promise<PurgeResult> {
+      // jsonb is always readable: no row can make this sweep fail, so none is reported unreadable.
       const expired = or(
         and(isNotNull(conversations.deletedAt), lt(conversations.deletedAt, deletedBefore)),
         idleBefore
@@ -236,7 +252,14 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       // A bounded batch keeps each statement's locks short on a large table.
       const batch = db.select({ id: conversations.id }).from(conversations).where(expired).limit(batchSize);
       const rows = await db.delete(conversations).where(inArray(conversations.id, batch)).returning({ id: conversations.id });
-      return rows.length;
+      if (!idleBefore) return { conversations: rows.length, sessions: 0, unreadable: [] };
+      const idleSessions = db
+        .select({ id: sessions.id })
+        .from(sessions)
+        .where(and(lt(sessions.lastSeenAt, idleBefore), sessionHasNothingLeft(sessions, conversations)))
+        .limit(batchSize);
+      const purged = await db.delete(sessions).where(inArray(sessions.id, idleSessions)).returning({ id: sessions.id });
+      return { conversations: rows.length, sessions: purged.length, unreadable: [] };
     },
 
     async counts() {
@@ -264,8 +287,14 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const now = new Date();
       await db
         .insert(sessions)
-        .values({ id: sessionId, createdAt: now, lastSeenAt: now, userAgent: session?.userAgent ?? null, ipHash: session?.ipHash ?? null, consent, consentAt: now })
+        .values({ id: sessionId, createdAt: now, lastSeenAt: now, ...sessionColumns(session), consent, consentAt: now })
         .onConflictDoUpdate({ target: sessions.id, set: { consent, consentAt: now, lastSeenAt: now } });
+    },
+
+    async sharedSetting(key, candidate) {
+      await db.insert(serverSettings).values({ key, value: candidate, createdAt: new Date() }).onConflictDoNothing();
+      const [row] = await db.select({ value: serverSettings.value }).from(serverSettings).where(eq(serverSettings.key, key));
+      return row!.value;
     },
   };
 }

@@ -5,16 +5,20 @@ import type { Consent, Json, JsonObject, MessageRole, MessageStatus, TokensSourc
 // Timestamps are epoch milliseconds; Drizzle hands them out as Date, like the Postgres schema.
 const timestamp = (name: string) => integer(name, { mode: 'timestamp_ms' });
 
-export const sessions = sqliteTable('sessions', {
-  id: text('id').primaryKey(),
-  userId: text('user_id'),
-  createdAt: timestamp('created_at').notNull(),
-  lastSeenAt: timestamp('last_seen_at').notNull(),
-  userAgent: text('user_agent'),
-  ipHash: text('ip_hash'),
-  consent: text('consent').$type<Consent>(),
-  consentAt: timestamp('consent_at'),
-});
+export const sessions = sqliteTable(
+  'sessions',
+  {
+    id: text('id').primaryKey(),
+    userId: text('user_id'),
+    createdAt: timestamp('created_at').notNull(),
+    lastSeenAt: timestamp('last_seen_at').notNull(),
+    userAgent: text('user_agent'),
+    ipHash: text('ip_hash'),
+    consent: text('consent').$type<Consent>(),
+    consentAt: timestamp('consent_at'),
+  },
+  (t) => [index('sessions_last_seen_idx').on(t.lastSeenAt)],
+);
 
 export const conversations = sqliteTable(
   'conversations',
@@ -26,6 +30,9 @@ export const conversations = sqliteTable(
     model: text('model'),
     metadata: text('metadata', { mode: 'json' }).$type<JsonObject>().notNull().default(sql`'{}'`),
     lastSeq: integer('last_seq').notNull().default(0),
+    // Bytes of the messages' stored text, kept by a database trigger as messages are written
+    // whole or finish streaming (see the migration): MAX_BYTES_PER_SESSION is checked against it.
+    storedBytes: integer('stored_bytes').notNull().default(0),
     createdAt: timestamp('created_at').notNull(),
     updatedAt: timestamp('updated_at').notNull(),
     deletedAt: timestamp('deleted_at'),
@@ -68,3 +75,10 @@ export const messages = sqliteTable(
     index('messages_status_lease_idx').on(t.status, t.leaseExpiresAt),
   ],
 );
+
+/** Values the deployment shares between its processes, made once (e.g. the session-signing secret). */
+export const serverSettings = sqliteTable('server_settings', {
+  key: text('key').primaryKey(),
+  value: text('value').notNull(),
+  createdAt: timestamp('created_at').notNull(),
+});

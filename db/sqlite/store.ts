@@ -5,7 +5,8 @@ import Database from 'better-sqlite3';
 import { and, asc, count, desc, eq, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
-import { cleanJson, cleanText, conversationRow, listFilter, messageRow, ownedBy } from '../shared.js';
+import { createHash } from 'node:crypto';
+import { cleanJson, cleanText, conversationRow, sessionHasNothingLeft, listFilter, messageRow, ownedBy, sessionColumns, storedBytesOf } from '../shared.js';
 import {
   ConversationNotFoundError,
   LimitExceededError,
@@ -13,11 +14,12 @@ import {
   type Message,
   type NewMessage,
   type Principal,
+  type PurgeResult,
   type Store,
 } from '../store.js';
 import * as schema from './schema.js';
 
-const { sessions, conversations, messages } = schema;
+const { sessions, conversations, messages, serverSettings } = schema;
 
 /** A message row as better-sqlite3 binds it: dates as epoch ms, JSON as text. */
 function toDriverRow(row: Message): Record<string, unknown> {
@@ -48,24 +50,27 @@ export function createSqliteStore(path: string): Store {
   // the wait stays short: a busy database is retried by the caller (recorder backoff, 503).
   client.pragma('busy_timeout = 50');
   client.pragma('foreign_keys = ON');
+  // Used by the migration that replaces stored session ids by their hashes.
+  client.function('chat_proxy_sha256_hex', { deterministic: true }, (v: unknown) => (v == null ? null : createHash('sha256').update(String(v)).digest('hex')));
   const db = drizzle(client, { schema });
   const open = inArray(messages.status, ['draft', 'streaming']);
 
   // The statements every proxied stream runs, prepared once: building and preparing SQL on
   // each call cost more CPU than the writes themselves. Built on first use, after migrate().
   const p = sql.placeholder;
+  const liveBytes = sql<number>`coalesce(sum(${conversations.storedBytes}), 0)`.mapWith(Number);
   // UPDATE … SET takes a placeholder only inside sql``, where no column encoder applies:
   // such values are passed as the driver stores them (timestamps as epoch ms).
   const raw = (name: string) => sql`${p(name)}`;
   let prepared: ReturnType<typeof prepareHot> | undefined;
   const prepareHot = () => ({
     liveCountOfSession: db
-      .select({ n: count() })
+      .select({ n: count(), bytes: liveBytes })
       .from(conversations)
       .where(and(eq(conversations.sessionId, p('sessionId')), isNull(conversations.userId), isNull(conversations.deletedAt)))
       .prepare(),
     liveCountOfUser: db
-      .select({ n: count() })
+      .select({ n: count(), bytes: liveBytes })
       .from(conversations)
       .where(and(eq(conversations.userId, p('userId')), isNull(conversations.deletedAt)))
       .prepare(),
@@ -130,6 +135,8 @@ export function createSqliteStore(path: string): Store {
     consentOf: db.select({ consent: sessions.consent }).from(sessions).where(eq(sessions.id, p('id'))).prepare(),
   });
   const hot = () => (prepared ??= prepareHot());
+  const liveOf = (owner: Principal) =>
+    (owner.userId ? hot().liveCountOfUser.get({ userId: owner.userId }) : hot().liveCountOfSession.get({ sessionId: owner.sessionId })) ?? { n: 0, bytes: 0 };
   const ownerParams = (owner: Principal) => ({ sessionId: owner.sessionId, userId: owner.userId });
   const jsonText = (value: unknown) => (value == null ? null : JSON.stringify(cleanJson(value as never)));
 
@@ -168,15 +175,16 @@ export function createSqliteStore(path: string): Store {
       if (client.open) client.close();
     },
 
-    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages }) {
+    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes }) {
       return client.transaction(() => {
-        const { liveCountOfSession, liveCountOfUser, upsertSession, insertConversation } = hot();
-        const live = owner.userId ? liveCountOfUser.get({ userId: owner.userId }) : liveCountOfSession.get({ sessionId: owner.sessionId });
-        if ((live?.n ?? 0) >= maxPerSession) throw new LimitExceededError('conversations_per_session', maxPerSession);
+        const { upsertSession, insertConversation } = hot();
+        const live = liveOf(owner);
+        if (live.n >= maxPerSession) throw new LimitExceededError('conversations_per_session', maxPerSession);
         const list = first ?? [];
         if (maxMessages !== undefined && list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
+        if (maxBytes !== undefined && live.bytes + storedBytesOf(list) > maxBytes) throw new LimitExceededError('bytes_per_session', maxBytes);
         const now = new Date();
-        upsertSession.run({ id: owner.sessionId, userId: owner.userId, now, userAgent: session?.userAgent ?? null, ipHash: session?.ipHash ?? null });
+        upsertSession.run({ id: owner.sessionId, userId: owner.userId, now, ...sessionColumns(session) });
         const conversation = conversationRow(owner, input, list.length, now);
         insertConversation.run({ ...conversation, now });
         insertMessages(conversation.id, 0, list, now);
@@ -233,13 +241,14 @@ export function createSqliteStore(path: string): Store {
         .all();
     },
 
-    async appendMessages(owner, conversationId, toAppend, { maxMessages }) {
+    async appendMessages(owner, conversationId, toAppend, { maxMessages, maxBytes }) {
       return client.transaction(() => {
         const conversation = hot().ownedConversation.get({ id: conversationId, ...ownerParams(owner) });
         if (!conversation) throw new ConversationNotFoundError(conversationId);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
         if (list.length === 0) return [];
         if (conversation.lastSeq + list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
+        if (maxBytes !== undefined && liveOf(owner).bytes + storedBytesOf(list) > maxBytes) throw new LimitExceededError('bytes_per_session', maxBytes);
         const now = new Date();
         hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq + list.length, nowMs: now.getTime() });
         return insertMessages(conversationId, conversation.lastSeq, list, now);
@@ -281,16 +290,33 @@ export function createSqliteStore(path: string): Store {
         .run().changes;
     },
 
-    async purgeExpired({ idleBefore, deletedBefore, batchSize }) {
+    async purgeExpired({ idleBefore, deletedBefore, batchSize }): Promise<PurgeResult> {
+      // json_type fails on metadata SQLite cannot parse (e.g. nested past its limit), and one
+      // such row would fail every sweep: CASE evaluates json_type only for readable metadata.
+      const readable = sql`json_valid(${conversations.metadata})`;
+      const notPinned = sql`case when ${readable} then coalesce(json_type(${conversations.metadata}, '$.pinned'), '') <> 'true' else 0 end`;
       const expired = or(
         and(isNotNull(conversations.deletedAt), lt(conversations.deletedAt, deletedBefore)),
-        idleBefore
-          ? and(lt(conversations.updatedAt, idleBefore), sql`coalesce(json_type(${conversations.metadata}, '$.pinned'), '') <> 'true'`)
-          : undefined,
+        idleBefore ? and(lt(conversations.updatedAt, idleBefore), notPinned) : undefined,
       );
       const batch = db.select({ id: conversations.id }).from(conversations).where(expired).limit(batchSize);
       // Messages go with their conversation (ON DELETE CASCADE).
-      return db.delete(conversations).where(inArray(conversations.id, batch)).run().changes;
+      const deleted = db.delete(conversations).where(inArray(conversations.id, batch)).run().changes;
+      if (!idleBefore) return { conversations: deleted, sessions: 0, unreadable: [] };
+      const unreadable = db
+        .select({ id: conversations.id })
+        .from(conversations)
+        .where(and(lt(conversations.updatedAt, idleBefore), isNull(conversations.deletedAt), sql`not ${readable}`))
+        .limit(100)
+        .all()
+        .map((r) => r.id);
+      const idleSessions = db
+        .select({ id: sessions.id })
+        .from(sessions)
+        .where(and(lt(sessions.lastSeenAt, idleBefore), sessionHasNothingLeft(sessions, conversations)))
+        .limit(batchSize);
+      const purgedSessions = db.delete(sessions).where(inArray(sessions.id, idleSessions)).run().changes;
+      return { conversations: deleted, sessions: purgedSessions, unreadable };
     },
 
     async counts() {
@@ -317,9 +343,14 @@ export function createSqliteStore(path: string): Store {
     async setConsent(sessionId, consent, session) {
       const now = new Date();
       db.insert(sessions)
-        .values({ id: sessionId, createdAt: now, lastSeenAt: now, userAgent: session?.userAgent ?? null, ipHash: session?.ipHash ?? null, consent, consentAt: now })
+        .values({ id: sessionId, createdAt: now, lastSeenAt: now, ...sessionColumns(session), consent, consentAt: now })
         .onConflictDoUpdate({ target: sessions.id, set: { consent, consentAt: now, lastSeenAt: now } })
         .run();
+    },
+
+    async sharedSetting(key, candidate) {
+      db.insert(serverSettings).values({ key, value: candidate, createdAt: new Date() }).onConflictDoNothing().run();
+      return db.select({ value: serverSettings.value }).from(serverSettings).where(eq(serverSettings.key, key)).get()!.value;
     },
   };
 }

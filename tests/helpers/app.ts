@@ -1,12 +1,16 @@
 import { createApp } from '../../app/app.js';
 import { loadConfig, type Config } from '../../app/env.js';
 import { createLogger, type Logger } from '../../app/logger.js';
+import { signSessionId } from '../../app/middleware/session.js';
 import { InFlight } from '../../app/streaming/in-flight.js';
 import type { Store } from '../../db/store.js';
 
+/** The session-signing secret every test server uses, so tests can mint ids as the server would. */
+export const TEST_SESSION_SECRET = 'test-session-secret-0123456789abcdef';
+
 /** Config as the server would parse it from these variables (persistence on, rate limiting off by default). */
 export function testConfig(env: Record<string, string> = {}): Config {
-  return loadConfig({ PERSIST_TRANSCRIPTS: 'true', DB_URL: 'file::memory:', LOG_LEVEL: 'silent', RATE_LIMIT_MAX: '0', ...env });
+  return loadConfig({ PERSIST_TRANSCRIPTS: 'true', DB_URL: 'file::memory:', LOG_LEVEL: 'silent', RATE_LIMIT_MAX: '0', SESSION_SECRET: TEST_SESSION_SECRET, ...env });
 }
 
 export function testApp(store: Store | null, env: Record<string, string> = {}, logger: Logger = createLogger('silent')) {
@@ -43,7 +47,8 @@ export async function call(app: TestApp, method: string, path: string, { session
   return { status: res.status, headers: res.headers, json, text };
 }
 
-export const newSession = () => `s_${crypto.randomUUID()}`;
+/** A session id as the test server would mint it. */
+export const newSession = () => signSessionId(TEST_SESSION_SECRET);
 
 /** A logger whose JSON lines are kept for the test to read. */
 export function capturingLogger() {

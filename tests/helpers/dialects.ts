@@ -85,7 +85,10 @@ export async function testStore(dialect: Dialect): Promise<TestStore> {
  * A migrated store on a scratch database that other connections can reach too (a SQLite file
  * rather than :memory:), for tests that inspect or tamper with the rows directly.
  */
-export async function sharedTestStore(dialect: Dialect): Promise<TestStore & { sql(query: string): Promise<Record<string, unknown>[]> }> {
+export async function sharedTestStore(
+  dialect: Dialect,
+  { migrate = true }: { migrate?: boolean } = {},
+): Promise<TestStore & { sql(query: string): Promise<Record<string, unknown>[]>; migrateWith(folder: string): Promise<void> }> {
   const { mkdtempSync, rmSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
@@ -98,13 +101,25 @@ export async function sharedTestStore(dialect: Dialect): Promise<TestStore & { s
     db = await scratchDatabase('postgres');
   }
   const store = createStore(db.target, { max: 4 });
-  await store.migrate();
+  if (migrate) await store.migrate();
   const target = db.target;
   const { default: Database } = await import('better-sqlite3');
   const raw = target.dialect === 'sqlite' ? new Database(target.path) : postgres(target.url, { max: 1, onnotice: () => {} });
   return {
     store,
     target,
+    /** Applies the migrations of another folder (e.g. an older version's) on a connection of its own. */
+    async migrateWith(folder) {
+      if (raw instanceof Database) {
+        const { drizzle } = await import('drizzle-orm/better-sqlite3');
+        const { migrate } = await import('drizzle-orm/better-sqlite3/migrator');
+        migrate(drizzle(raw), { migrationsFolder: folder });
+      } else {
+        const { drizzle } = await import('drizzle-orm/postgres-js');
+        const { migrate } = await import('drizzle-orm/postgres-js/migrator');
+        await migrate(drizzle(raw as postgres.Sql), { migrationsFolder: folder });
+      }
+    },
     async sql(query) {
       if (raw instanceof Database) {
         const statement = raw.prepare(query);

@@ -8,6 +8,7 @@ import { conversationJson, messageJson } from '../../serialize.js';
 import type { AppEnv } from '../../types.js';
 import { validate } from '../../validate.js';
 import {
+  assertMetadataFits,
   createConversationSchema,
   createMessageSchema,
   encodeCursor,
@@ -23,8 +24,11 @@ export const conversations = new Hono<Env>()
 
   .post('/', requireStorable(), validate('json', createConversationSchema), async (c) => {
     const { config } = c.get('deps');
-    const created = await c.get('store').createConversation(c.get('principal'), c.req.valid('json'), {
+    const input = c.req.valid('json');
+    assertMetadataFits(input.metadata, config.limits);
+    const created = await c.get('store').createConversation(c.get('principal'), input, {
       maxPerSession: config.limits.conversationsPerSession,
+      maxBytes: config.limits.bytesPerSession,
       session: sessionInfo(c),
     });
     return c.json(conversationJson(created), 201);
@@ -60,9 +64,11 @@ export const conversations = new Hono<Env>()
     });
   })
 
-  .patch('/:id', validate('json', patchConversationSchema), async (c) => {
+  .patch('/:id', requireStorable(), validate('json', patchConversationSchema), async (c) => {
     const id = c.req.param('id');
-    const updated = await c.get('store').updateConversation(c.get('principal'), id, c.req.valid('json'));
+    const patch = c.req.valid('json');
+    assertMetadataFits(patch.metadata, c.get('deps').config.limits);
+    const updated = await c.get('store').updateConversation(c.get('principal'), id, patch);
     if (!updated) throw notFound('conversation', id);
     const totals = await c.get('store').tokenTotals([id]);
     return c.json(conversationJson(updated, totals.get(id)));
@@ -76,8 +82,10 @@ export const conversations = new Hono<Env>()
 
   .post('/:id/messages', requireStorable(), validate('json', createMessageSchema), async (c) => {
     const { role, content } = c.req.valid('json');
+    const { limits } = c.get('deps').config;
     const [message] = await c.get('store').appendMessages(c.get('principal'), c.req.param('id'), [toNewMessage(role, content)], {
-      maxMessages: c.get('deps').config.limits.messagesPerConversation,
+      maxMessages: limits.messagesPerConversation,
+      maxBytes: limits.bytesPerSession,
     });
     if (!message) {
       // REDACT_SYSTEM_PROMPTS: the conversation exists and is the caller's, but nothing was kept.

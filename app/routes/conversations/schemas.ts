@@ -1,10 +1,34 @@
 import { z } from 'zod';
 import type { Json, JsonObject, ListPosition } from '../../../db/store.js';
+import type { Config } from '../../env.js';
+import { ApiError } from '../../errors.js';
+import { jsonDepth } from '../../middleware/json-depth.js';
 
 const json: z.ZodType<Json> = z.lazy(() =>
   z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(json), z.record(z.string(), json)]),
 );
 export const metadataSchema: z.ZodType<JsonObject> = z.record(z.string(), json);
+
+/**
+ * Metadata is stored and read back whole with every conversation, so it is kept small and flat
+ * (METADATA_MAX_DEPTH, METADATA_MAX_BYTES): a deep or large blob would cost every reader.
+ */
+export function assertMetadataFits(metadata: JsonObject | undefined, limits: Config['limits']): void {
+  if (metadata === undefined) return;
+  if (jsonDepth(metadata, limits.metadataDepth) > limits.metadataDepth) {
+    throw new ApiError(400, 'invalid_request_error', `Invalid body 'metadata': nests more than ${limits.metadataDepth} levels deep (METADATA_MAX_DEPTH).`, 'invalid_value', 'metadata');
+  }
+  const bytes = Buffer.byteLength(JSON.stringify(metadata));
+  if (bytes > limits.metadataBytes) {
+    throw new ApiError(
+      400,
+      'invalid_request_error',
+      `Invalid body 'metadata': ${bytes} bytes as JSON, more than the ${limits.metadataBytes} this server accepts (METADATA_MAX_BYTES).`,
+      'invalid_value',
+      'metadata',
+    );
+  }
+}
 
 const title = z.string().max(500, 'must be at most 500 characters').nullable();
 

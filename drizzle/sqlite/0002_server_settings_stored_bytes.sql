@@ -1,0 +1,8 @@
+CREATE TABLE `server_settings` (
+	`key` text PRIMARY KEY NOT NULL,
+	`value` text NOT NULL,
+	`created_at` integer NOT NULL
+);
+--> statement-breakpoint
+ALTER TABLE `conversations` ADD `stored_bytes` integer DEFAULT 0 NOT NULL;--> statement-breakpoint
+CREATE INDEX `sessions_last_seen_idx` ON `sessions` (`last_seen_at`);
