@@ -30,10 +30,14 @@ export function createApp(input: AppDeps) {
   };
   const app = new Hono<AppEnv>();
 
-  app.use(requestId());
+  // Our own id for every request, never the client's: a client's X-Request-Id is logged beside
+  // it as client_request_id (cut short, printable ASCII only), so it cannot forge our log lines.
+  app.use(requestId({ headerName: '' }));
   app.use(async (c, next) => {
     c.set('deps', deps);
-    c.set('log', deps.logger.child({ request_id: c.get('requestId') }));
+    c.header('x-request-id', c.get('requestId'));
+    const clientId = c.req.header('x-request-id')?.slice(0, 128).replace(/[^\x21-\x7e]/g, '');
+    c.set('log', deps.logger.child(clientId ? { request_id: c.get('requestId'), client_request_id: clientId } : { request_id: c.get('requestId') }));
     await next();
   });
   app.use(accessLog());

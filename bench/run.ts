@@ -165,6 +165,8 @@ async function startTarget(target: Target, upstreamBase: string) {
     LOG_LEVEL: 'silent',
     RATE_LIMIT_MAX: '1000000000',
     MAX_CONVERSATIONS_PER_SESSION: '1000000000',
+    // The load generator names one session per worker.
+    ALLOW_CLIENT_SESSION_IDS: 'true',
   };
   let dispose = async () => {};
   if (target === 'ours-sqlite') {

@@ -21,6 +21,7 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import Database from 'better-sqlite3';
 import postgres from 'postgres';
+import { hashSessionId } from '../app/middleware/session.js';
 import { createStore, parseDbUrl } from '../db/index.js';
 import type { Principal } from '../db/store.js';
 import { runLoad, type ConversationRecord, type Endpoint } from './soak-client.js';
@@ -371,6 +372,8 @@ async function runPhase(name: PhaseName, mockUrl: string, seed: number): Promise
     MAX_CONVERSATIONS_PER_SESSION: '1000000',
     RATE_LIMIT_MAX: '1000000',
     UPSTREAM_TIMEOUT_MS: String(UPSTREAM_TIMEOUT_MS),
+    // The clients name their sessions (a readable id per virtual client, seeded for replay).
+    ALLOW_CLIENT_SESSION_IDS: 'true',
   };
   console.log(`\n[${name}] ${serverCount} server process${serverCount > 1 ? 'es' : ''} on ${name === 'sqlite' ? db.url : db.url.replace(/\/\/[^@]*@/, '//')}`);
   const servers = await Promise.all(Array.from({ length: serverCount }, () => startServer(env)));
@@ -476,7 +479,8 @@ async function runPhase(name: PhaseName, mockUrl: string, seed: number): Promise
   let dbCounts = { conversations: 0, messages: 0, open: 0 };
   try {
     await pool(conversations, 8, async (conv) => {
-      const owner: Principal = { sessionId: conv.sessionId, userId: null };
+      // The database keys sessions by the hash of their id, as the server does.
+      const owner: Principal = { sessionId: hashSessionId(conv.sessionId), userId: null };
       const found = conv.id ? await store.getConversation(owner, conv.id) : null;
       const stored = found
         ? (await store.listMessages(found.id, { afterSeq: 0, limit: 100_000 })).map((m) => ({
@@ -498,7 +502,7 @@ async function runPhase(name: PhaseName, mockUrl: string, seed: number): Promise
       bySession.set(c.sessionId, set);
     }
     await pool([...bySession], 8, async ([sessionId, known]) => {
-      const owner: Principal = { sessionId, userId: null };
+      const owner: Principal = { sessionId: hashSessionId(sessionId), userId: null };
       let after = null;
       for (;;) {
         const page = await store.listConversations(owner, { limit: 100, after, includeDeleted: true });

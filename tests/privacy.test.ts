@@ -96,6 +96,11 @@ describe.each(dialects)('privacy controls on %s', (dialect) => {
       expect(await conversationsOf(app, session)).toHaveLength(1);
       const post = await call(app, 'POST', `/v1/conversations/${id}/messages`, { session, body: { role: 'user', content: 'x' } });
       expect(post.json.error.code).toBe('consent_denied');
+      // Nor a new title or metadata: a PATCH is a write like the others.
+      const patch = await call(app, 'PATCH', `/v1/conversations/${id}`, { session, body: { title: 'new', metadata: { note: 'x' } } });
+      expect(patch.status).toBe(403);
+      expect(patch.json.error).toMatchObject({ type: 'permission_error', code: 'consent_denied' });
+      expect((await call(app, 'GET', `/v1/conversations/${id}`, { session })).json).toMatchObject({ metadata: {} });
       // What was stored stays readable and deletable.
       expect((await call(app, 'DELETE', `/v1/conversations/${id}`, { session })).status).toBe(204);
     });
@@ -326,6 +331,16 @@ describe.each(dialects)('privacy controls on %s', (dialect) => {
       expect(ended.stream_duration_ms).toBeGreaterThanOrEqual(ended.ttfb_ms);
       expect(log.text()).not.toContain('LOG-CANARY-CONTENT');
       expect(log.text()).not.toContain(session);
+    });
+
+    it("logs a client's x-request-id as client_request_id, never in place of its own", async () => {
+      const log = capturingLogger();
+      const app = testApp(db.store, { OPENAI_BASE_URL: mock.url }, log.logger);
+      const res = await call(app, 'GET', '/v1/conversations', { session: newSession(), headers: { 'x-request-id': 'client-chosen-id\u0001"}' } });
+      const ours = res.headers.get('x-request-id');
+      expect(ours).toMatch(/^[0-9a-f-]{36}$/);
+      const line = log.lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'request');
+      expect(line).toMatchObject({ request_id: ours, client_request_id: 'client-chosen-id"}' });
     });
 
     it('adds conversation and message counts to /healthz', async () => {
