@@ -24,6 +24,19 @@ const int = (fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
       return n;
     });
 
+// For a setting whose default depends on another one: undefined when unset.
+const optionalInt = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined) return undefined;
+      const parsed = int(0, min, max).safeParse(v);
+      if (parsed.success) return parsed.data;
+      ctx.addIssue({ code: 'custom', message: parsed.error.issues[0]!.message });
+      return z.NEVER;
+    });
+
 const httpUrl = z
   .string()
   .trim()
@@ -53,6 +66,8 @@ const envSchema = z.object({
   RATE_LIMIT_MAX: int(50, 0),
   RATE_LIMIT_REDIS_PREFIX: z.string().regex(/^\S{1,100}$/, 'must be 1 to 100 characters without spaces').default('ratelimit:'),
   REDIS_URL: redisUrl.optional(),
+  RATE_LIMIT_MAX_PER_ADDRESS: optionalInt(0),
+  TRUST_PROXY: bool(false),
   PERSIST_TRANSCRIPTS: bool(false),
   DB_URL: z
     .string()
@@ -97,8 +112,8 @@ export interface Config {
   port: number;
   host: string;
   allowedOrigins: string[];
-  /** `max` 0 = rate limiting off. */
-  rateLimit: { windowSec: number; max: number; redisPrefix: string };
+  /** Requests per window per session or user (`max`) and per client address (`maxPerAddress`); 0 = that count off. */
+  rateLimit: { windowSec: number; max: number; maxPerAddress: number; redisPrefix: string };
   /** When set, rate-limit counters live in this Redis and are shared by every process using it. */
   redisUrl: string | undefined;
   persist: boolean;
@@ -115,6 +130,8 @@ export interface Config {
   streams: { leaseMs: number; sweepMs: number; shutdownGraceMs: number };
   ipHashSalt: string | undefined;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /** Behind a reverse proxy: the client address is X-Forwarded-For's last hop, the scheme X-Forwarded-Proto's. */
+  trustProxy: boolean;
 }
 
 export class ConfigError extends Error {
@@ -147,7 +164,13 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     port: e.PORT,
     host: e.HOST,
     allowedOrigins: e.ALLOWED_ORIGIN,
-    rateLimit: { windowSec: e.RATE_LIMIT_WINDOW_SEC, max: e.RATE_LIMIT_MAX, redisPrefix: e.RATE_LIMIT_REDIS_PREFIX },
+    rateLimit: {
+      windowSec: e.RATE_LIMIT_WINDOW_SEC,
+      max: e.RATE_LIMIT_MAX,
+      // Several people can share an address (NAT, an office): a few sessions' worth by default.
+      maxPerAddress: e.RATE_LIMIT_MAX_PER_ADDRESS ?? 4 * e.RATE_LIMIT_MAX,
+      redisPrefix: e.RATE_LIMIT_REDIS_PREFIX,
+    },
     redisUrl: e.REDIS_URL,
     persist: e.PERSIST_TRANSCRIPTS,
     db: e.DB_URL,
@@ -163,5 +186,6 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     streams: { leaseMs: e.STREAM_LEASE_MS, sweepMs: e.ORPHAN_SWEEP_INTERVAL_MS, shutdownGraceMs: e.SHUTDOWN_GRACE_MS },
     ipHashSalt: e.IP_HASH_SALT,
     logLevel: e.LOG_LEVEL,
+    trustProxy: e.TRUST_PROXY,
   };
 }
