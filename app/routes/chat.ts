@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import { limitChatRequest } from '../chat/limits.js';
 import { LOCAL_FIELDS, chatRequestSchema } from '../chat/schemas.js';
 import { ProxiedTurn } from '../chat/turn.js';
 import { ApiError, errorBody } from '../errors.js';
@@ -22,6 +23,8 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
 
   const upstreamRequest: Record<string, unknown> = { ...request, model: request.model ?? config.upstream.defaultModel };
   for (const field of LOCAL_FIELDS) delete upstreamRequest[field];
+  // The operator's limits (model, output tokens, choices): a 400 here records and sends nothing.
+  Object.assign(upstreamRequest, limitChatRequest(request, config));
   // Honest accounting: with persistence on, a stream asks for usage even when the client did
   // not; the client's stream is then filtered back to exactly what it asked for.
   const streamOptions = request.stream_options as { include_usage?: unknown } | undefined;
