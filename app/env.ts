@@ -84,6 +84,9 @@ const envSchema = z.object({
     .enum(['max_tokens', 'max_completion_tokens'], { error: 'must be max_tokens or max_completion_tokens' })
     .default('max_tokens'),
   MAX_CHOICES: int(1, 1, 128),
+  MAX_STREAMS_PER_CALLER: int(8, 0),
+  MAX_STREAMS_PER_ADDRESS: optionalInt(0),
+  MAX_STREAMS: int(1000, 0),
   PERSIST_TRANSCRIPTS: bool(false),
   DB_URL: z
     .string()
@@ -167,6 +170,8 @@ export interface Config {
     maxOutputTokensField: 'max_tokens' | 'max_completion_tokens';
     maxChoices: number;
   };
+  /** Chat completions running at once (streamed or not) per session or user, per client address, per process; 0 = no cap. */
+  concurrency: { perCaller: number; perAddress: number; total: number };
   /** Behind a reverse proxy: the client address is X-Forwarded-For's last hop, the scheme X-Forwarded-Proto's. */
   trustProxy: boolean;
 }
@@ -228,6 +233,11 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       maxOutputTokens: e.MAX_OUTPUT_TOKENS,
       maxOutputTokensField: e.MAX_OUTPUT_TOKENS_FIELD,
       maxChoices: e.MAX_CHOICES,
+    },
+    concurrency: {
+      perCaller: e.MAX_STREAMS_PER_CALLER,
+      perAddress: e.MAX_STREAMS_PER_ADDRESS ?? 4 * e.MAX_STREAMS_PER_CALLER,
+      total: e.MAX_STREAMS,
     },
     trustProxy: e.TRUST_PROXY,
   };

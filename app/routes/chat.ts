@@ -3,6 +3,7 @@ import { limitChatRequest } from '../chat/limits.js';
 import { LOCAL_FIELDS, chatRequestSchema } from '../chat/schemas.js';
 import { ProxiedTurn } from '../chat/turn.js';
 import { ApiError, errorBody } from '../errors.js';
+import { concurrencyLimit } from '../middleware/concurrency.js';
 import { sessionInfo } from '../middleware/session.js';
 import { notStoredReason } from '../privacy.js';
 import { relay, type StreamObserver } from '../streaming/relay.js';
@@ -14,7 +15,7 @@ import { validate } from '../validate.js';
 const CONVERSATION_HEADER = 'x-conversation-id';
 const ignore: StreamObserver = { push() {}, end() {} };
 
-export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), async (c) => {
+export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), concurrencyLimit(), async (c) => {
   const startedAt = performance.now();
   const request = c.req.valid('json');
   const { config, inFlight, metrics } = c.get('deps');
@@ -69,7 +70,7 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
 
   if (stream) {
     const observer = withTelemetry(turn?.observer() ?? ignore, metrics, c.get('log'), startedAt);
-    const relayed = relay(call, observer, { stripUsage: addUsage });
+    const relayed = relay(call, c.get('slot').holdUntilEnd(observer), { stripUsage: addUsage });
     inFlight.track({ interrupt: relayed.interrupt, settled: relayed.settled });
     return c.body(relayed.readable, 200, {
       'content-type': upstream.headers.get('content-type') ?? 'text/event-stream',
