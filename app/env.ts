@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseDbUrl, type DbTarget } from '../db/url.js';
+import { MAX_MODEL_NAME, allowsModel } from './chat/model-allowlist.js';
 
 // Environment variables arrive as strings; these helpers turn them into typed values and say,
 // in the error, exactly what is accepted.
@@ -23,6 +24,28 @@ const int = (fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
       }
       return n;
     });
+
+// For a setting whose default depends on another one: undefined when unset.
+const optionalInt = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined) return undefined;
+      const parsed = int(0, min, max).safeParse(v);
+      if (parsed.success) return parsed.data;
+      ctx.addIssue({ code: 'custom', message: parsed.error.issues[0]!.message });
+      return z.NEVER;
+    });
+
+const modelAllowlist = z.string().transform((v, ctx) => {
+  const patterns = v.split(',').map((p) => p.trim()).filter(Boolean);
+  if (!patterns.length || patterns.some((p) => /\s/.test(p) || p.length > MAX_MODEL_NAME)) {
+    ctx.addIssue({ code: 'custom', message: 'must be model names (no spaces) separated by commas, * matching any characters, e.g. gpt-4.1*,gpt-4o-mini' });
+    return z.NEVER;
+  }
+  return patterns;
+});
 
 const httpUrl = z
   .string()
@@ -53,6 +76,17 @@ const envSchema = z.object({
   RATE_LIMIT_MAX: int(50, 0),
   RATE_LIMIT_REDIS_PREFIX: z.string().regex(/^\S{1,100}$/, 'must be 1 to 100 characters without spaces').default('ratelimit:'),
   REDIS_URL: redisUrl.optional(),
+  RATE_LIMIT_MAX_PER_ADDRESS: optionalInt(0),
+  TRUST_PROXY: bool(false),
+  MODEL_ALLOWLIST: modelAllowlist.optional(),
+  MAX_OUTPUT_TOKENS: int(8192, 0),
+  MAX_OUTPUT_TOKENS_FIELD: z
+    .enum(['max_tokens', 'max_completion_tokens'], { error: 'must be max_tokens or max_completion_tokens' })
+    .default('max_tokens'),
+  MAX_CHOICES: int(1, 1, 128),
+  MAX_STREAMS_PER_CALLER: int(8, 0),
+  MAX_STREAMS_PER_ADDRESS: optionalInt(0),
+  MAX_STREAMS: int(1000, 0),
   PERSIST_TRANSCRIPTS: bool(false),
   DB_URL: z
     .string()
@@ -98,13 +132,24 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
 });
 
+// DEFAULT_MODEL fills in requests that name no model, so it must be allowed itself.
+const checkedEnvSchema = envSchema.superRefine((e, ctx) => {
+  if (e.MODEL_ALLOWLIST && !allowsModel(e.MODEL_ALLOWLIST, e.DEFAULT_MODEL)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['DEFAULT_MODEL'],
+      message: `${JSON.stringify(e.DEFAULT_MODEL)} is not in MODEL_ALLOWLIST (${e.MODEL_ALLOWLIST.join(',')}): add it there or set DEFAULT_MODEL to an allowed model`,
+    });
+  }
+});
+
 export interface Config {
   upstream: { baseUrl: string | undefined; apiKey: string | undefined; defaultModel: string; timeoutMs: number };
   port: number;
   host: string;
   allowedOrigins: string[];
-  /** `max` 0 = rate limiting off. */
-  rateLimit: { windowSec: number; max: number; redisPrefix: string };
+  /** Requests per window per session or user (`max`) and per client address (`maxPerAddress`); 0 = that count off. */
+  rateLimit: { windowSec: number; max: number; maxPerAddress: number; redisPrefix: string };
   /** When set, rate-limit counters live in this Redis and are shared by every process using it. */
   redisUrl: string | undefined;
   persist: boolean;
@@ -136,6 +181,20 @@ export interface Config {
   streams: { leaseMs: number; sweepMs: number; shutdownGraceMs: number };
   ipHashSalt: string | undefined;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /**
+   * What one chat request may spend on the operator's key: allowed models (null = any), the
+   * output-token cap (0 = none) and the field that carries it when the request sets none, `n`.
+   */
+  chatLimits: {
+    modelAllowlist: string[] | null;
+    maxOutputTokens: number;
+    maxOutputTokensField: 'max_tokens' | 'max_completion_tokens';
+    maxChoices: number;
+  };
+  /** Chat completions running at once (streamed or not) per session or user, per client address, per process; 0 = no cap. */
+  concurrency: { perCaller: number; perAddress: number; total: number };
+  /** Behind a reverse proxy: the client address is X-Forwarded-For's last hop, the scheme X-Forwarded-Proto's. */
+  trustProxy: boolean;
 }
 
 export class ConfigError extends Error {
@@ -146,7 +205,7 @@ export class ConfigError extends Error {
 export function loadConfig(source: Record<string, string | undefined> = process.env): Config {
   // An empty variable (FOO= in a .env file) means "not set", so the default applies.
   const cleaned = Object.fromEntries(Object.entries(source).filter(([, v]) => v !== undefined && v !== ''));
-  const parsed = envSchema.safeParse(cleaned);
+  const parsed = checkedEnvSchema.safeParse(cleaned);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => {
       const name = String(i.path[0] ?? 'environment');
@@ -168,7 +227,13 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     port: e.PORT,
     host: e.HOST,
     allowedOrigins: e.ALLOWED_ORIGIN,
-    rateLimit: { windowSec: e.RATE_LIMIT_WINDOW_SEC, max: e.RATE_LIMIT_MAX, redisPrefix: e.RATE_LIMIT_REDIS_PREFIX },
+    rateLimit: {
+      windowSec: e.RATE_LIMIT_WINDOW_SEC,
+      max: e.RATE_LIMIT_MAX,
+      // Several people can share an address (NAT, an office): a few sessions' worth by default.
+      maxPerAddress: e.RATE_LIMIT_MAX_PER_ADDRESS ?? 4 * e.RATE_LIMIT_MAX,
+      redisPrefix: e.RATE_LIMIT_REDIS_PREFIX,
+    },
     redisUrl: e.REDIS_URL,
     persist: e.PERSIST_TRANSCRIPTS,
     db: e.DB_URL,
@@ -189,5 +254,17 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     streams: { leaseMs: e.STREAM_LEASE_MS, sweepMs: e.ORPHAN_SWEEP_INTERVAL_MS, shutdownGraceMs: e.SHUTDOWN_GRACE_MS },
     ipHashSalt: e.IP_HASH_SALT,
     logLevel: e.LOG_LEVEL,
+    chatLimits: {
+      modelAllowlist: e.MODEL_ALLOWLIST ?? null,
+      maxOutputTokens: e.MAX_OUTPUT_TOKENS,
+      maxOutputTokensField: e.MAX_OUTPUT_TOKENS_FIELD,
+      maxChoices: e.MAX_CHOICES,
+    },
+    concurrency: {
+      perCaller: e.MAX_STREAMS_PER_CALLER,
+      perAddress: e.MAX_STREAMS_PER_ADDRESS ?? 4 * e.MAX_STREAMS_PER_CALLER,
+      total: e.MAX_STREAMS,
+    },
+    trustProxy: e.TRUST_PROXY,
   };
 }

@@ -2,6 +2,7 @@ import type { Store } from '../db/store.js';
 import type { Principal } from '../db/store.js';
 import type { Config } from './env.js';
 import type { Logger } from './logger.js';
+import type { Slot } from './middleware/concurrency.js';
 import type { RateLimitStore } from './middleware/rate-limit.js';
 import type { SessionIds } from './middleware/session.js';
 import type { Metrics } from './metrics.js';
@@ -37,5 +38,7 @@ export interface AppEnv {
     requestId: string;
     principal: Principal;
     log: Logger;
+    /** Set on chat completions by concurrencyLimit(). */
+    slot: Slot;
   };
 }

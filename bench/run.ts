@@ -164,6 +164,9 @@ async function startTarget(target: Target, upstreamBase: string) {
     PERSIST_TRANSCRIPTS: 'false',
     LOG_LEVEL: 'silent',
     RATE_LIMIT_MAX: '1000000000',
+    // All the load comes from one address: the per-address and process caps would refuse most of it.
+    MAX_STREAMS_PER_ADDRESS: '0',
+    MAX_STREAMS: '0',
     MAX_CONVERSATIONS_PER_SESSION: '1000000000',
     // The load generator names one session per worker.
     ALLOW_CLIENT_SESSION_IDS: 'true',

@@ -371,6 +371,9 @@ async function runPhase(name: PhaseName, mockUrl: string, seed: number): Promise
     LOG_LEVEL: 'warn',
     MAX_CONVERSATIONS_PER_SESSION: '1000000',
     RATE_LIMIT_MAX: '1000000',
+    // All the load comes from one address: the per-address and process caps would refuse most of it.
+    MAX_STREAMS_PER_ADDRESS: '0',
+    MAX_STREAMS: '0',
     UPSTREAM_TIMEOUT_MS: String(UPSTREAM_TIMEOUT_MS),
     // The clients name their sessions (a readable id per virtual client, seeded for replay).
     ALLOW_CLIENT_SESSION_IDS: 'true',

@@ -359,6 +359,8 @@ describe.each(dialects)('chat proxy on %s', (dialect) => {
         stream: true,
         // Asked for on the client's behalf, for token accounting.
         stream_options: { include_usage: true },
+        // The output cap (MAX_OUTPUT_TOKENS), as the client set no limit.
+        max_tokens: 8192,
       });
     });
 

@@ -1,18 +1,22 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { Hono } from 'hono';
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../app/app.js';
 import { ConfigError, loadConfig } from '../app/env.js';
+import { renderError, toApiError } from '../app/errors.js';
 import { createLogger } from '../app/logger.js';
 import {
   createMemoryRateLimitStore,
   createRedisRateLimitStore,
+  rateLimit,
   type RateLimitStore,
 } from '../app/middleware/rate-limit.js';
 import { startServer } from '../app/server.js';
 import { InFlight } from '../app/streaming/in-flight.js';
+import type { AppEnv, Services } from '../app/types.js';
 import { startMockUpstream } from '../mock/upstream.js';
 import { call, newSession, testConfig, TEST_SESSION_SECRET } from './helpers/app.js';
 
@@ -64,9 +68,13 @@ afterAll(async () => {
   if (redisAvailable) await deleteKeys(PREFIX);
 });
 
-/** A pure-proxy app (history endpoints answer 501, which still counts) with the given limiter. */
+/**
+ * A pure-proxy app (history endpoints answer 501, which still counts) with the given limiter.
+ * Requests sent without an address all come from "unknown" and share one per-address count
+ * across tests, so it is set out of reach unless a test sets it (and its own addresses).
+ */
 function limitedApp(rateLimitStore: RateLimitStore, env: Record<string, string> = {}, logger = silent) {
-  const config = testConfig({ PERSIST_TRANSCRIPTS: 'false', RATE_LIMIT_MAX: '3', RATE_LIMIT_WINDOW_SEC: '60', ...env });
+  const config = testConfig({ PERSIST_TRANSCRIPTS: 'false', RATE_LIMIT_MAX: '3', RATE_LIMIT_MAX_PER_ADDRESS: '1000000', RATE_LIMIT_WINDOW_SEC: '60', ...env });
   const inFlight = new InFlight(null, { leaseMs: config.streams.leaseMs, sweepMs: config.streams.sweepMs, log: logger });
   return createApp({ config, store: null, logger, inFlight, rateLimitStore });
 }
@@ -87,6 +95,8 @@ function capturingLogger() {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A documentation-range IPv4 address (198.18.0.0/15, benchmarking) no other test uses. */
+const newAddress = () => `198.${18 + Math.floor(Math.random() * 2)}.${Math.floor(Math.random() * 256)}.${Math.floor(Math.random() * 256)}`;
 
 type Kind = 'memory' | 'redis';
 const kinds: Kind[] = redisAvailable ? ['memory', 'redis'] : ['memory'];
@@ -153,22 +163,78 @@ describe.each(kinds)('rate limiting with the %s store', (kind) => {
   });
 
   it('counts requests without a session against the client address, not the freshly minted id', async () => {
-    // Under app.request() there is no socket, so every such request shares the address "unknown".
-    const app = limitedApp(store, { RATE_LIMIT_MAX: '2' });
+    const app = limitedApp(store, { RATE_LIMIT_MAX: '2', RATE_LIMIT_MAX_PER_ADDRESS: '3' });
+    const address = newAddress();
     const minted = [];
     for (let i = 0; i < 2; i++) {
-      const res = await call(app, 'GET', '/v1/conversations');
+      const res = await call(app, 'GET', '/v1/conversations', { address });
       expect(res.status).toBe(501);
+      expect(limitHeaders(res.headers)).toMatchObject({ limit: '3', remaining: String(2 - i), policy: '3;w=60' });
       minted.push(res.headers.get('x-session-id'));
     }
     expect(new Set(minted).size).toBe(2);
-    const over = await call(app, 'GET', '/v1/conversations');
+    // A minted session, once sent back, has a budget of its own, within its address's.
+    const back = await call(app, 'GET', '/v1/conversations', { session: minted[0]!, address });
+    expect(back.status).toBe(501);
+    const over = await call(app, 'GET', '/v1/conversations', { address });
     expect(over.status).toBe(429);
     expect(over.headers.get('retry-after')).toBeTruthy();
-    // A minted session, once sent back, has a budget of its own.
-    const back = await call(app, 'GET', '/v1/conversations', { session: minted[0]! });
-    expect(back.status).toBe(501);
-    expect(back.headers.get('ratelimit-remaining')).toBe('1');
+    expect(over.json.error.message).toMatch(/at most 3 requests per 60 seconds per client address/);
+    // The address is spent, so its sessions are too.
+    expect((await call(app, 'GET', '/v1/conversations', { session: minted[1]!, address })).status).toBe(429);
+    expect((await call(app, 'GET', '/v1/conversations', { address: newAddress() })).status).toBe(501);
+  });
+
+  it('counts every anonymous request against its address too: fresh sessions buy nothing', async () => {
+    const app = limitedApp(store, { RATE_LIMIT_MAX: '5', RATE_LIMIT_MAX_PER_ADDRESS: '12' });
+    const address = newAddress();
+    const statuses: number[] = [];
+    for (let i = 0; i < 30; i++) statuses.push((await call(app, 'GET', '/v1/conversations', { session: newSession(), address })).status);
+    expect(statuses).toEqual([...Array(12).fill(501), ...Array(18).fill(429)]);
+    const over = await call(app, 'GET', '/v1/conversations', { session: newSession(), address });
+    expect(over.json.error).toMatchObject({ type: 'rate_limit_error', code: 'rate_limit_exceeded' });
+    expect(over.json.error.message).toMatch(/^Rate limit exceeded: at most 12 requests per 60 seconds per client address \(shared by every session from that address\)\. Retry after \d+ seconds?\.$/);
+    expect(limitHeaders(over.headers)).toMatchObject({ limit: '12', remaining: '0', policy: '12;w=60' });
+    // Another address, and the same session from it, are counted apart.
+    const elsewhere = await call(app, 'GET', '/v1/conversations', { session: newSession(), address: newAddress() });
+    expect(elsewhere.status).toBe(501);
+  });
+
+  it('refuses a session over its own limit while its address has room, saying which', async () => {
+    const app = limitedApp(store, { RATE_LIMIT_MAX: '2', RATE_LIMIT_MAX_PER_ADDRESS: '10' });
+    const [address, session] = [newAddress(), newSession()];
+    for (let i = 0; i < 2; i++) expect((await call(app, 'GET', '/v1/conversations', { session, address })).status).toBe(501);
+    const over = await call(app, 'GET', '/v1/conversations', { session, address });
+    expect(over.status).toBe(429);
+    expect(over.json.error.message).toMatch(/^Rate limit exceeded: at most 2 requests per 60 seconds per session\. Retry after/);
+    // Its refused request still counted against the address: 3 of 10 spent.
+    const other = await call(app, 'GET', '/v1/conversations', { session: newSession(), address });
+    expect(other.status).toBe(501);
+    expect(limitHeaders(other.headers)).toMatchObject({ limit: '2', remaining: '1' });
+    for (let i = 0; i < 5; i++) await call(app, 'GET', '/v1/conversations', { session: newSession(), address });
+    // The headers follow whichever count is nearer its limit: now the address (9 of 10 spent).
+    const near = await call(app, 'GET', '/v1/conversations', { session: newSession(), address });
+    expect(limitHeaders(near.headers)).toMatchObject({ limit: '10', remaining: '0', policy: '10;w=60' });
+  });
+
+  it('counts an IPv6 /64 as one address', async () => {
+    const app = limitedApp(store, { RATE_LIMIT_MAX_PER_ADDRESS: '2' });
+    const prefix = `2001:db8:${Math.floor(Math.random() * 0xffff).toString(16)}:${Math.floor(Math.random() * 0xffff).toString(16)}`;
+    expect((await call(app, 'GET', '/v1/conversations', { address: `${prefix}::1` })).status).toBe(501);
+    expect((await call(app, 'GET', '/v1/conversations', { address: `${prefix}:0:0:0:abcd` })).status).toBe(501);
+    expect((await call(app, 'GET', '/v1/conversations', { address: `${prefix}:ffff::2` })).status).toBe(429);
+    expect((await call(app, 'GET', '/v1/conversations', { address: `${prefix.replace(/:[0-9a-f]+$/, ':0')}::1` })).status).toBe(501);
+  });
+
+  it('turns the per-address count off with RATE_LIMIT_MAX_PER_ADDRESS=0, and limits by address alone with RATE_LIMIT_MAX=0', async () => {
+    const sessionsOnly = limitedApp(store, { RATE_LIMIT_MAX: '1', RATE_LIMIT_MAX_PER_ADDRESS: '0' });
+    const address = newAddress();
+    for (let i = 0; i < 4; i++) expect((await call(sessionsOnly, 'GET', '/v1/conversations', { session: newSession(), address })).status).toBe(501);
+    const addressOnly = limitedApp(store, { RATE_LIMIT_MAX: '0', RATE_LIMIT_MAX_PER_ADDRESS: '2' });
+    const session = newSession();
+    expect((await call(addressOnly, 'GET', '/v1/conversations', { session, address })).status).toBe(501);
+    expect((await call(addressOnly, 'GET', '/v1/conversations', { session, address })).status).toBe(501);
+    expect((await call(addressOnly, 'GET', '/v1/conversations', { session, address })).status).toBe(429);
   });
 
   it('opens a new window once the old one ends', async () => {
@@ -196,7 +262,8 @@ describe.each(kinds)('rate limiting with the %s store', (kind) => {
     expect((await call(app, 'GET', '/v1/conversations', { session })).status).toBe(501);
     expect((await call(app, 'GET', '/v1/conversations', { session })).status).toBe(429);
 
-    const unlimited = limitedApp(store, { RATE_LIMIT_MAX: '0' });
+    // Unset (empty), the per-address limit is 4 × RATE_LIMIT_MAX: off too.
+    const unlimited = limitedApp(store, { RATE_LIMIT_MAX: '0', RATE_LIMIT_MAX_PER_ADDRESS: '' });
     for (let i = 0; i < 20; i++) {
       const res = await call(unlimited, 'GET', '/v1/conversations', { session });
       expect(res.status).toBe(501);
@@ -247,6 +314,26 @@ describe.each(kinds)('rate limiting with the %s store', (kind) => {
     }
   });
 
+  it('counts a signed-in user per user only, wherever it connects from', async () => {
+    // Nothing signs users in yet: the principal is set by hand, as that code would.
+    const userId = `u_${crypto.randomUUID()}`;
+    const app = new Hono<AppEnv>()
+      .use(async (c, next) => {
+        c.set('deps', { config: testConfig() } as Services);
+        c.set('log', silent);
+        c.set('principal', { sessionId: newSession(), userId });
+        await next();
+      })
+      .use(rateLimit({ store, max: 2, maxPerAddress: 1, windowSec: 60 }))
+      .get('/', (c) => c.text('ok'))
+      .onError((err, c) => renderError(toApiError(err), c));
+    expect((await call(app, 'GET', '/', { address: newAddress() })).status).toBe(200);
+    expect((await call(app, 'GET', '/', { address: newAddress() })).status).toBe(200);
+    const over = await call(app, 'GET', '/', { address: newAddress() });
+    expect(over.status).toBe(429);
+    expect(over.json.error.message).toMatch(/^Rate limit exceeded: at most 2 requests per 60 seconds per user\. /);
+  });
+
   it('counts concurrent requests exactly', async () => {
     const app = limitedApp(store, { RATE_LIMIT_MAX: '7' });
     const session = newSession();
@@ -259,20 +346,23 @@ describe.each(kinds)('rate limiting with the %s store', (kind) => {
 });
 
 describe('rate limiting through a real server', () => {
-  it('keys requests without a session by their client address', async () => {
-    const config = testConfig({ PERSIST_TRANSCRIPTS: 'false', RATE_LIMIT_MAX: '2', PORT: '0', HOST: '127.0.0.1' });
+  it('keys requests by the socket address, session or not, and ignores X-Forwarded-For without TRUST_PROXY', async () => {
+    const config = testConfig({ PERSIST_TRANSCRIPTS: 'false', RATE_LIMIT_MAX: '2', RATE_LIMIT_MAX_PER_ADDRESS: '3', PORT: '0', HOST: '127.0.0.1' });
     const server = await startServer(config, { logger: silent });
     try {
       const get = (headers: Record<string, string> = {}) => fetch(`${server.url}/v1/conversations`, { headers });
       expect((await get()).status).toBe(501);
-      expect((await get()).status).toBe(501);
-      const over = await get();
-      expect(over.status).toBe(429);
-      expect(over.headers.get('retry-after')).toBeTruthy();
-      // The address is spent, a session sent explicitly is not.
-      const withSession = await get({ 'x-session-id': newSession() });
+      expect((await get({ 'x-forwarded-for': '203.0.113.7' })).status).toBe(501);
+      const withSession = await get({ 'x-session-id': newSession(), 'x-forwarded-for': '203.0.113.8' });
       expect(withSession.status).toBe(501);
-      expect(withSession.headers.get('ratelimit-remaining')).toBe('1');
+      expect(withSession.headers.get('ratelimit-remaining')).toBe('0');
+      // The address is spent: a fresh session or a claimed address does not help.
+      for (const headers of [{}, { 'x-session-id': newSession() }, { 'x-forwarded-for': '198.51.100.1' }] as Record<string, string>[]) {
+        const over = await get(headers);
+        expect(over.status).toBe(429);
+        expect(over.headers.get('retry-after')).toBeTruthy();
+        expect((await over.json()).error.message).toContain('per client address');
+      }
     } finally {
       await server.close();
     }
@@ -282,7 +372,7 @@ describe('rate limiting through a real server', () => {
 describe('configuration', () => {
   it('accepts redis:// and rediss:// URLs and defaults to no Redis', () => {
     expect(loadConfig({}).redisUrl).toBeUndefined();
-    expect(loadConfig({}).rateLimit).toEqual({ windowSec: 60, max: 50, redisPrefix: 'ratelimit:' });
+    expect(loadConfig({}).rateLimit).toEqual({ windowSec: 60, max: 50, maxPerAddress: 200, redisPrefix: 'ratelimit:' });
     expect(loadConfig({ REDIS_URL: 'rediss://:pw@cache.example:6380/2' }).redisUrl).toBe('rediss://:pw@cache.example:6380/2');
   });
 
@@ -406,6 +496,8 @@ describe.skipIf(!redisAvailable)('two server processes sharing one Redis', () =>
         REDIS_URL,
         RATE_LIMIT_REDIS_PREFIX: PREFIX,
         RATE_LIMIT_MAX: String(MAX),
+        // Every request here comes from 127.0.0.1; these tests are about one session's budget.
+        RATE_LIMIT_MAX_PER_ADDRESS: '1000000',
         RATE_LIMIT_WINDOW_SEC: '60',
         LOG_LEVEL: 'silent',
         // Without a database the processes share no secret: the deployment sets one.

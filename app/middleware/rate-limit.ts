@@ -1,12 +1,9 @@
 import { createHash } from 'node:crypto';
-import { getConnInfo } from '@hono/node-server/conninfo';
-import type { Context } from 'hono';
-import { getCookie } from 'hono/cookie';
 import { createMiddleware } from 'hono/factory';
+import { callerKeys, scopeLabel } from '../caller.js';
 import { ApiError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { AppEnv } from '../types.js';
-import { SESSION_COOKIE, SESSION_HEADER } from './session.js';
 
 /** One counted request: how many the key has made in its current window, and when that ends. */
 export interface RateLimitHit {
@@ -160,26 +157,32 @@ export function redactRedisUrl(url: string): string {
 
 export interface RateLimitOptions {
   store: RateLimitStore;
-  /** Requests allowed per window; 0 turns the limiter off. */
+  /** Requests allowed per window per session or signed-in user; 0 = not counted. */
   max: number;
+  /** Requests allowed per window per client address, all its sessions together; 0 = not counted. */
+  maxPerAddress: number;
   windowSec: number;
 }
 
 /**
- * Limits each caller to `max` requests per `windowSec`, keyed by session (or signed-in user) when
- * the request carries one, else by client address. Mount it after `session()`. Counted responses
- * carry RateLimit-Limit/Remaining/Reset/Policy (IETF draft); over the limit → 429 + Retry-After.
- * If the store fails (Redis down), the request is allowed: a broken limiter must not take the
- * proxy down.
+ * Limits each caller to `max` requests per `windowSec` per session (or signed-in user) and, for
+ * anonymous callers, `maxPerAddress` per client address as well: every request counts against
+ * both, either one over its limit refuses it, so a fresh session buys nothing. Mount it after
+ * `session()`. Counted responses carry RateLimit-Limit/Remaining/Reset/Policy (IETF draft) of the
+ * count closest to its limit; over a limit → 429 + Retry-After, saying which. If the store fails
+ * (Redis down), the request is allowed: a broken limiter must not take the proxy down.
  */
-export const rateLimit = ({ store, max, windowSec }: RateLimitOptions) => {
-  const policy = `${max};w=${windowSec}`;
+export const rateLimit = ({ store, max, maxPerAddress, windowSec }: RateLimitOptions) => {
   let lastWarnAt = -Infinity;
   return createMiddleware<AppEnv>(async (c, next) => {
-    if (max === 0 || c.req.method === 'OPTIONS') return next();
-    let hit: RateLimitHit;
+    if ((max === 0 && maxPerAddress === 0) || c.req.method === 'OPTIONS') return next();
+    const counted = callerKeys(c)
+      .map((k) => ({ ...k, max: k.scope === 'address' ? maxPerAddress : max }))
+      .filter((k) => k.max > 0);
+    if (!counted.length) return next();
+    let hits: RateLimitHit[];
     try {
-      hit = await store.hit(clientKey(c), windowSec * 1000);
+      hits = await Promise.all(counted.map((k) => store.hit(k.key, windowSec * 1000)));
     } catch (err) {
       // One warning per half minute is enough to notice; one per request would flood the log.
       if (Date.now() - lastWarnAt >= 30_000) {
@@ -188,16 +191,24 @@ export const rateLimit = ({ store, max, windowSec }: RateLimitOptions) => {
       }
       return next();
     }
-    const resetSec = Math.max(1, Math.ceil(hit.resetMs / 1000));
-    c.header('RateLimit-Limit', String(max));
-    c.header('RateLimit-Remaining', String(Math.max(0, max - hit.count)));
+    const counts = counted.map((k, i) => ({ ...k, ...hits[i]!, remaining: Math.max(0, k.max - hits[i]!.count) }));
+    const over = counts.filter((k) => k.count > k.max);
+    // Over a limit: the one that ends last decides when to retry. Else the one nearest its limit.
+    const shown = over.length
+      ? over.reduce((a, b) => (b.resetMs > a.resetMs ? b : a))
+      : counts.reduce((a, b) => (b.remaining < a.remaining ? b : a));
+    const resetSec = Math.max(1, Math.ceil(shown.resetMs / 1000));
+    c.header('RateLimit-Limit', String(shown.max));
+    c.header('RateLimit-Remaining', String(shown.remaining));
     c.header('RateLimit-Reset', String(resetSec));
-    c.header('RateLimit-Policy', policy);
-    if (hit.count > max) {
+    c.header('RateLimit-Policy', `${shown.max};w=${windowSec}`);
+    if (over.length) {
+      const limits = over.map((k) => `${k.max} requests per ${windowSec} seconds per ${scopeLabel[k.scope]}`).join(' and ');
+      const shared = over.some((k) => k.scope === 'address') ? ' (shared by every session from that address)' : '';
       throw new ApiError(
         429,
         'rate_limit_error',
-        `Rate limit exceeded: at most ${max} requests per ${windowSec} seconds per session (or per client address without one). Retry after ${resetSec} second${resetSec === 1 ? '' : 's'}.`,
+        `Rate limit exceeded: at most ${limits}${shared}. Retry after ${resetSec} second${resetSec === 1 ? '' : 's'}.`,
         'rate_limit_exceeded',
         null,
         { 'retry-after': String(resetSec) },
@@ -206,25 +217,3 @@ export const rateLimit = ({ store, max, windowSec }: RateLimitOptions) => {
     await next();
   });
 };
-
-/**
- * Who is counted. Session ids are chosen by the client, so a request that carried none (its id
- * was just minted) counts against its address instead, or every request would get a fresh budget.
- * Keys are hashed: a session id is a bearer credential and must not sit readable in Redis.
- */
-function clientKey(c: Context<AppEnv>): string {
-  const principal = c.get('principal');
-  let raw: string;
-  if (principal.userId) raw = `user:${principal.userId}`;
-  else if (c.req.header(SESSION_HEADER) !== undefined || getCookie(c, SESSION_COOKIE) !== undefined) raw = `session:${principal.sessionId}`;
-  else raw = `ip:${clientAddress(c)}`;
-  return createHash('sha256').update(raw).digest('base64url');
-}
-
-function clientAddress(c: Context<AppEnv>): string {
-  try {
-    return getConnInfo(c).remote.address ?? 'unknown';
-  } catch {
-    return 'unknown'; // no socket, e.g. app.request() in tests
-  }
-}

@@ -1,9 +1,9 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import type { SessionInfo, Store } from '../../db/store.js';
 import { createMiddleware } from 'hono/factory';
+import { clientAddress, requestIsHttps } from '../client-address.js';
 import type { Config } from '../env.js';
 import { ApiError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -96,7 +96,7 @@ export const session = () =>
         path: '/',
         httpOnly: true,
         sameSite: 'Lax',
-        secure: new URL(c.req.url).protocol === 'https:',
+        secure: requestIsHttps(c),
         maxAge: 60 * 60 * 24 * 365,
       });
     } else if (!(await ids.accepts(id))) {
@@ -125,12 +125,7 @@ export function sessionInfo<E extends AppEnv>(c: Context<E>): SessionInfo {
   const salt = c.get('deps').config.ipHashSalt;
   let ipHash: string | null = null;
   if (salt) {
-    let address: string | undefined;
-    try {
-      address = getConnInfo(c).remote.address;
-    } catch {
-      // no socket (app.request in tests): nothing to hash
-    }
+    const address = clientAddress(c); // null without a socket (app.request in tests): nothing to hash
     if (address) ipHash = createHash('sha256').update(salt).update(address).digest('hex');
   }
   return { userAgent: c.req.header('user-agent') ?? null, ipHash };

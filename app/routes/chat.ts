@@ -1,7 +1,9 @@
 import { Hono } from 'hono';
+import { limitChatRequest } from '../chat/limits.js';
 import { LOCAL_FIELDS, chatRequestSchema } from '../chat/schemas.js';
 import { ProxiedTurn } from '../chat/turn.js';
 import { ApiError, errorBody } from '../errors.js';
+import { concurrencyLimit } from '../middleware/concurrency.js';
 import { sessionInfo } from '../middleware/session.js';
 import { notStoredReason } from '../privacy.js';
 import { relay, type StreamObserver } from '../streaming/relay.js';
@@ -13,7 +15,7 @@ import { validate } from '../validate.js';
 const CONVERSATION_HEADER = 'x-conversation-id';
 const ignore: StreamObserver = { push() {}, end() {} };
 
-export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), async (c) => {
+export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), concurrencyLimit(), async (c) => {
   const startedAt = performance.now();
   const request = c.req.valid('json');
   const { config, inFlight, metrics } = c.get('deps');
@@ -22,6 +24,8 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
 
   const upstreamRequest: Record<string, unknown> = { ...request, model: request.model ?? config.upstream.defaultModel };
   for (const field of LOCAL_FIELDS) delete upstreamRequest[field];
+  // The operator's limits (model, output tokens, choices): a 400 here records and sends nothing.
+  Object.assign(upstreamRequest, limitChatRequest(request, config));
   // Honest accounting: with persistence on, a stream asks for usage even when the client did
   // not; the client's stream is then filtered back to exactly what it asked for.
   const streamOptions = request.stream_options as { include_usage?: unknown } | undefined;
@@ -66,7 +70,7 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
 
   if (stream) {
     const observer = withTelemetry(turn?.observer() ?? ignore, metrics, c.get('log'), startedAt);
-    const relayed = relay(call, observer, { stripUsage: addUsage });
+    const relayed = relay(call, c.get('slot').holdUntilEnd(observer), { stripUsage: addUsage });
     inFlight.track({ interrupt: relayed.interrupt, settled: relayed.settled });
     return c.body(relayed.readable, 200, {
       'content-type': upstream.headers.get('content-type') ?? 'text/event-stream',

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import type { Store } from '../../db/store.js';
 import type { Logger } from '../logger.js';
+import { StreamSlots } from './slots.js';
 
 /** A stream this process is relaying right now. */
 export interface InFlightStream {
@@ -28,6 +29,8 @@ export class InFlight {
   /** Identifies this process as a lease holder. */
   readonly owner = `${hostname()}:${process.pid}:${crypto.randomUUID().slice(0, 8)}`;
   private readonly streams = new Set<InFlightStream>();
+  /** Chat completions running now, per caller and in total, for the concurrency caps. */
+  readonly slots = new StreamSlots();
   private timers: ReturnType<typeof setInterval>[] = [];
 
   constructor(

@@ -26,17 +26,22 @@ export interface Call {
   session?: string;
   body?: unknown;
   headers?: Record<string, string>;
+  /** The client's address as its socket would give it (app.request() has no socket). */
+  address?: string;
 }
 
+/** The Node bindings of a request from `address`, as @hono/node-server passes them: `app.request(path, init, fromAddress(a))`. */
+export const fromAddress = (address: string) => ({ incoming: { socket: { remoteAddress: address } } });
+
 /** One request through the app, as a client would send it. */
-export async function call(app: TestApp, method: string, path: string, { session, body, headers = {} }: Call = {}) {
+export async function call(app: Pick<TestApp, 'request'>, method: string, path: string, { session, body, headers = {}, address }: Call = {}) {
   const init: RequestInit = { method, headers: { ...headers } };
   if (session) (init.headers as Record<string, string>)['x-session-id'] = session;
   if (body !== undefined) {
     (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
     init.body = typeof body === 'string' ? body : JSON.stringify(body);
   }
-  const res = await app.request(path, init);
+  const res = await app.request(path, init, address === undefined ? undefined : fromAddress(address));
   const text = await res.text();
   let json: any = null;
   try {
