@@ -58,7 +58,8 @@ export function messageRow(conversationId: string, seq: number, m: NewMessage, n
     tokensIn: m.tokensIn ?? null,
     tokensOut: m.tokensOut ?? null,
     tokensSource: m.tokensSource ?? null,
-    finishReason: m.finishReason ?? null,
+    // From the upstream, so anything: cleaned like any other text.
+    finishReason: m.finishReason == null ? null : cleanText(m.finishReason),
     toolCalls: cleanJson(m.toolCalls ?? null),
     functionCall: cleanJson(m.functionCall ?? null),
     createdAt: now,

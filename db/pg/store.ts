@@ -202,7 +202,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       await db
         .update(messages)
         .set({ content: sql`${messages.content} || ${cleanText(text)}`, updatedAt: new Date() })
-        .where(eq(messages.id, messageId));
+        .where(eq(messages.id, cleanText(messageId)));
     },
 
     async finishMessage(messageId, finish) {
@@ -210,7 +210,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .update(messages)
         .set({
           status: finish.status,
-          finishReason: finish.finishReason ?? null,
+          finishReason: finish.finishReason == null ? null : cleanText(finish.finishReason),
           tokensIn: finish.tokensIn ?? null,
           tokensOut: finish.tokensOut ?? null,
           tokensSource: finish.tokensSource ?? null,
@@ -220,11 +220,11 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           ...(finish.functionCall != null && { functionCall: cleanJson(finish.functionCall) }),
           updatedAt: new Date(),
         })
-        .where(and(eq(messages.id, messageId), open));
+        .where(and(eq(messages.id, cleanText(messageId)), open));
     },
 
     async getMessage(messageId) {
-      const [row] = await db.select().from(messages).where(eq(messages.id, messageId));
+      const [row] = await db.select().from(messages).where(eq(messages.id, cleanText(messageId)));
       return row ?? null;
     },
 
@@ -273,13 +273,13 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const rows = await db
         .select({ id: messages.conversationId, tokensIn: sum(messages.tokensIn).mapWith(Number), tokensOut: sum(messages.tokensOut).mapWith(Number) })
         .from(messages)
-        .where(inArray(messages.conversationId, ids))
+        .where(inArray(messages.conversationId, ids.map(cleanText)))
         .groupBy(messages.conversationId);
       return new Map(rows.map((r) => [r.id, { tokensIn: r.tokensIn, tokensOut: r.tokensOut }]));
     },
 
     async getConsent(sessionId) {
-      const [row] = await db.select({ consent: sessions.consent }).from(sessions).where(eq(sessions.id, sessionId));
+      const [row] = await db.select({ consent: sessions.consent }).from(sessions).where(eq(sessions.id, cleanText(sessionId)));
       return row?.consent ?? null;
     },
 

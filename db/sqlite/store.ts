@@ -264,7 +264,7 @@ export function createSqliteStore(path: string): Store {
       hot().finishMessage.run({
         id: messageId,
         status: finish.status,
-        finishReason: finish.finishReason ?? null,
+        finishReason: finish.finishReason == null ? null : cleanText(finish.finishReason),
         tokensIn: finish.tokensIn ?? null,
         tokensOut: finish.tokensOut ?? null,
         tokensSource: finish.tokensSource ?? null,
