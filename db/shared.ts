@@ -1,5 +1,16 @@
-import { and, eq, isNull, lt, or, sql, type AnyColumn, type SQL, type Table } from 'drizzle-orm';
-import type { Conversation, Json, JsonObject, ListOptions, NewConversation, NewMessage, Principal, SessionInfo } from './store.js';
+import { and, eq, isNull, lt, or, sql, type AnyColumn, type Placeholder, type SQL, type Table } from 'drizzle-orm';
+import {
+  LimitExceededError,
+  type Conversation,
+  type Json,
+  type JsonObject,
+  type ListOptions,
+  type Message,
+  type NewConversation,
+  type NewMessage,
+  type Principal,
+  type SessionInfo,
+} from './store.js';
 
 /**
  * Postgres text and jsonb cannot hold U+0000, and a conversation must read back the same from
@@ -29,14 +40,16 @@ export function cleanJson<T extends Json | JsonObject | null | undefined>(value:
 
 /** A new conversation's row, shared by both dialects. */
 export function conversationRow(owner: Principal, input: NewConversation, lastSeq: number, now: Date): Conversation {
+  const who = ownerOf(owner);
   return {
     id: crypto.randomUUID(),
     sessionId: owner.sessionId,
-    userId: owner.userId,
+    userId: who.by === 'user' ? who.userId : null,
     title: input.title == null ? null : cleanText(input.title),
     model: input.model == null ? null : cleanText(input.model),
     metadata: cleanJson(input.metadata ?? {}),
     lastSeq,
+    // Counted by the database as messages are written (see the byte triggers), never inserted.
     storedBytes: 0,
     createdAt: now,
     updatedAt: now,
@@ -44,8 +57,23 @@ export function conversationRow(owner: Principal, input: NewConversation, lastSe
   };
 }
 
-/** The message row to insert, shared by both dialects (seq and ids are decided by the caller). */
-export function messageRow(conversationId: string, seq: number, m: NewMessage, now: Date) {
+/**
+ * A new conversation and its first messages (seqs 1..n), as both dialects insert them.
+ * `conversation` is the row to insert; `created` is what reads back once the messages are in
+ * (their bytes counted), which is what createConversation returns.
+ */
+export function firstTurn(owner: Principal, input: NewConversation, first: NewMessage[], now: Date) {
+  const conversation = conversationRow(owner, input, first.length, now);
+  const rows = first.map((m, i) => messageRow(conversation.id, i + 1, m, now));
+  return { conversation, rows, created: { ...conversation, storedBytes: storedBytesOf(rows) } };
+}
+
+/**
+ * The message row to insert, shared by both dialects (seq and ids are decided by the caller).
+ * Typed as the whole row: a column added to the schema (and so to Message) fails to compile
+ * here until it is given a value, and both stores insert every key of this row.
+ */
+export function messageRow(conversationId: string, seq: number, m: NewMessage, now: Date): Message {
   return {
     id: m.id ?? crypto.randomUUID(),
     conversationId,
@@ -58,7 +86,8 @@ export function messageRow(conversationId: string, seq: number, m: NewMessage, n
     tokensIn: m.tokensIn ?? null,
     tokensOut: m.tokensOut ?? null,
     tokensSource: m.tokensSource ?? null,
-    finishReason: m.finishReason ?? null,
+    // From the upstream, so anything: cleaned like any other text.
+    finishReason: m.finishReason == null ? null : cleanText(m.finishReason),
     toolCalls: cleanJson(m.toolCalls ?? null),
     functionCall: cleanJson(m.functionCall ?? null),
     createdAt: now,
@@ -69,11 +98,23 @@ export function messageRow(conversationId: string, seq: number, m: NewMessage, n
 }
 
 
-/** The owner filter, in Drizzle expressions that either dialect's columns accept. */
-export function ownedBy(table: { sessionId: AnyColumn; userId: AnyColumn }, owner: Principal): SQL {
-  return owner.userId
-    ? eq(table.userId, owner.userId)
-    : (and(eq(table.sessionId, owner.sessionId), isNull(table.userId)) as SQL);
+/**
+ * Whom a principal's rows belong to: a signed-in user owns what carries its user id, whichever
+ * session created it; an anonymous session owns only its rows that carry no user. This is the
+ * one place that decides it; every owner filter of either store is built from it.
+ */
+export type Owner<V = string> = { by: 'user'; userId: V } | { by: 'session'; sessionId: V };
+export function ownerOf(principal: Principal): Owner {
+  return principal.userId ? { by: 'user', userId: principal.userId } : { by: 'session', sessionId: principal.sessionId };
+}
+
+/**
+ * The owner filter, in Drizzle expressions that either dialect's columns accept. Values may be
+ * placeholders, for statements prepared once per kind of owner.
+ */
+export function ownedBy(table: { sessionId: AnyColumn; userId: AnyColumn }, owner: Principal | Owner<string | Placeholder>): SQL {
+  const who = 'by' in owner ? owner : ownerOf(owner);
+  return who.by === 'user' ? eq(table.userId, who.userId) : (and(eq(table.sessionId, who.sessionId), isNull(table.userId)) as SQL);
 }
 
 /** Newest first, keyset on (created_at, id) so equal timestamps still page stably. */
@@ -92,8 +133,10 @@ export function listFilter(
 }
 
 /**
- * Bytes a message will count towards its owner's MAX_BYTES_PER_SESSION, as the database triggers
- * count them (text and JSON columns in UTF-8); a message still streaming counts once finished.
+ * Bytes messages count towards their owner's MAX_BYTES_PER_SESSION, as the database triggers
+ * count them: UTF-8 of the content plus the compact JSON text of the JSON columns; a message
+ * still open counts once finished. Give it rows as stored (messageRow: text already cleaned,
+ * so U+0000 counts the 3 bytes of the U+FFFD that replaces it).
  */
 export function storedBytesOf(messages: NewMessage[]): number {
   let bytes = 0;
@@ -103,6 +146,49 @@ export function storedBytesOf(messages: NewMessage[]): number {
     for (const json of [m.contentJson, m.toolCalls, m.functionCall]) if (json != null) bytes += Buffer.byteLength(JSON.stringify(json));
   }
   return bytes;
+}
+
+export interface WriteLimits {
+  /** Live conversations of the owner. */
+  maxPerSession?: number;
+  /** Messages of the conversation written to. */
+  maxMessages?: number;
+  /** Bytes of the owner's live conversations (storedBytesOf). */
+  maxBytes?: number;
+}
+
+/** What the owner holds before the write: live conversations, the conversation's last seq, live bytes. */
+export interface Holdings {
+  conversations: number;
+  lastSeq: number;
+  bytes: number;
+}
+
+/**
+ * The most the owner may hold for `adding` to fit under every limit (MAX_SAFE_INTEGER where
+ * there is none): the limits as ceilings, for a statement that checks them in SQL.
+ */
+export function headroom(adding: NewMessage[], limits: WriteLimits): Holdings {
+  const none = Number.MAX_SAFE_INTEGER;
+  return {
+    conversations: limits.maxPerSession === undefined ? none : limits.maxPerSession - 1,
+    lastSeq: limits.maxMessages === undefined ? none : limits.maxMessages - adding.length,
+    bytes: limits.maxBytes === undefined ? none : limits.maxBytes - storedBytesOf(adding),
+  };
+}
+
+/**
+ * Throws LimitExceededError for the first limit that writing `adding` would pass: the
+ * conversation cap, then messages, then bytes. Only the limits given are checked, each against
+ * what the caller read inside the write's transaction.
+ */
+export function assertWithinLimits(held: Partial<Holdings>, adding: NewMessage[], limits: WriteLimits): void {
+  const most = headroom(adding, limits);
+  if (limits.maxPerSession !== undefined && (held.conversations ?? 0) > most.conversations) {
+    throw new LimitExceededError('conversations_per_session', limits.maxPerSession);
+  }
+  if (limits.maxMessages !== undefined && (held.lastSeq ?? 0) > most.lastSeq) throw new LimitExceededError('messages_per_conversation', limits.maxMessages);
+  if (limits.maxBytes !== undefined && (held.bytes ?? 0) > most.bytes) throw new LimitExceededError('bytes_per_session', limits.maxBytes);
 }
 
 /** User agents are kept for operators' curiosity, not as a free store: cut to 256 characters. */

@@ -54,18 +54,20 @@ describe.each(dialects)('upgrading a %s database written before session ids were
       await db.migrateWith(partial);
       const now = dialect === 'sqlite' ? String(Date.now()) : 'now()';
       await db.sql(`insert into sessions (id, created_at, last_seen_at) values ('legacy-session-1', ${now}, ${now})`);
-      await db.sql(`insert into conversations (id, session_id, title, metadata, last_seq, created_at, updated_at) values ('c-legacy', 'legacy-session-1', 'old', '{}', 1, ${now}, ${now})`);
+      await db.sql(`insert into conversations (id, session_id, title, metadata, last_seq, created_at, updated_at) values ('c-legacy', 'legacy-session-1', 'old', '{}', 2, ${now}, ${now})`);
       await db.sql(`insert into messages (id, conversation_id, role, status, content, seq, created_at, updated_at) values ('m-legacy', 'c-legacy', 'user', 'final', 'héllo', 1, ${now}, ${now})`);
+      // JSON counts as its compact text in both dialects (jsonb's display form has more spaces).
+      await db.sql(`insert into messages (id, conversation_id, role, status, content, content_json, seq, created_at, updated_at) values ('m-legacy-2', 'c-legacy', 'user', 'final', '', '{"a":[1,2]}', 2, ${now}, ${now})`);
 
       await db.store.migrate();
       const [row] = await db.sql(`select session_id, stored_bytes from conversations where id = 'c-legacy'`);
       expect(row).toMatchObject({ session_id: hashSessionId('legacy-session-1') });
-      expect(Number(row!.stored_bytes)).toBe(6);
+      expect(Number(row!.stored_bytes)).toBe(6 + '{"a":[1,2]}'.length);
       expect((await db.sql(`select id from sessions`)).map((r) => r.id)).toEqual([hashSessionId('legacy-session-1')]);
       const app = testApp(db.store, { ALLOW_CLIENT_SESSION_IDS: 'true' });
       const got = await call(app, 'GET', '/v1/conversations/c-legacy', { session: 'legacy-session-1' });
       expect(got.status).toBe(200);
-      expect(got.json.messages.map((m: { content: string }) => m.content)).toEqual(['héllo']);
+      expect(got.json.messages.map((m: { content: string }) => m.content)).toEqual(['héllo', '']);
     } finally {
       rmSync(partial, { recursive: true, force: true });
       await db.cleanup();

@@ -1,24 +1,41 @@
 import { fileURLToPath } from 'node:url';
-import { and, asc, count, desc, eq, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
-import { cleanJson, cleanText, conversationRow, listFilter, messageRow, ownedBy, sessionColumns, sessionHasNothingLeft, storedBytesOf } from '../shared.js';
+import type { PgTable } from 'drizzle-orm/pg-core';
 import {
-  ConversationNotFoundError,
-  LimitExceededError,
-  type Conversation,
-  type Principal,
-  type PurgeResult,
-  type Store,
-} from '../store.js';
+  assertWithinLimits,
+  cleanJson,
+  cleanText,
+  firstTurn,
+  headroom,
+  listFilter,
+  messageRow,
+  ownedBy,
+  sessionColumns,
+  sessionHasNothingLeft,
+} from '../shared.js';
+import { ConversationNotFoundError, type Conversation, type PurgeResult, type Store } from '../store.js';
 import * as schema from './schema.js';
 
 const { sessions, conversations, messages, serverSettings } = schema;
 const migrationsFolder = fileURLToPath(new URL('../../drizzle/pg', import.meta.url));
 // Any constant works; it only has to be the same in every process of this application.
 const MIGRATION_LOCK_KEY = 7_341_920_113;
-const jsonText = (value: unknown) => (value == null ? null : JSON.stringify(value));
+
+/**
+ * Whole rows of `table` as `(values (…), …) as v(col, …)` plus its column list, both taken from
+ * the schema, for an INSERT … SELECT that raw SQL needs: a column added to the schema cannot be
+ * left out. Each value is encoded by its column and cast to its type (VALUES has no other).
+ */
+function rowsOf<T extends PgTable>(table: T, rows: T['$inferSelect'][]) {
+  const columns = Object.entries(getTableColumns(table));
+  const names = sql.join(columns.map(([, column]) => sql.identifier(column.name)), sql`, `);
+  const tuple = (row: Record<string, unknown>) =>
+    sql`(${sql.join(columns.map(([key, column]) => sql`${sql.param(row[key] ?? null, column)}::${sql.raw(column.getSQLType())}`), sql`, `)})`;
+  return { names, values: sql`(values ${sql.join(rows.map(tuple), sql`, `)}) as v(${names})` };
+}
 
 export interface PgStoreOptions {
   /** Pool size; the default suits one server process on a small machine. */
@@ -36,8 +53,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
   const client = postgres(url, { max: options.max ?? 10, onnotice: () => {}, connect_timeout: 10 });
   const db = drizzle(client, { schema });
   const open = inArray(messages.status, ['draft', 'streaming']);
-  const ownerFilter = (owner: Principal) =>
-    owner.userId ? sql`user_id = ${owner.userId}` : sql`session_id = ${owner.sessionId} and user_id is null`;
+  const liveBytes = sql<number>`coalesce(sum(${conversations.storedBytes}), 0)`.mapWith(Number);
 
   return {
     dialect: 'postgres',
@@ -68,57 +84,37 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
     },
 
     async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes }) {
-      const list = first ?? [];
-      if (maxMessages !== undefined && list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
+      const limits = { maxPerSession, maxMessages, maxBytes };
       const now = new Date();
-      const conversation = conversationRow(owner, input, list.length, now);
-      // One statement, one round trip: the session row, the conversation (only while the
-      // session is under its cap) and the first turn's messages (only if the conversation was
-      // made). The cap is read without a lock, so conversations created at the very same
-      // moment in one session can overshoot it by the number racing; it is a guard, not a quota.
-      const at = now.toISOString();
+      const { conversation, rows, created } = firstTurn(owner, input, first ?? [], now);
+      // One statement, one round trip: the session row, the conversation and the first turn's
+      // messages, all only while the owner is within its limits (the ceilings of headroom()).
+      // The count is read without a lock, so conversations created at the very same moment by
+      // one owner can overshoot the cap by the number racing; it is a guard, not a quota.
+      const most = headroom(rows, limits);
       const { userAgent, ipHash } = sessionColumns(session);
-      // Without a byte cap the comparison always holds.
-      const bytesAllowed = maxBytes === undefined ? Number.MAX_SAFE_INTEGER : maxBytes - storedBytesOf(list);
-      const rows = list.map((m, i) => messageRow(conversation.id, i + 1, m, now));
-      const addMessages = rows.length
-        ? sql`, added as (
-            insert into messages (id, conversation_id, role, status, content, content_json, seq, parent_message_id, tokens_in, tokens_out,
-              tokens_source, finish_reason, tool_calls, function_call, created_at, updated_at, lease_owner, lease_expires_at)
-            select v.id, made.id, v.role, v.status, v.content, v.content_json, v.seq, v.parent_message_id, v.tokens_in, v.tokens_out,
-              v.tokens_source, v.finish_reason, v.tool_calls, v.function_call, ${at}::timestamptz, ${at}::timestamptz, v.lease_owner, v.lease_expires_at
-            from made, (values ${sql.join(
-              rows.map(
-                (r) =>
-                  sql`(${r.id}, ${r.role}, ${r.status}, ${r.content}, ${jsonText(r.contentJson)}::jsonb, ${r.seq}::int, ${r.parentMessageId}::text,
-                    ${r.tokensIn}::int, ${r.tokensOut}::int, ${r.tokensSource}::text, ${r.finishReason}::text, ${jsonText(r.toolCalls)}::jsonb,
-                    ${jsonText(r.functionCall)}::jsonb, ${r.leaseOwner}::text, ${r.leaseExpiresAt?.toISOString() ?? null}::timestamptz)`,
-              ),
-              sql`, `,
-            )}) as v(id, role, status, content, content_json, seq, parent_message_id, tokens_in, tokens_out, tokens_source, finish_reason,
-              tool_calls, function_call, lease_owner, lease_expires_at)
-          )`
-        : sql``;
-      const [result] = await db.execute<{ created: number; n: number }>(sql`
+      const made = rowsOf(conversations, [conversation]);
+      const added = rows.length ? rowsOf(messages, rows) : null;
+      const [result] = await db.execute<{ created: number; n: number; bytes: string }>(sql`
         with live as (
-          select count(*)::int as n, coalesce(sum(stored_bytes), 0)::bigint as bytes from conversations where ${ownerFilter(owner)} and deleted_at is null
+          select count(*)::int as n, coalesce(sum(${conversations.storedBytes}), 0)::bigint as bytes
+          from ${conversations} where ${ownedBy(conversations, owner)} and ${isNull(conversations.deletedAt)}
+        ), allowed as (
+          select 1 from live where live.n <= ${most.conversations}::bigint and 0 <= ${most.lastSeq}::bigint and live.bytes <= ${most.bytes}::bigint
         ), seen as (
           insert into sessions (id, user_id, created_at, last_seen_at, user_agent, ip_hash)
-          values (${owner.sessionId}, ${owner.userId}::text, ${at}::timestamptz, ${at}::timestamptz, ${userAgent}::text, ${ipHash}::text)
+          select ${owner.sessionId}, ${conversation.userId}::text, ${now.toISOString()}::timestamptz, ${now.toISOString()}::timestamptz, ${userAgent}::text, ${ipHash}::text
+          from allowed
           on conflict (id) do update set last_seen_at = excluded.last_seen_at
         ), made as (
-          insert into conversations (id, session_id, user_id, title, model, metadata, last_seq, created_at, updated_at)
-          select ${conversation.id}, ${owner.sessionId}, ${owner.userId}::text, ${conversation.title}::text, ${conversation.model}::text,
-            ${JSON.stringify(conversation.metadata)}::jsonb, ${list.length}::int, ${at}::timestamptz, ${at}::timestamptz
-          from live where live.n < ${maxPerSession}::int and live.bytes <= ${bytesAllowed}::bigint
-          returning id
-        )${addMessages}
-        select (select count(*) from made)::int as created, live.n from live`);
+          insert into ${conversations} (${made.names}) select v.* from allowed, ${made.values} returning id
+        )${added ? sql`, added as (insert into ${messages} (${added.names}) select v.* from made, ${added.values})` : sql``}
+        select (select count(*) from made)::int as created, live.n, live.bytes from live`);
       if (!result?.created) {
-        if (result && result.n < maxPerSession) throw new LimitExceededError('bytes_per_session', maxBytes!);
-        throw new LimitExceededError('conversations_per_session', maxPerSession);
+        assertWithinLimits({ conversations: result?.n ?? 0, lastSeq: 0, bytes: Number(result?.bytes ?? 0) }, rows, limits);
+        throw new Error('createConversation: the conversation was not inserted, yet no limit is exceeded');
       }
-      return conversation;
+      return created;
     },
 
     async getConversation(owner, id, options) {
@@ -180,19 +176,21 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         if (!conversation) throw new ConversationNotFoundError(conversationId);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
         if (list.length === 0) return [];
-        if (conversation.lastSeq + list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
-        if (maxBytes !== undefined) {
-          const [live] = await tx.execute<{ bytes: string }>(
-            sql`select coalesce(sum(stored_bytes), 0)::bigint as bytes from conversations where ${ownerFilter(owner)} and deleted_at is null`,
-          );
-          if (Number(live?.bytes ?? 0) + storedBytesOf(list) > maxBytes) throw new LimitExceededError('bytes_per_session', maxBytes);
-        }
         const now = new Date();
+        const rows = list.map((m, i) => messageRow(conversation.id, conversation.lastSeq + 1 + i, m, now));
+        assertWithinLimits({ lastSeq: conversation.lastSeq }, rows, { maxMessages });
+        // The owner's bytes cost a query: only when capped.
+        if (maxBytes !== undefined) {
+          const [live] = await tx
+            .select({ bytes: liveBytes })
+            .from(conversations)
+            .where(and(ownedBy(conversations, owner), isNull(conversations.deletedAt)));
+          assertWithinLimits({ bytes: live?.bytes ?? 0 }, rows, { maxBytes });
+        }
         await tx
           .update(conversations)
-          .set({ lastSeq: conversation.lastSeq + list.length, updatedAt: now })
-          .where(eq(conversations.id, conversationId));
-        const rows = list.map((m, i) => messageRow(conversationId, conversation.lastSeq + 1 + i, m, now));
+          .set({ lastSeq: conversation.lastSeq + rows.length, updatedAt: now })
+          .where(eq(conversations.id, conversation.id));
         return tx.insert(messages).values(rows).returning();
       });
     },
@@ -202,7 +200,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       await db
         .update(messages)
         .set({ content: sql`${messages.content} || ${cleanText(text)}`, updatedAt: new Date() })
-        .where(eq(messages.id, messageId));
+        .where(eq(messages.id, cleanText(messageId)));
     },
 
     async finishMessage(messageId, finish) {
@@ -210,7 +208,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .update(messages)
         .set({
           status: finish.status,
-          finishReason: finish.finishReason ?? null,
+          finishReason: finish.finishReason == null ? null : cleanText(finish.finishReason),
           tokensIn: finish.tokensIn ?? null,
           tokensOut: finish.tokensOut ?? null,
           tokensSource: finish.tokensSource ?? null,
@@ -220,11 +218,11 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           ...(finish.functionCall != null && { functionCall: cleanJson(finish.functionCall) }),
           updatedAt: new Date(),
         })
-        .where(and(eq(messages.id, messageId), open));
+        .where(and(eq(messages.id, cleanText(messageId)), open));
     },
 
     async getMessage(messageId) {
-      const [row] = await db.select().from(messages).where(eq(messages.id, messageId));
+      const [row] = await db.select().from(messages).where(eq(messages.id, cleanText(messageId)));
       return row ?? null;
     },
 
@@ -273,13 +271,13 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const rows = await db
         .select({ id: messages.conversationId, tokensIn: sum(messages.tokensIn).mapWith(Number), tokensOut: sum(messages.tokensOut).mapWith(Number) })
         .from(messages)
-        .where(inArray(messages.conversationId, ids))
+        .where(inArray(messages.conversationId, ids.map(cleanText)))
         .groupBy(messages.conversationId);
       return new Map(rows.map((r) => [r.id, { tokensIn: r.tokensIn, tokensOut: r.tokensOut }]));
     },
 
     async getConsent(sessionId) {
-      const [row] = await db.select({ consent: sessions.consent }).from(sessions).where(eq(sessions.id, sessionId));
+      const [row] = await db.select({ consent: sessions.consent }).from(sessions).where(eq(sessions.id, cleanText(sessionId)));
       return row?.consent ?? null;
     },
 

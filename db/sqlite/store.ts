@@ -6,17 +6,20 @@ import { and, asc, count, desc, eq, gt, inArray, isNotNull, isNull, lt, or, sql,
 import { drizzle } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
 import { createHash } from 'node:crypto';
-import { cleanJson, cleanText, conversationRow, sessionHasNothingLeft, listFilter, messageRow, ownedBy, sessionColumns, storedBytesOf } from '../shared.js';
 import {
-  ConversationNotFoundError,
-  LimitExceededError,
-  type Conversation,
-  type Message,
-  type NewMessage,
-  type Principal,
-  type PurgeResult,
-  type Store,
-} from '../store.js';
+  assertWithinLimits,
+  cleanJson,
+  cleanText,
+  firstTurn,
+  listFilter,
+  messageRow,
+  ownedBy,
+  ownerOf,
+  sessionColumns,
+  sessionHasNothingLeft,
+  type Owner,
+} from '../shared.js';
+import { ConversationNotFoundError, type Conversation, type Message, type Principal, type PurgeResult, type Store } from '../store.js';
 import * as schema from './schema.js';
 
 const { sessions, conversations, messages, serverSettings } = schema;
@@ -62,18 +65,20 @@ export function createSqliteStore(path: string): Store {
   // UPDATE … SET takes a placeholder only inside sql``, where no column encoder applies:
   // such values are passed as the driver stores them (timestamps as epoch ms).
   const raw = (name: string) => sql`${p(name)}`;
+  // Owner filters differ in shape for users and sessions: one statement per kind of owner.
+  const perOwner = <T>(prepare: (owner: Owner<ReturnType<typeof p>>) => T) => ({
+    user: prepare({ by: 'user', userId: p('userId') }),
+    session: prepare({ by: 'session', sessionId: p('sessionId') }),
+  });
   let prepared: ReturnType<typeof prepareHot> | undefined;
   const prepareHot = () => ({
-    liveCountOfSession: db
-      .select({ n: count(), bytes: liveBytes })
-      .from(conversations)
-      .where(and(eq(conversations.sessionId, p('sessionId')), isNull(conversations.userId), isNull(conversations.deletedAt)))
-      .prepare(),
-    liveCountOfUser: db
-      .select({ n: count(), bytes: liveBytes })
-      .from(conversations)
-      .where(and(eq(conversations.userId, p('userId')), isNull(conversations.deletedAt)))
-      .prepare(),
+    liveOf: perOwner((owner) =>
+      db
+        .select({ n: count(), bytes: liveBytes })
+        .from(conversations)
+        .where(and(ownedBy(conversations, owner), isNull(conversations.deletedAt)))
+        .prepare(),
+    ),
     upsertSession: db
       .insert(sessions)
       .values({ id: p('id'), userId: p('userId'), createdAt: p('now'), lastSeenAt: p('now'), userAgent: p('userAgent'), ipHash: p('ipHash') })
@@ -93,17 +98,13 @@ export function createSqliteStore(path: string): Store {
         updatedAt: p('now'),
       })
       .prepare(),
-    ownedConversation: db
-      .select()
-      .from(conversations)
-      .where(
-        and(
-          eq(conversations.id, p('id')),
-          sql`(${conversations.userId} = ${p('userId')} or (${p('userId')} is null and ${conversations.sessionId} = ${p('sessionId')} and ${conversations.userId} is null))`,
-          isNull(conversations.deletedAt),
-        ),
-      )
-      .prepare(),
+    ownedConversation: perOwner((owner) =>
+      db
+        .select()
+        .from(conversations)
+        .where(and(eq(conversations.id, p('id')), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
+        .prepare(),
+    ),
     setLastSeq: db.update(conversations).set({ lastSeq: raw('lastSeq'), updatedAt: raw('nowMs') }).where(eq(conversations.id, p('id'))).prepare(),
     // Raw placeholders: values arrive as the driver stores them (see toDriverRow).
     insertMessage: db
@@ -135,18 +136,17 @@ export function createSqliteStore(path: string): Store {
     consentOf: db.select({ consent: sessions.consent }).from(sessions).where(eq(sessions.id, p('id'))).prepare(),
   });
   const hot = () => (prepared ??= prepareHot());
-  const liveOf = (owner: Principal) =>
-    (owner.userId ? hot().liveCountOfUser.get({ userId: owner.userId }) : hot().liveCountOfSession.get({ sessionId: owner.sessionId })) ?? { n: 0, bytes: 0 };
-  const ownerParams = (owner: Principal) => ({ sessionId: owner.sessionId, userId: owner.userId });
+  const liveOf = (principal: Principal) => {
+    const owner = ownerOf(principal);
+    return hot().liveOf[owner.by].get(owner) ?? { n: 0, bytes: 0 };
+  };
   const jsonText = (value: unknown) => (value == null ? null : JSON.stringify(cleanJson(value as never)));
 
-  /** Inserts messages after `lastSeq` inside the caller's transaction. */
-  const insertMessages = (conversationId: string, lastSeq: number, list: NewMessage[], now: Date): Message[] =>
-    list.map((m, i) => {
-      const row = messageRow(conversationId, lastSeq + 1 + i, m, now);
-      hot().insertMessage.run(toDriverRow(row));
-      return row;
-    });
+  /** Inserts message rows inside the caller's transaction. */
+  const insertMessages = (rows: Message[]): Message[] => {
+    for (const row of rows) hot().insertMessage.run(toDriverRow(row));
+    return rows;
+  };
 
   const findOwned = (owner: Parameters<Store['getConversation']>[0], id: string, includeDeleted = false) =>
     db
@@ -178,17 +178,14 @@ export function createSqliteStore(path: string): Store {
     async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes }) {
       return client.transaction(() => {
         const { upsertSession, insertConversation } = hot();
-        const live = liveOf(owner);
-        if (live.n >= maxPerSession) throw new LimitExceededError('conversations_per_session', maxPerSession);
-        const list = first ?? [];
-        if (maxMessages !== undefined && list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
-        if (maxBytes !== undefined && live.bytes + storedBytesOf(list) > maxBytes) throw new LimitExceededError('bytes_per_session', maxBytes);
         const now = new Date();
-        upsertSession.run({ id: owner.sessionId, userId: owner.userId, now, ...sessionColumns(session) });
-        const conversation = conversationRow(owner, input, list.length, now);
+        const { conversation, rows, created } = firstTurn(owner, input, first ?? [], now);
+        const live = liveOf(owner);
+        assertWithinLimits({ conversations: live.n, lastSeq: 0, bytes: live.bytes }, rows, { maxPerSession, maxMessages, maxBytes });
+        upsertSession.run({ id: owner.sessionId, userId: conversation.userId, now, ...sessionColumns(session) });
         insertConversation.run({ ...conversation, now });
-        insertMessages(conversation.id, 0, list, now);
-        return conversation;
+        insertMessages(rows);
+        return created;
       }).immediate();
     },
 
@@ -243,15 +240,18 @@ export function createSqliteStore(path: string): Store {
 
     async appendMessages(owner, conversationId, toAppend, { maxMessages, maxBytes }) {
       return client.transaction(() => {
-        const conversation = hot().ownedConversation.get({ id: conversationId, ...ownerParams(owner) });
+        const who = ownerOf(owner);
+        const conversation = hot().ownedConversation[who.by].get({ id: conversationId, ...who });
         if (!conversation) throw new ConversationNotFoundError(conversationId);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
         if (list.length === 0) return [];
-        if (conversation.lastSeq + list.length > maxMessages) throw new LimitExceededError('messages_per_conversation', maxMessages);
-        if (maxBytes !== undefined && liveOf(owner).bytes + storedBytesOf(list) > maxBytes) throw new LimitExceededError('bytes_per_session', maxBytes);
         const now = new Date();
-        hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq + list.length, nowMs: now.getTime() });
-        return insertMessages(conversationId, conversation.lastSeq, list, now);
+        const rows = list.map((m, i) => messageRow(conversationId, conversation.lastSeq + 1 + i, m, now));
+        assertWithinLimits({ lastSeq: conversation.lastSeq }, rows, { maxMessages });
+        // The owner's bytes cost a query: only when capped.
+        if (maxBytes !== undefined) assertWithinLimits({ bytes: liveOf(owner).bytes }, rows, { maxBytes });
+        hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq + rows.length, nowMs: now.getTime() });
+        return insertMessages(rows);
       }).immediate();
     },
 
@@ -264,7 +264,7 @@ export function createSqliteStore(path: string): Store {
       hot().finishMessage.run({
         id: messageId,
         status: finish.status,
-        finishReason: finish.finishReason ?? null,
+        finishReason: finish.finishReason == null ? null : cleanText(finish.finishReason),
         tokensIn: finish.tokensIn ?? null,
         tokensOut: finish.tokensOut ?? null,
         tokensSource: finish.tokensSource ?? null,

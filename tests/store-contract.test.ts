@@ -1,0 +1,841 @@
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import {
+  ConversationNotFoundError,
+  LimitExceededError,
+  type Conversation,
+  type Json,
+  type Message,
+  type NewMessage,
+  type Principal,
+  type Store,
+} from '../db/store.js';
+import { dialects, sharedTestStore, testStore, type TestStore } from './helpers/dialects.js';
+
+/**
+ * The Store contract: one suite, run against each dialect through the interface alone (as the
+ * Auth.js adapter suite runs against every adapter). Raw SQL appears only to set up what the
+ * interface cannot (equal creation times). Whatever one dialect does here, the other must too.
+ */
+
+const anon = (): Principal => ({ sessionId: `s-${crypto.randomUUID()}`, userId: null });
+const signedIn = (userId: string, sessionId = `s-${crypto.randomUUID()}`): Principal => ({ sessionId, userId });
+const roomy = { maxPerSession: 1_000 };
+const appendRoomy = { maxMessages: 1_000 };
+const bytes = (s: string) => Buffer.byteLength(s, 'utf8');
+const jsonBytes = (v: Json) => bytes(JSON.stringify(v));
+const FFFD = '\uFFFD';
+/** U+0000 and both kinds of lone surrogate: none has a form either database can store. */
+const unstorable = (s: string) => `${s}\u0000${s}\ud800${s}\udc00`;
+const stored = (s: string) => `${s}${FFFD}${s}${FFFD}${s}${FFFD}`;
+
+/** Resolves once the clock has moved past `t`, so what is written next carries a later time. */
+async function clockPast(t: Date): Promise<Date> {
+  while (Date.now() <= t.getTime()) await new Promise((r) => setImmediate(r));
+  return new Date();
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => expect.unreachable('expected a rejection'),
+    (err: unknown) => err,
+  );
+}
+
+async function expectLimit(promise: Promise<unknown>, limit: LimitExceededError['limit'], max: number) {
+  const err = await rejection(promise);
+  expect(err).toBeInstanceOf(LimitExceededError);
+  expect(err).toMatchObject({ limit, max });
+}
+
+async function expectNotFound(promise: Promise<unknown>) {
+  expect(await rejection(promise)).toBeInstanceOf(ConversationNotFoundError);
+}
+
+describe.each(dialects)('Store contract on %s', (dialect) => {
+  let db: Awaited<ReturnType<typeof sharedTestStore>>;
+  let store: Store;
+
+  beforeAll(async () => {
+    db = await sharedTestStore(dialect);
+    store = db.store;
+  });
+  afterAll(async () => {
+    await db?.cleanup();
+  });
+
+  const create = (owner: Principal, messages: NewMessage[] = [], input = {}) => store.createConversation(owner, input, { ...roomy, messages });
+  const all = (conversationId: string) => store.listMessages(conversationId, { afterSeq: 0, limit: 10_000 });
+  const seqs = async (conversationId: string) => (await all(conversationId)).map((m) => m.seq);
+  const user = (content: string): NewMessage => ({ role: 'user', content });
+  const streaming = (extra: Partial<NewMessage> = {}): NewMessage => ({ id: crypto.randomUUID(), role: 'assistant', status: 'streaming', ...extra });
+  const sqlTime = (d: Date) => (dialect === 'sqlite' ? String(d.getTime()) : `'${d.toISOString()}'`);
+
+  it('is the dialect it says', () => {
+    expect(store.dialect).toBe(dialect);
+  });
+
+  describe('createConversation and getConversation', () => {
+    it('returns the conversation as it reads back, owned by the principal', async () => {
+      const owner = anon();
+      const made = await store.createConversation(owner, { title: 'Hi', model: 'm-1', metadata: { a: [1, { b: null }] } }, roomy);
+      expect(made).toMatchObject({ sessionId: owner.sessionId, userId: null, title: 'Hi', model: 'm-1', metadata: { a: [1, { b: null }] }, lastSeq: 0, deletedAt: null });
+      expect(made.createdAt).toBeInstanceOf(Date);
+      expect(made.updatedAt.getTime()).toBe(made.createdAt.getTime());
+      expect(await store.getConversation(owner, made.id)).toEqual(made);
+    });
+
+    it('defaults title and model to null and metadata to {}', async () => {
+      const owner = anon();
+      const made = await store.createConversation(owner, {}, roomy);
+      expect(await store.getConversation(owner, made.id)).toMatchObject({ title: null, model: null, metadata: {} });
+    });
+
+    it('inserts the first messages with seqs 1..n in the same call', async () => {
+      const owner = anon();
+      const made = await create(owner, [user('one'), { role: 'assistant', content: 'two' }, streaming()]);
+      expect(made.lastSeq).toBe(3);
+      const list = await all(made.id);
+      expect(list.map((m) => [m.seq, m.role, m.status, m.content])).toEqual([
+        [1, 'user', 'final', 'one'],
+        [2, 'assistant', 'final', 'two'],
+        [3, 'assistant', 'streaming', ''],
+      ]);
+      expect(list.every((m) => m.conversationId === made.id)).toBe(true);
+    });
+
+    it('stores every field of a first message as given', async () => {
+      const owner = anon();
+      const full: NewMessage = {
+        id: crypto.randomUUID(),
+        role: 'assistant',
+        status: 'final',
+        content: 'text',
+        contentJson: [{ type: 'text', text: 'text' }],
+        parentMessageId: 'parent-1',
+        tokensIn: 3,
+        tokensOut: 4,
+        tokensSource: 'provider',
+        finishReason: 'tool_calls',
+        toolCalls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }],
+        functionCall: { name: 'g', arguments: '{"x":1}' },
+      };
+      const made = await create(owner, [full, streaming({ lease: { owner: 'proc-a', expiresAt: new Date(Date.now() + 60_000) } })]);
+      const [first, second] = await all(made.id);
+      const { lease: _, ...fields } = full;
+      expect(first).toMatchObject({ ...fields, conversationId: made.id, seq: 1, leaseOwner: null, leaseExpiresAt: null });
+      expect(second).toMatchObject({ leaseOwner: 'proc-a', status: 'streaming' });
+      expect(await store.getMessage(full.id!)).toEqual(first);
+    });
+  });
+
+  describe('ownership', () => {
+    it('another session never sees, updates, deletes or appends to a conversation', async () => {
+      const owner = anon();
+      const other = anon();
+      const made = await create(owner, [user('mine')]);
+      expect(await store.getConversation(other, made.id)).toBeNull();
+      expect(await store.getConversation(other, made.id, { includeDeleted: true })).toBeNull();
+      expect((await store.listConversations(other, { limit: 100, includeDeleted: true })).items).toEqual([]);
+      expect(await store.updateConversation(other, made.id, { title: 'stolen' })).toBeNull();
+      expect(await store.deleteConversation(other, made.id)).toBe(false);
+      await expectNotFound(store.appendMessages(other, made.id, [user('intruder')], appendRoomy));
+      await expectNotFound(store.appendMessages(other, made.id, () => [user('intruder')], appendRoomy));
+      expect(await store.getConversation(owner, made.id)).toEqual(made);
+      expect(await seqs(made.id)).toEqual([1]);
+    });
+
+    it('a user owns what carries its user id, whichever session created it', async () => {
+      const userId = `u-${crypto.randomUUID()}`;
+      const onPhone = signedIn(userId);
+      const onLaptop = signedIn(userId);
+      const made = await create(onPhone, [user('from the phone')]);
+      expect(made.userId).toBe(userId);
+      expect((await store.getConversation(onLaptop, made.id))?.id).toBe(made.id);
+      expect((await store.listConversations(onLaptop, { limit: 10 })).items.map((c) => c.id)).toEqual([made.id]);
+      expect((await store.updateConversation(onLaptop, made.id, { title: 'renamed' }))?.title).toBe('renamed');
+      expect((await store.appendMessages(onLaptop, made.id, [user('from the laptop')], appendRoomy)).map((m) => m.seq)).toEqual([2]);
+      expect(await store.deleteConversation(onLaptop, made.id)).toBe(true);
+      expect((await store.getConversation(onPhone, made.id, { includeDeleted: true }))?.deletedAt).toBeInstanceOf(Date);
+    });
+
+    it("a session principal never sees its user's rows, and a user never sees its session's anonymous rows", async () => {
+      const sessionId = `s-${crypto.randomUUID()}`;
+      const asSession: Principal = { sessionId, userId: null };
+      const asUser = signedIn(`u-${crypto.randomUUID()}`, sessionId);
+      const asOtherUser = signedIn(`u-${crypto.randomUUID()}`, sessionId);
+      const ofUser = await create(asUser);
+      const ofSession = await create(asSession);
+      expect(await store.getConversation(asSession, ofUser.id)).toBeNull();
+      expect(await store.getConversation(asOtherUser, ofUser.id)).toBeNull();
+      expect(await store.getConversation(asUser, ofSession.id)).toBeNull();
+      expect((await store.listConversations(asSession, { limit: 10 })).items.map((c) => c.id)).toEqual([ofSession.id]);
+      expect((await store.listConversations(asUser, { limit: 10 })).items.map((c) => c.id)).toEqual([ofUser.id]);
+      expect((await store.listConversations(asOtherUser, { limit: 10 })).items).toEqual([]);
+      await expectNotFound(store.appendMessages(asSession, ofUser.id, [user('x')], appendRoomy));
+      await expectNotFound(store.appendMessages(asUser, ofSession.id, [user('x')], appendRoomy));
+      expect(await store.updateConversation(asSession, ofUser.id, { title: 'x' })).toBeNull();
+      expect(await store.deleteConversation(asOtherUser, ofUser.id)).toBe(false);
+      expect(await store.deleteConversation(asUser, ofSession.id)).toBe(false);
+    });
+  });
+
+  describe('limits', () => {
+    it('maxPerSession counts live conversations only, and refuses the one past it', async () => {
+      const owner = anon();
+      const limits = { maxPerSession: 2 };
+      const first = await store.createConversation(owner, {}, limits);
+      await store.createConversation(owner, {}, limits);
+      await expectLimit(store.createConversation(owner, {}, limits), 'conversations_per_session', 2);
+      expect((await store.listConversations(owner, { limit: 10 })).items).toHaveLength(2);
+      await store.deleteConversation(owner, first.id);
+      await store.createConversation(owner, {}, limits);
+      await expectLimit(store.createConversation(owner, { title: 'x' }, { ...limits, messages: [user('x')] }), 'conversations_per_session', 2);
+    });
+
+    it("maxPerSession counts a user's conversations across sessions, and a session's own anonymous ones apart", async () => {
+      const userId = `u-${crypto.randomUUID()}`;
+      const sessionId = `s-${crypto.randomUUID()}`;
+      await store.createConversation(signedIn(userId, sessionId), {}, { maxPerSession: 1 });
+      await expectLimit(store.createConversation(signedIn(userId), {}, { maxPerSession: 1 }), 'conversations_per_session', 1);
+      // The same session, anonymous, holds none of its own yet.
+      await store.createConversation({ sessionId, userId: null }, {}, { maxPerSession: 1 });
+    });
+
+    it('maxMessages bounds the first messages and every append, all or nothing', async () => {
+      const owner = anon();
+      await expectLimit(store.createConversation(owner, {}, { ...roomy, messages: [user('1'), user('2'), user('3')], maxMessages: 2 }), 'messages_per_conversation', 2);
+      expect((await store.listConversations(owner, { limit: 10 })).items).toEqual([]);
+      const made = await store.createConversation(owner, {}, { ...roomy, messages: [user('1'), user('2')], maxMessages: 2 });
+      expect(made.lastSeq).toBe(2);
+      await expectLimit(store.appendMessages(owner, made.id, [user('3'), user('4'), user('5')], { maxMessages: 4 }), 'messages_per_conversation', 4);
+      expect(await seqs(made.id)).toEqual([1, 2]);
+      expect((await store.getConversation(owner, made.id))?.lastSeq).toBe(2);
+      await store.appendMessages(owner, made.id, [user('3'), user('4')], { maxMessages: 4 });
+      await expectLimit(store.appendMessages(owner, made.id, [user('5')], { maxMessages: 4 }), 'messages_per_conversation', 4);
+      expect(await seqs(made.id)).toEqual([1, 2, 3, 4]);
+    });
+
+    it('an empty append is never refused and changes nothing', async () => {
+      const owner = anon();
+      const made = await create(owner, [user('1')]);
+      await clockPast(made.updatedAt);
+      expect(await store.appendMessages(owner, made.id, [], { maxMessages: 1 })).toEqual([]);
+      expect(await store.appendMessages(owner, made.id, () => [], { maxMessages: 1 })).toEqual([]);
+      expect(await store.getConversation(owner, made.id)).toEqual(made);
+    });
+
+    it("maxBytes bounds the bytes held by the owner's live conversations, counted in UTF-8", async () => {
+      const owner = anon();
+      const text = 'héllo 👋'; // 11 bytes, 8 UTF-16 units
+      expect(bytes(text)).toBe(11);
+      await expectLimit(store.createConversation(owner, {}, { ...roomy, messages: [user(text)], maxBytes: 10 }), 'bytes_per_session', 10);
+      const made = await store.createConversation(owner, {}, { ...roomy, messages: [user(text)], maxBytes: 11 });
+      await expectLimit(store.appendMessages(owner, made.id, [user('x')], { ...appendRoomy, maxBytes: 11 }), 'bytes_per_session', 11);
+      // Another conversation of the same owner shares the budget.
+      const second = await store.createConversation(owner, {}, { ...roomy, maxBytes: 11 });
+      await expectLimit(store.appendMessages(owner, second.id, [user('x')], { ...appendRoomy, maxBytes: 11 }), 'bytes_per_session', 11);
+      await expectLimit(store.createConversation(owner, {}, { ...roomy, messages: [user('x')], maxBytes: 11 }), 'bytes_per_session', 11);
+      await store.appendMessages(owner, second.id, [user('x')], { ...appendRoomy, maxBytes: 12 });
+      // A deleted conversation no longer counts; nor do other owners' bytes.
+      await store.deleteConversation(owner, made.id);
+      await store.appendMessages(owner, second.id, [user('y'.repeat(10))], { ...appendRoomy, maxBytes: 12 });
+      await store.createConversation(anon(), {}, { ...roomy, messages: [user('z'.repeat(12))], maxBytes: 12 });
+    });
+
+    it('maxBytes lets a streaming answer in, since it counts once finished', async () => {
+      const owner = anon();
+      const made = await store.createConversation(owner, {}, { ...roomy, messages: [user('12345'), streaming()], maxBytes: 5 });
+      const answer = (await all(made.id))[1]!;
+      await store.appendContent(answer.id, 'abc');
+      await store.finishMessage(answer.id, { status: 'final' });
+      // 8 bytes held now: another open answer still fits, one more byte of text does not.
+      await store.appendMessages(owner, made.id, [streaming()], { ...appendRoomy, maxBytes: 8 });
+      await expectLimit(store.appendMessages(owner, made.id, [user('x')], { ...appendRoomy, maxBytes: 8 }), 'bytes_per_session', 8);
+    });
+
+    it('maxBytes counts text as stored: U+0000 takes the 3 bytes of U+FFFD', async () => {
+      const owner = anon();
+      await expectLimit(store.createConversation(owner, {}, { ...roomy, messages: [user('\u0000')], maxBytes: 2 }), 'bytes_per_session', 2);
+      const made = await store.createConversation(owner, {}, { ...roomy, messages: [user('\u0000')], maxBytes: 3 });
+      expect((await store.getConversation(owner, made.id))?.storedBytes).toBe(3);
+    });
+
+    it('checks the conversation cap first, then messages, then bytes', async () => {
+      const owner = anon();
+      await store.createConversation(owner, {}, { maxPerSession: 1 });
+      const everythingOver = { maxPerSession: 1, messages: [user('long'), user('long')], maxMessages: 1, maxBytes: 1 };
+      await expectLimit(store.createConversation(owner, {}, everythingOver), 'conversations_per_session', 1);
+      await expectLimit(store.createConversation(owner, {}, { ...everythingOver, maxPerSession: 2 }), 'messages_per_conversation', 1);
+      await expectLimit(store.createConversation(owner, {}, { ...everythingOver, maxPerSession: 2, maxMessages: 2 }), 'bytes_per_session', 1);
+    });
+
+    it('a refused creation writes nothing, not even the session', async () => {
+      const owner = anon();
+      await expectLimit(store.createConversation(owner, {}, { maxPerSession: 0 }), 'conversations_per_session', 0);
+      await expectLimit(store.createConversation(owner, {}, { ...roomy, messages: [user('xx')], maxBytes: 1 }), 'bytes_per_session', 1);
+      expect(await db.sql(`select id from sessions where id = '${owner.sessionId}'`)).toEqual([]);
+    });
+
+    it('checks maxMessages inside the transaction: concurrent appends stop exactly at the limit', async () => {
+      const owner = anon();
+      const made = await create(owner, [user('0')]);
+      const results = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => store.appendMessages(owner, made.id, [user(`${i}`)], { maxMessages: 6 })));
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(5);
+      for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ limit: 'messages_per_conversation', max: 6 });
+      expect(await seqs(made.id)).toEqual([1, 2, 3, 4, 5, 6]);
+    });
+  });
+
+  describe('seq allocation', () => {
+    it('is dense 1..N under concurrent appends, each call getting consecutive seqs', async () => {
+      const owner = anon();
+      const made = await create(owner, [user('first'), user('second')]);
+      const sizes = Array.from({ length: 16 }, (_, i) => 1 + (i % 3));
+      const appended = await Promise.all(sizes.map((n, i) => store.appendMessages(owner, made.id, Array.from({ length: n }, (_, j) => user(`${i}.${j}`)), appendRoomy)));
+      for (const [i, rows] of appended.entries()) {
+        expect(rows.map((m) => m.content)).toEqual(Array.from({ length: sizes[i]! }, (_, j) => `${i}.${j}`));
+        const first = rows[0]!.seq;
+        expect(rows.map((m) => m.seq)).toEqual(rows.map((_, j) => first + j));
+      }
+      const total = 2 + sizes.reduce((a, b) => a + b, 0);
+      expect(await seqs(made.id)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+      expect((await store.getConversation(owner, made.id))?.lastSeq).toBe(total);
+    });
+
+    it('gives each conversation created concurrently with messages its own 1..n, and appends after them', async () => {
+      const owner = anon();
+      const made = await Promise.all(Array.from({ length: 8 }, (_, i) => create(owner, [user(`${i}a`), user(`${i}b`), streaming()])));
+      await Promise.all(made.flatMap((c) => [store.appendMessages(owner, c.id, [user('x')], appendRoomy), store.appendMessages(owner, c.id, [user('y')], appendRoomy)]));
+      for (const c of made) expect(await seqs(c.id)).toEqual([1, 2, 3, 4, 5]);
+    });
+
+    it('returns the appended messages as stored, with caller-chosen ids kept', async () => {
+      const owner = anon();
+      const made = await create(owner);
+      const id = crypto.randomUUID();
+      const [a, b] = await store.appendMessages(owner, made.id, [user('a'), streaming({ id, lease: { owner: 'p', expiresAt: new Date(Date.now() + 1000) } })], appendRoomy);
+      expect(b!.id).toBe(id);
+      expect(await store.getMessage(a!.id)).toEqual(a);
+      expect(await store.getMessage(id)).toEqual(b);
+      expect(b).toMatchObject({ conversationId: made.id, seq: 2, status: 'streaming', leaseOwner: 'p', content: '' });
+    });
+
+    it('hands a function the conversation as it stands inside the transaction', async () => {
+      const owner = anon();
+      const made = await create(owner);
+      const seen: number[] = [];
+      // "Only when empty" cannot race: exactly one of these finds the conversation empty.
+      const results = await Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          store.appendMessages(
+            owner,
+            made.id,
+            (c: Conversation) => {
+              expect(c.id).toBe(made.id);
+              seen.push(c.lastSeq);
+              return c.lastSeq === 0 ? [user('system prompt'), user(`${i}`)] : [user(`${i}`)];
+            },
+            appendRoomy,
+          ),
+        ),
+      );
+      expect(seen.sort((a, b) => a - b)).toEqual([0, 2, 3, 4, 5, 6, 7, 8]);
+      expect(results.map((r) => r.length).sort()).toEqual([1, 1, 1, 1, 1, 1, 1, 2]);
+      const list = await all(made.id);
+      expect(list.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      expect(list.filter((m) => m.content === 'system prompt').map((m) => m.seq)).toEqual([1]);
+    });
+
+    it('refuses appends to a missing or deleted conversation', async () => {
+      const owner = anon();
+      await expectNotFound(store.appendMessages(owner, crypto.randomUUID(), [user('x')], appendRoomy));
+      const made = await create(owner);
+      await store.deleteConversation(owner, made.id);
+      await expectNotFound(store.appendMessages(owner, made.id, [user('x')], appendRoomy));
+      const err = await rejection(store.appendMessages(owner, made.id, [user('x')], appendRoomy));
+      expect(err).toMatchObject({ conversationId: made.id });
+    });
+  });
+
+  describe('listMessages and getMessage', () => {
+    it('pages by seq after a given one', async () => {
+      const owner = anon();
+      const made = await create(owner, ['1', '2', '3', '4', '5'].map(user));
+      expect((await store.listMessages(made.id, { afterSeq: 0, limit: 2 })).map((m) => m.content)).toEqual(['1', '2']);
+      expect((await store.listMessages(made.id, { afterSeq: 2, limit: 2 })).map((m) => m.content)).toEqual(['3', '4']);
+      expect((await store.listMessages(made.id, { afterSeq: 4, limit: 2 })).map((m) => m.content)).toEqual(['5']);
+      expect(await store.listMessages(made.id, { afterSeq: 5, limit: 2 })).toEqual([]);
+      expect(await store.listMessages(crypto.randomUUID(), { afterSeq: 0, limit: 2 })).toEqual([]);
+      expect(await store.getMessage(crypto.randomUUID())).toBeNull();
+    });
+  });
+
+  describe('appendContent and finishMessage', () => {
+    async function open(extra: Partial<NewMessage> = {}) {
+      const owner = anon();
+      const made = await create(owner, [user('q'), streaming(extra)]);
+      const message = (await all(made.id))[1]!;
+      return { owner, conversation: made, message };
+    }
+
+    it('appends text in order; empty text changes nothing', async () => {
+      const { message } = await open();
+      await store.appendContent(message.id, 'Hel');
+      await store.appendContent(message.id, '');
+      await store.appendContent(message.id, 'lo 👋');
+      expect((await store.getMessage(message.id))?.content).toBe('Hello 👋');
+    });
+
+    it('finishes an open message with its outcome and drops its lease', async () => {
+      const { message } = await open({ lease: { owner: 'proc', expiresAt: new Date(Date.now() + 60_000) } });
+      await store.finishMessage(message.id, { status: 'final', finishReason: 'stop', tokensIn: 5, tokensOut: 7, tokensSource: 'provider' });
+      expect(await store.getMessage(message.id)).toMatchObject({ status: 'final', finishReason: 'stop', tokensIn: 5, tokensOut: 7, tokensSource: 'provider', leaseOwner: null, leaseExpiresAt: null });
+    });
+
+    it('finishes a draft as well', async () => {
+      const { message } = await open({ status: 'draft' });
+      await store.finishMessage(message.id, { status: 'error', finishReason: 'client_abort' });
+      expect(await store.getMessage(message.id)).toMatchObject({ status: 'error', finishReason: 'client_abort' });
+    });
+
+    it('leaves a finished message alone', async () => {
+      const { message } = await open();
+      await store.finishMessage(message.id, { status: 'error', finishReason: 'client_abort', tokensOut: 1, toolCalls: [{ id: 'a' }] });
+      const finished = await store.getMessage(message.id);
+      await store.finishMessage(message.id, { status: 'final', finishReason: 'stop', tokensIn: 9, tokensOut: 9, tokensSource: 'estimated', toolCalls: [{ id: 'b' }], functionCall: { name: 'f' } });
+      expect(await store.getMessage(message.id)).toEqual(finished);
+      const written = await create(anon(), [{ role: 'assistant', content: 'done', finishReason: 'stop' }]);
+      const [whole] = await all(written.id);
+      await store.finishMessage(whole!.id, { status: 'error', finishReason: 'interrupted' });
+      expect(await store.getMessage(whole!.id)).toEqual(whole);
+    });
+
+    it('replaces toolCalls and functionCall only when the finish brings them', async () => {
+      const toolCalls = [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }];
+      const functionCall = { name: 'g', arguments: '{}' };
+      const kept = await open({ toolCalls, functionCall });
+      await store.finishMessage(kept.message.id, { status: 'final', finishReason: 'tool_calls', toolCalls: null });
+      expect(await store.getMessage(kept.message.id)).toMatchObject({ toolCalls, functionCall });
+      const replaced = await open({ toolCalls, functionCall });
+      await store.finishMessage(replaced.message.id, { status: 'final', toolCalls: [{ id: 'call_2' }], functionCall: { name: 'h' } });
+      expect(await store.getMessage(replaced.message.id)).toMatchObject({ toolCalls: [{ id: 'call_2' }], functionCall: { name: 'h' } });
+    });
+
+    it('does nothing for a message that does not exist', async () => {
+      const missing = crypto.randomUUID();
+      await store.appendContent(missing, 'x');
+      await store.finishMessage(missing, { status: 'final' });
+      expect(await store.getMessage(missing)).toBeNull();
+    });
+  });
+
+  describe('stored bytes', () => {
+    it('counts final messages as they are written, in UTF-8, JSON columns included', async () => {
+      const owner = anon();
+      const contentJson: Json = [{ type: 'text', text: 'é' }, { type: 'image_url', image_url: { url: 'data:,x' } }];
+      const toolCalls: Json = [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{"q": "ü"}' } }];
+      const functionCall: Json = { name: 'g', arguments: '{}' };
+      const made = await create(owner, [user('héllo 👋'), { role: 'assistant', content: '', toolCalls }, streaming({ content: 'not yet' })]);
+      expect((await store.getConversation(owner, made.id))?.storedBytes).toBe(11 + jsonBytes(toolCalls));
+      await store.appendMessages(owner, made.id, [{ role: 'user', content: 'ü', contentJson, functionCall }], appendRoomy);
+      expect((await store.getConversation(owner, made.id))?.storedBytes).toBe(11 + jsonBytes(toolCalls) + 2 + jsonBytes(contentJson) + jsonBytes(functionCall));
+    });
+
+    it('counts a streamed message once, when it finishes, with the content it ended with', async () => {
+      const owner = anon();
+      const made = await create(owner, [streaming({ content: 'ab' })]);
+      const [answer] = await all(made.id);
+      await store.appendContent(answer!.id, 'çd');
+      expect((await store.getConversation(owner, made.id))?.storedBytes).toBe(0);
+      const toolCalls: Json = [{ id: 'c', function: { name: 'f' } }];
+      await store.finishMessage(answer!.id, { status: 'error', finishReason: 'client_abort', toolCalls });
+      const expected = bytes('abçd') + jsonBytes(toolCalls);
+      expect((await store.getConversation(owner, made.id))?.storedBytes).toBe(expected);
+      await store.finishMessage(answer!.id, { status: 'final' });
+      expect((await store.getConversation(owner, made.id))?.storedBytes).toBe(expected);
+    });
+  });
+
+  describe('text neither database can hold (U+0000, lone surrogates)', () => {
+    it('is stored as U+FFFD in titles, models and metadata keys and values', async () => {
+      const owner = anon();
+      const made = await store.createConversation(
+        owner,
+        { title: unstorable('t'), model: unstorable('m'), metadata: { [unstorable('k')]: unstorable('v'), list: [unstorable('x'), { [unstorable('n')]: 1 }] } },
+        roomy,
+      );
+      const expected = { title: stored('t'), model: stored('m'), metadata: { [stored('k')]: stored('v'), list: [stored('x'), { [stored('n')]: 1 }] } };
+      expect(made).toMatchObject(expected);
+      expect(await store.getConversation(owner, made.id)).toMatchObject(expected);
+      const patched = await store.updateConversation(owner, made.id, { title: unstorable('T'), metadata: { [unstorable('K')]: [unstorable('V')] } });
+      const patchedExpected = { title: stored('T'), metadata: { [stored('K')]: [stored('V')] } };
+      expect(patched).toMatchObject(patchedExpected);
+      expect(await store.getConversation(owner, made.id)).toMatchObject(patchedExpected);
+    });
+
+    it('is stored as U+FFFD in message content, parts, tool calls and finish reasons', async () => {
+      const owner = anon();
+      const odd = (s: string): NewMessage => ({
+        role: 'assistant',
+        content: unstorable(s),
+        contentJson: [{ type: 'text', text: unstorable(s) }],
+        toolCalls: [{ id: unstorable('id'), function: { name: 'f', arguments: unstorable('{}') } }],
+        functionCall: { [unstorable('name')]: unstorable('f') },
+        finishReason: unstorable('why'),
+      });
+      const clean = (s: string) => ({
+        content: stored(s),
+        contentJson: [{ type: 'text', text: stored(s) }],
+        toolCalls: [{ id: stored('id'), function: { name: 'f', arguments: stored('{}') } }],
+        functionCall: { [stored('name')]: stored('f') },
+        finishReason: stored('why'),
+      });
+      const made = await create(owner, [odd('a')]);
+      const [appended] = await store.appendMessages(owner, made.id, [odd('b')], appendRoomy);
+      expect(appended).toMatchObject(clean('b'));
+      const list = await all(made.id);
+      expect(list[0]).toMatchObject(clean('a'));
+      expect(list[1]).toMatchObject(clean('b'));
+    });
+
+    it('is stored as U+FFFD in appended content and in what a finish brings', async () => {
+      const owner = anon();
+      const made = await create(owner, [streaming()]);
+      const [answer] = await all(made.id);
+      await store.appendContent(answer!.id, unstorable('a'));
+      await store.appendContent(answer!.id, '\ud83d'); // half of an emoji, alone in its batch
+      await store.finishMessage(answer!.id, {
+        status: 'final',
+        finishReason: unstorable('r'),
+        toolCalls: [{ id: unstorable('c') }],
+        functionCall: { name: unstorable('f') },
+      });
+      expect(await store.getMessage(answer!.id)).toMatchObject({
+        content: `${stored('a')}${FFFD}`,
+        finishReason: stored('r'),
+        toolCalls: [{ id: stored('c') }],
+        functionCall: { name: stored('f') },
+      });
+    });
+
+    it('in an id simply finds nothing', async () => {
+      const owner = anon();
+      const made = await create(owner, [streaming()]);
+      const [message] = await all(made.id);
+      for (const id of [`${made.id}\u0000`, '\u0000', `${made.id.slice(0, -1)}\ud800`]) {
+        expect(await store.getConversation(owner, id)).toBeNull();
+        expect(await store.getConversation(owner, id, { includeDeleted: true })).toBeNull();
+        expect(await store.updateConversation(owner, id, { title: 'x' })).toBeNull();
+        expect(await store.deleteConversation(owner, id)).toBe(false);
+        await expectNotFound(store.appendMessages(owner, id, [user('x')], appendRoomy));
+        expect(await store.listMessages(id, { afterSeq: 0, limit: 10 })).toEqual([]);
+        expect(await store.tokenTotals([id])).toEqual(new Map());
+      }
+      for (const id of [`${message!.id}\u0000`, '\u0000']) {
+        expect(await store.getMessage(id)).toBeNull();
+        await store.appendContent(id, 'x');
+        await store.finishMessage(id, { status: 'final' });
+      }
+      expect(await store.getConsent('\u0000')).toBeNull();
+      expect(await store.getMessage(message!.id)).toMatchObject({ content: '', status: 'streaming' });
+    });
+  });
+
+  describe('listConversations', () => {
+    it('pages newest first, stably when creation times are equal', async () => {
+      const owner = anon();
+      const made: Conversation[] = [];
+      for (let i = 0; i < 7; i++) made.push(await create(owner, [], { title: `${i}` }));
+      // Five share one creation time (as conversations made in the same millisecond do); two are older.
+      const same = new Date(Date.now() + 60_000);
+      await db.sql(`update conversations set created_at = ${sqlTime(same)} where id in (${made.slice(2).map((c) => `'${c.id}'`).join(', ')})`);
+      await db.sql(`update conversations set created_at = ${sqlTime(new Date(same.getTime() - 1))} where id = '${made[1]!.id}'`);
+      const expected = [
+        ...made
+          .slice(2)
+          .map((c) => c.id)
+          .sort()
+          .reverse(),
+        made[1]!.id,
+        made[0]!.id,
+      ];
+      for (const limit of [1, 2, 3, 7]) {
+        const seen: string[] = [];
+        let after = null;
+        for (;;) {
+          const page: { items: Conversation[]; hasMore: boolean } = await store.listConversations(owner, { limit, after });
+          seen.push(...page.items.map((c) => c.id));
+          expect(page.items.length).toBeLessThanOrEqual(limit);
+          if (!page.hasMore) break;
+          expect(page.items).toHaveLength(limit);
+          const last = page.items.at(-1)!;
+          after = { createdAt: last.createdAt, id: last.id };
+        }
+        expect(seen).toEqual(expected);
+      }
+    });
+
+    it('leaves deleted conversations out unless asked for them', async () => {
+      const owner = anon();
+      const kept = await create(owner);
+      const gone = await create(owner);
+      await store.deleteConversation(owner, gone.id);
+      expect((await store.listConversations(owner, { limit: 10 })).items.map((c) => c.id)).toEqual([kept.id]);
+      const withDeleted = await store.listConversations(owner, { limit: 10, includeDeleted: true });
+      expect(withDeleted.items.map((c) => c.id).sort()).toEqual([kept.id, gone.id].sort());
+      expect(withDeleted.items.find((c) => c.id === gone.id)?.deletedAt).toBeInstanceOf(Date);
+      expect(withDeleted.hasMore).toBe(false);
+    });
+  });
+
+  describe('updateConversation and soft delete', () => {
+    it('changes only what the patch names, and the update time', async () => {
+      const owner = anon();
+      const made = await store.createConversation(owner, { title: 'a', model: 'm', metadata: { x: 1 } }, roomy);
+      const later = await clockPast(made.updatedAt);
+      const titled = await store.updateConversation(owner, made.id, { title: 'b' });
+      expect(titled).toMatchObject({ title: 'b', model: 'm', metadata: { x: 1 }, createdAt: made.createdAt });
+      expect(titled!.updatedAt.getTime()).toBeGreaterThanOrEqual(later.getTime());
+      expect(await store.updateConversation(owner, made.id, { metadata: { y: 2 } })).toMatchObject({ title: 'b', metadata: { y: 2 } });
+      expect(await store.updateConversation(owner, made.id, { title: null })).toMatchObject({ title: null, metadata: { y: 2 } });
+      expect(await store.getConversation(owner, made.id)).toMatchObject({ title: null, metadata: { y: 2 } });
+    });
+
+    it('hides a deleted conversation, keeps its messages, and refuses to delete it twice', async () => {
+      const owner = anon();
+      const made = await create(owner, [user('a'), user('b')]);
+      expect(await store.deleteConversation(owner, made.id)).toBe(true);
+      expect(await store.getConversation(owner, made.id)).toBeNull();
+      const deleted = await store.getConversation(owner, made.id, { includeDeleted: true });
+      expect(deleted?.deletedAt).toBeInstanceOf(Date);
+      expect(deleted?.updatedAt).toEqual(deleted?.deletedAt);
+      expect(await store.deleteConversation(owner, made.id)).toBe(false);
+      expect(await store.updateConversation(owner, made.id, { title: 'x' })).toBeNull();
+      expect(await seqs(made.id)).toEqual([1, 2]);
+      expect(await store.deleteConversation(owner, crypto.randomUUID())).toBe(false);
+    });
+  });
+
+  describe('tokenTotals', () => {
+    it('sums known counts per conversation; none known is null; no messages is absent', async () => {
+      const owner = anon();
+      const counted = await create(owner, [
+        { role: 'user', content: 'a', tokensIn: 3 },
+        { role: 'assistant', content: 'b', tokensIn: 10, tokensOut: 4 },
+        { role: 'assistant', content: 'c' },
+      ]);
+      const unknown = await create(owner, [user('x')]);
+      const empty = await create(owner);
+      const totals = await store.tokenTotals([counted.id, unknown.id, empty.id, crypto.randomUUID()]);
+      expect(totals).toEqual(
+        new Map([
+          [counted.id, { tokensIn: 13, tokensOut: 4 }],
+          [unknown.id, { tokensIn: null, tokensOut: null }],
+        ]),
+      );
+      expect(await store.tokenTotals([])).toEqual(new Map());
+    });
+
+    it('counts what a finish records', async () => {
+      const made = await create(anon(), [streaming()]);
+      const [answer] = await all(made.id);
+      await store.finishMessage(answer!.id, { status: 'final', tokensIn: 2, tokensOut: 5, tokensSource: 'estimated' });
+      expect(await store.tokenTotals([made.id])).toEqual(new Map([[made.id, { tokensIn: 2, tokensOut: 5 }]]));
+    });
+  });
+
+  describe('consent and shared settings', () => {
+    it('keeps a session consent, the latest choice winning', async () => {
+      const sessionId = `s-${crypto.randomUUID()}`;
+      expect(await store.getConsent(sessionId)).toBeNull();
+      await store.setConsent(sessionId, 'granted', { userAgent: 'ua', ipHash: 'h' });
+      expect(await store.getConsent(sessionId)).toBe('granted');
+      await store.setConsent(sessionId, 'denied');
+      expect(await store.getConsent(sessionId)).toBe('denied');
+      // A session that already exists through its conversations takes a consent too.
+      const owner = anon();
+      await create(owner);
+      expect(await store.getConsent(owner.sessionId)).toBeNull();
+      await store.setConsent(owner.sessionId, 'granted');
+      expect(await store.getConsent(owner.sessionId)).toBe('granted');
+    });
+
+    it('gives every caller of sharedSetting the first value written', async () => {
+      const key = `k-${crypto.randomUUID()}`;
+      const values = await Promise.all(Array.from({ length: 8 }, (_, i) => store.sharedSetting(key, `v${i}`)));
+      expect(new Set(values).size).toBe(1);
+      expect(values[0]).toMatch(/^v\d$/);
+      expect(await store.sharedSetting(key, 'later')).toBe(values[0]);
+      expect(await store.sharedSetting(`other-${key}`, 'own')).toBe('own');
+    });
+  });
+
+  // These look at or change every row, so each test gets a database of its own.
+  describe('database-wide operations', () => {
+    let fresh: TestStore;
+    let s: Store;
+    beforeEach(async () => {
+      fresh = await testStore(dialect);
+      s = fresh.store;
+    });
+    afterEach(async () => {
+      await fresh?.cleanup();
+    });
+
+    const make = (owner: Principal, messages: NewMessage[] = [], metadata = {}) => s.createConversation(owner, { metadata }, { ...roomy, messages });
+    const getMessages = async (id: string) => s.listMessages(id, { afterSeq: 0, limit: 100 });
+    const statusOf = async (id: string): Promise<Message> => (await s.getMessage(id))!;
+
+    it('pings while open and not after close', async () => {
+      expect(await s.ping()).toBe(true);
+      await s.close();
+      expect(await s.ping()).toBe(false);
+    });
+
+    it('counts live conversations and all messages', async () => {
+      expect(await s.counts()).toEqual({ conversations: 0, messages: 0 });
+      const owner = anon();
+      const made = await make(owner, [user('a'), user('b')]);
+      await make(anon());
+      expect(await s.counts()).toEqual({ conversations: 2, messages: 2 });
+      await s.deleteConversation(owner, made.id);
+      expect(await s.counts()).toEqual({ conversations: 1, messages: 2 });
+    });
+
+    describe('leases', () => {
+      const t0 = new Date(Date.now() + 3_600_000);
+      const at = (minutes: number) => new Date(t0.getTime() + minutes * 60_000);
+
+      it("renewLeases extends only the owner's open messages", async () => {
+        const owner = anon();
+        const ids = { mine: crypto.randomUUID(), myDraft: crypto.randomUUID(), theirs: crypto.randomUUID(), myFinal: crypto.randomUUID() };
+        await make(owner, [
+          streaming({ id: ids.mine, lease: { owner: 'proc-1', expiresAt: at(1) } }),
+          streaming({ id: ids.myDraft, status: 'draft', lease: { owner: 'proc-1', expiresAt: at(1) } }),
+          streaming({ id: ids.theirs, lease: { owner: 'proc-2', expiresAt: at(1) } }),
+          { id: ids.myFinal, role: 'assistant', content: 'done', lease: { owner: 'proc-1', expiresAt: at(1) } },
+        ]);
+        await s.renewLeases('proc-1', at(10));
+        expect((await statusOf(ids.mine)).leaseExpiresAt).toEqual(at(10));
+        expect((await statusOf(ids.myDraft)).leaseExpiresAt).toEqual(at(10));
+        expect((await statusOf(ids.theirs)).leaseExpiresAt).toEqual(at(1));
+        expect((await statusOf(ids.myFinal)).leaseExpiresAt).toEqual(at(1));
+      });
+
+      it('sweepOrphans closes expired or lease-less open messages as interrupted, keeping content, and never a live lease', async () => {
+        const owner = anon();
+        const ids = { live: crypto.randomUUID(), edge: crypto.randomUUID(), expired: crypto.randomUUID(), leaseless: crypto.randomUUID(), draft: crypto.randomUUID() };
+        const made = await make(owner, [
+          user('q'),
+          streaming({ id: ids.live, lease: { owner: 'p', expiresAt: at(10) } }),
+          streaming({ id: ids.edge, lease: { owner: 'p', expiresAt: at(5) } }),
+          streaming({ id: ids.expired, lease: { owner: 'gone', expiresAt: at(1) } }),
+          streaming({ id: ids.leaseless }),
+          streaming({ id: ids.draft, status: 'draft', lease: { owner: 'gone', expiresAt: at(1) } }),
+        ]);
+        await s.appendContent(ids.expired, 'partial ');
+        await s.appendContent(ids.expired, 'answer');
+        const before = (await s.getConversation(owner, made.id))!.storedBytes;
+        expect(await s.sweepOrphans(at(5))).toBe(3);
+        for (const id of [ids.expired, ids.leaseless, ids.draft]) {
+          expect(await statusOf(id)).toMatchObject({ status: 'error', finishReason: 'interrupted', leaseOwner: null, leaseExpiresAt: null });
+        }
+        expect((await statusOf(ids.expired)).content).toBe('partial answer');
+        // A lease that ends at the sweep's instant is still live.
+        expect(await statusOf(ids.edge)).toMatchObject({ status: 'streaming', leaseOwner: 'p', leaseExpiresAt: at(5) });
+        expect(await statusOf(ids.live)).toMatchObject({ status: 'streaming', leaseOwner: 'p', leaseExpiresAt: at(10) });
+        expect((await s.getConversation(owner, made.id))!.storedBytes).toBe(before + bytes('partial answer'));
+        // Closed is closed: the writer coming back cannot reopen it.
+        await s.finishMessage(ids.expired, { status: 'final', finishReason: 'stop' });
+        expect(await statusOf(ids.expired)).toMatchObject({ status: 'error', finishReason: 'interrupted' });
+        expect(await s.sweepOrphans(at(5))).toBe(0);
+        expect(await s.sweepOrphans(at(11))).toBe(2);
+        expect((await getMessages(made.id)).filter((m) => m.status === 'streaming')).toEqual([]);
+      });
+    });
+
+    describe('purgeExpired', () => {
+      const far = new Date(0);
+
+      it('deletes idle conversations with their messages unless pinned (true only)', async () => {
+        const owner = anon();
+        const idle = await make(owner, [user('a'), user('b')]);
+        const pinned = await make(owner, [user('c')], { pinned: true });
+        const notReallyPinned = await Promise.all([{ pinned: 'true' }, { pinned: 1 }, { pinned: false }, { pinned: { value: true } }].map((m) => make(owner, [], m)));
+        const cut = await clockPast(new Date());
+        const recent = await make(owner, [user('d')]);
+        const result = await s.purgeExpired({ idleBefore: cut, deletedBefore: far, batchSize: 100 });
+        expect(result).toEqual({ conversations: 1 + notReallyPinned.length, sessions: 0, unreadable: [] });
+        expect(await s.getConversation(owner, idle.id, { includeDeleted: true })).toBeNull();
+        for (const c of notReallyPinned) expect(await s.getConversation(owner, c.id, { includeDeleted: true })).toBeNull();
+        expect((await s.listConversations(owner, { limit: 10 })).items.map((c) => c.id).sort()).toEqual([pinned.id, recent.id].sort());
+        expect(await getMessages(idle.id)).toEqual([]);
+        expect(await s.counts()).toEqual({ conversations: 2, messages: 2 });
+      });
+
+      it('deletes soft-deleted conversations once their grace period is over, pinned or not', async () => {
+        const owner = anon();
+        const made = await make(owner, [user('a')], { pinned: true });
+        await s.deleteConversation(owner, made.id);
+        const deletedAt = (await s.getConversation(owner, made.id, { includeDeleted: true }))!.deletedAt!;
+        expect(await s.purgeExpired({ idleBefore: null, deletedBefore: deletedAt, batchSize: 100 })).toEqual({ conversations: 0, sessions: 0, unreadable: [] });
+        expect(await s.getConversation(owner, made.id, { includeDeleted: true })).not.toBeNull();
+        const after = await clockPast(deletedAt);
+        expect(await s.purgeExpired({ idleBefore: null, deletedBefore: after, batchSize: 100 })).toEqual({ conversations: 1, sessions: 0, unreadable: [] });
+        expect(await s.getConversation(owner, made.id, { includeDeleted: true })).toBeNull();
+        expect(await s.counts()).toEqual({ conversations: 0, messages: 0 });
+      });
+
+      it('works in batches of batchSize, sessions last', async () => {
+        const owner = anon();
+        for (let i = 0; i < 5; i++) await make(owner, [user(`${i}`)]);
+        const cut = await clockPast(new Date());
+        const sweep = () => s.purgeExpired({ idleBefore: cut, deletedBefore: far, batchSize: 2 });
+        expect(await sweep()).toEqual({ conversations: 2, sessions: 0, unreadable: [] });
+        expect(await sweep()).toEqual({ conversations: 2, sessions: 0, unreadable: [] });
+        expect(await sweep()).toEqual({ conversations: 1, sessions: 1, unreadable: [] });
+        expect(await sweep()).toEqual({ conversations: 0, sessions: 0, unreadable: [] });
+        for (let i = 0; i < 3; i++) await s.setConsent(`s-${crypto.randomUUID()}`, 'granted');
+        const later = await clockPast(new Date());
+        const sweepSessions = () => s.purgeExpired({ idleBefore: later, deletedBefore: far, batchSize: 2 });
+        expect(await sweepSessions()).toEqual({ conversations: 0, sessions: 2, unreadable: [] });
+        expect(await sweepSessions()).toEqual({ conversations: 0, sessions: 1, unreadable: [] });
+      });
+
+      it('purges idle sessions with nothing left, but keeps a denied consent and sessions that still hold something', async () => {
+        const granted = `s-${crypto.randomUUID()}`;
+        const denied = `s-${crypto.randomUUID()}`;
+        await s.setConsent(granted, 'granted');
+        await s.setConsent(denied, 'denied');
+        const holdsPinned = anon();
+        await make(holdsPinned, [], { pinned: true });
+        const holdsDeleted = anon();
+        const gone = await make(holdsDeleted);
+        const cut = await clockPast(new Date());
+        // Deleted after the cut: not idle, and within its grace period.
+        await s.deleteConversation(holdsDeleted, gone.id);
+        const active = `s-${crypto.randomUUID()}`;
+        await s.setConsent(active, 'granted');
+        expect(await s.purgeExpired({ idleBefore: cut, deletedBefore: far, batchSize: 100 })).toEqual({ conversations: 0, sessions: 1, unreadable: [] });
+        expect(await s.getConsent(granted)).toBeNull();
+        expect(await s.getConsent(denied)).toBe('denied');
+        expect(await s.getConsent(active)).toBe('granted');
+        expect((await s.listConversations(holdsPinned, { limit: 10 })).items).toHaveLength(1);
+        expect(await s.getConversation(holdsDeleted, gone.id, { includeDeleted: true })).not.toBeNull();
+        // Once the deleted conversation goes, its idle session goes with it.
+        const deletedBefore = await clockPast((await s.getConversation(holdsDeleted, gone.id, { includeDeleted: true }))!.deletedAt!);
+        expect(await s.purgeExpired({ idleBefore: cut, deletedBefore, batchSize: 100 })).toEqual({ conversations: 1, sessions: 1, unreadable: [] });
+        expect(await s.purgeExpired({ idleBefore: cut, deletedBefore, batchSize: 100 })).toEqual({ conversations: 0, sessions: 0, unreadable: [] });
+        expect(await s.getConsent(denied)).toBe('denied');
+      });
+
+      it('with idleBefore null deletes nothing for idleness, sessions included', async () => {
+        const owner = anon();
+        await make(owner);
+        await s.setConsent(`s-${crypto.randomUUID()}`, 'granted');
+        expect(await s.purgeExpired({ idleBefore: null, deletedBefore: new Date(Date.now() + 60_000), batchSize: 100 })).toEqual({ conversations: 0, sessions: 0, unreadable: [] });
+        expect(await s.counts()).toEqual({ conversations: 1, messages: 0 });
+      });
+    });
+  });
+});
