@@ -1,9 +1,9 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import { cors } from 'hono/cors';
 import { requestId } from 'hono/request-id';
 import { ApiError, renderError, toApiError } from './errors.js';
 import { accessLog } from './middleware/access-log.js';
+import { corsPolicy } from './middleware/cors.js';
 import { limitJsonDepth } from './middleware/json-depth.js';
 import { createMemoryRateLimitStore, rateLimit } from './middleware/rate-limit.js';
 import { session } from './middleware/session.js';
@@ -11,7 +11,7 @@ import { chat } from './routes/chat.js';
 import { conversations } from './routes/conversations/index.js';
 import { health } from './routes/health.js';
 import { createMetrics } from './metrics.js';
-import { Consents, PERSIST_HEADER, redactSystemPrompts } from './privacy.js';
+import { Consents, redactSystemPrompts } from './privacy.js';
 import { metrics } from './routes/metrics.js';
 import { privacy } from './routes/privacy.js';
 import type { AppDeps, AppEnv, Services } from './types.js';
@@ -37,10 +37,7 @@ export function createApp(input: AppDeps) {
   });
   app.use(accessLog());
   app.use(
-    cors({
-      origin: config.allowedOrigins,
-      credentials: true,
-      allowHeaders: ['content-type', 'authorization', 'x-session-id', 'x-conversation-id', 'x-request-id', PERSIST_HEADER],
+    corsPolicy(config.allowedOrigins, {
       exposeHeaders: [
         'x-session-id',
         'x-conversation-id',

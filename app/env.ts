@@ -48,7 +48,16 @@ const envSchema = z.object({
   ALLOWED_ORIGIN: z
     .string()
     .default('http://localhost:3000')
-    .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean)),
+    .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean))
+    // A browser sends an origin as scheme://host[:port], lowercased, never with a path: an entry
+    // written otherwise (a trailing slash) would silently match nothing, so it is normalised or refused.
+    .transform((list, ctx) =>
+      list.map((o) => {
+        const origin = o === '*' ? o : normalizeOrigin(o);
+        if (origin === null) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(o)} is not an origin; use * or scheme://host[:port] (no path), comma-separated` });
+        return origin ?? o;
+      }),
+    ),
   RATE_LIMIT_WINDOW_SEC: int(60, 1, 86_400),
   RATE_LIMIT_MAX: int(50, 0),
   RATE_LIMIT_REDIS_PREFIX: z.string().regex(/^\S{1,100}$/, 'must be 1 to 100 characters without spaces').default('ratelimit:'),
@@ -115,6 +124,15 @@ export interface Config {
   streams: { leaseMs: number; sweepMs: number; shutdownGraceMs: number };
   ipHashSalt: string | undefined;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+}
+
+/** `http://LOCALHOST:3000/` → `http://localhost:3000`; null when it is not an origin. */
+function normalizeOrigin(raw: string): string | null {
+  if (!URL.canParse(raw)) return null;
+  const url = new URL(raw);
+  if (!url.host || (url.pathname !== '/' && url.pathname !== '') || url.search || url.hash || url.username) return null;
+  // Schemes without an origin of their own (chrome-extension://…) are kept as written.
+  return url.origin === 'null' ? raw.replace(/\/+$/, '') : url.origin;
 }
 
 export class ConfigError extends Error {
