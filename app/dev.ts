@@ -1,6 +1,7 @@
 import { startMockUpstream } from '../mock/upstream.js';
 import { ConfigError, loadConfig } from './env.js';
 import { startServer } from './server.js';
+import { StartupError } from './startup-error.js';
 
 // `npm run dev`: persistence on (SQLite by default) and, when no real upstream is configured,
 // the bundled mock upstream, so the whole flow works on a fresh machine with no keys.
@@ -23,7 +24,12 @@ try {
   process.exit(1);
 }
 
-const server = await startServer(config);
+const server = await startServer(config).catch((err: unknown) => {
+  // Explained failures (DB_URL, PORT) are printed as they are; anything else keeps its stack.
+  if (!(err instanceof StartupError)) throw err;
+  console.error(err.message);
+  process.exit(1);
+});
 console.log(`Chat proxy ready at ${server.url} (persistence: ${config.persist ? config.db.dialect : 'off'})`);
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.once(signal, () => {

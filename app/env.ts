@@ -30,6 +30,10 @@ const httpUrl = z
   .refine((v) => /^https?:\/\/[^\s]+$/.test(v) && URL.canParse(v), {
     message: 'must be an http:// or https:// URL, e.g. https://api.openai.com/v1',
   })
+  // fetch refuses URLs with credentials; the key belongs in OPENAI_API_KEY.
+  .refine((v) => !URL.canParse(v) || (!new URL(v).username && !new URL(v).password), {
+    message: 'must not contain user:password@ (fetch refuses such URLs); put the key in OPENAI_API_KEY',
+  })
   .transform((v) => v.replace(/\/+$/, ''));
 
 const redisUrl = z
@@ -148,8 +152,10 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     const lines = parsed.error.issues.map((i) => {
       const name = String(i.path[0] ?? 'environment');
       // Echo the bad value to help, except where it may be a secret.
-      const value = cleaned[name]?.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
-      const shown = value !== undefined && !/KEY|SECRET|SALT/.test(name) ? ` (got ${JSON.stringify(value)})` : '';
+      const value = cleaned[name]
+        ?.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@')
+        .replace(/([?&](?:key|api[_-]?key|token|access[_-]?token|secret|sig|signature|password)=)[^&#]*/gi, '$1***');
+      const shown = value !== undefined && !/KEY|SECRET|SALT|TOKEN/.test(name) ? ` (got ${JSON.stringify(value)})` : '';
       return `  ${name}${shown}: ${i.message}`;
     });
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
