@@ -14,6 +14,7 @@ import { createMetrics } from './metrics.js';
 import { Consents, redactSystemPrompts } from './privacy.js';
 import { metrics } from './routes/metrics.js';
 import { privacy } from './routes/privacy.js';
+import type { Logger } from './logger.js';
 import type { AppDeps, AppEnv, Services } from './types.js';
 
 /** Builds the HTTP app around its dependencies; no I/O happens here. */
@@ -82,10 +83,24 @@ export function createApp(input: AppDeps) {
   );
   app.onError((err, c) => {
     const apiError = toApiError(err);
-    if (apiError.status >= 500) c.get('log')?.error({ err }, 'request failed');
+    if (apiError.status >= 500) logFailure(c.get('log'), err, apiError);
     return renderError(apiError, c);
   });
   return app;
 }
 
 export type App = ReturnType<typeof createApp>;
+
+/**
+ * A fault of this server is logged as an error with its stack. A 5xx given on purpose
+ * (501 persistence_disabled, 503 upstream_not_configured or database_unavailable, 502/504 from
+ * the upstream) is an answer, not a fault: one line without a stack, 501 at info.
+ */
+function logFailure(log: Logger | undefined, err: unknown, apiError: ApiError): void {
+  if (apiError.code === null || apiError.code === 'internal_error') {
+    log?.error({ err }, 'request failed');
+    return;
+  }
+  const cause = err === apiError ? undefined : (err as { code?: unknown })?.code;
+  log?.[apiError.status === 501 ? 'info' : 'warn']({ status: apiError.status, code: apiError.code, ...(cause !== undefined && { cause_code: cause }) }, apiError.message);
+}

@@ -103,6 +103,7 @@ const envSchema = z.object({
   SHUTDOWN_GRACE_MS: int(10_000, 0, 600_000),
   IP_HASH_SALT: z.string().min(16, 'must be at least 16 characters').optional(),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  METRICS_TOKEN: z.string().trim().min(16, 'must be at least 16 characters (e.g. openssl rand -hex 32)').optional(),
 });
 
 export interface Config {
@@ -128,6 +129,8 @@ export interface Config {
   streams: { leaseMs: number; sweepMs: number; shutdownGraceMs: number };
   ipHashSalt: string | undefined;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /** When set, /metrics needs it as a bearer token and /healthz shows only its status without it. */
+  metricsToken: string | undefined;
 }
 
 /** `http://LOCALHOST:3000/` → `http://localhost:3000`; null when it is not an origin. */
@@ -187,5 +190,6 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     streams: { leaseMs: e.STREAM_LEASE_MS, sweepMs: e.ORPHAN_SWEEP_INTERVAL_MS, shutdownGraceMs: e.SHUTDOWN_GRACE_MS },
     ipHashSalt: e.IP_HASH_SALT,
     logLevel: e.LOG_LEVEL,
+    metricsToken: e.METRICS_TOKEN,
   };
 }
