@@ -103,6 +103,7 @@ const envSchema = z.object({
   SHUTDOWN_GRACE_MS: int(10_000, 0, 600_000),
   IP_HASH_SALT: z.string().min(16, 'must be at least 16 characters').optional(),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  LOG_FORMAT: z.enum(['json', 'pretty']).default('json'),
   METRICS_TOKEN: z.string().trim().min(16, 'must be at least 16 characters (e.g. openssl rand -hex 32)').optional(),
 });
 
@@ -129,6 +130,8 @@ export interface Config {
   streams: { leaseMs: number; sweepMs: number; shutdownGraceMs: number };
   ipHashSalt: string | undefined;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /** `json` lines (production, tests) or `pretty` human-readable lines (npm run dev's default). */
+  logFormat: 'json' | 'pretty';
   /** When set, /metrics needs it as a bearer token and /healthz shows only its status without it. */
   metricsToken: string | undefined;
 }
@@ -190,6 +193,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     streams: { leaseMs: e.STREAM_LEASE_MS, sweepMs: e.ORPHAN_SWEEP_INTERVAL_MS, shutdownGraceMs: e.SHUTDOWN_GRACE_MS },
     ipHashSalt: e.IP_HASH_SALT,
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
     metricsToken: e.METRICS_TOKEN,
   };
 }

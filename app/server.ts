@@ -29,7 +29,7 @@ export async function startServer(
   config: Config,
   options: { logger?: Logger; store?: Store | null; rateLimitStore?: RateLimitStore } = {},
 ): Promise<RunningServer> {
-  const logger = options.logger ?? createLogger(config.logLevel);
+  const logger = options.logger ?? createLogger(config.logLevel, undefined, config.logFormat);
   let store: Store | null = null;
   if (config.persist) {
     try {
