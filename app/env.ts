@@ -107,6 +107,9 @@ const envSchema = z.object({
   METRICS_TOKEN: z.string().trim().min(16, 'must be at least 16 characters (e.g. openssl rand -hex 32)').optional(),
 });
 
+/** Every variable the server reads (README's table and .env.example list them all). */
+export const ENV_VARIABLES = Object.keys(envSchema.shape);
+
 export interface Config {
   upstream: { baseUrl: string | undefined; apiKey: string | undefined; defaultModel: string; timeoutMs: number };
   port: number;
