@@ -14,8 +14,8 @@ type Failure = { code?: unknown; message?: unknown; address?: unknown; port?: un
 
 const UNREACHABLE = new Set(['ETIMEDOUT', 'CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNRESET']);
 
-/** Explains why the database in DB_URL could not be opened or migrated. */
-export function databaseStartupError(err: unknown, target: DbTarget): StartupError {
+/** Explains why the database in DB_URL could not be opened or migrated (`npm run db:migrate` says so). */
+export function databaseStartupError(err: unknown, target: DbTarget, failed = 'Cannot start'): StartupError {
   const failure = (err ?? {}) as Failure;
   const code = typeof failure.code === 'string' ? failure.code : undefined;
   const where = describeDbTarget(target);
@@ -24,28 +24,28 @@ export function databaseStartupError(err: unknown, target: DbTarget): StartupErr
   let message: string;
   if (target.dialect === 'sqlite') {
     message =
-      `Cannot start: the SQLite database in DB_URL (${where}) could not be opened or migrated: ${detail}${code ? ` (${code})` : ''}.\n` +
+      `${failed}: the SQLite database in DB_URL (${where}) could not be opened or migrated: ${detail}${code ? ` (${code})` : ''}.\n` +
       `Check that its directory can be created and written to, or set DB_URL to another file:PATH (file::memory: keeps nothing).`;
   } else {
     const pg = postgresParts(target.url);
     const at = `${pg.host}:${pg.port}`;
     const noPostgres = 'Without Postgres: DB_URL=file:./data/dev.db (SQLite), or PERSIST_TRANSCRIPTS=false (no history).';
     if (code === 'ENOTFOUND') {
-      message = `Cannot start: the host "${pg.host}" in DB_URL (${where}) cannot be resolved (${detail}).\nCheck the host name in DB_URL. ${noPostgres}`;
+      message = `${failed}: the host "${pg.host}" in DB_URL (${where}) cannot be resolved (${detail}).\nCheck the host name in DB_URL. ${noPostgres}`;
     } else if (code === 'ECONNREFUSED') {
-      message = `Cannot start: nothing accepts connections at ${at}, the Postgres in DB_URL (${where}): ${detail}.\nStart Postgres there, or fix the host and port in DB_URL. ${noPostgres}`;
+      message = `${failed}: nothing accepts connections at ${at}, the Postgres in DB_URL (${where}): ${detail}.\nStart Postgres there, or fix the host and port in DB_URL. ${noPostgres}`;
     } else if (code && UNREACHABLE.has(code)) {
-      message = `Cannot start: no answer from ${at}, the Postgres in DB_URL (${where}): ${detail} (${code}).\nCheck the host, the port and any firewall between them. ${noPostgres}`;
+      message = `${failed}: no answer from ${at}, the Postgres in DB_URL (${where}): ${detail} (${code}).\nCheck the host, the port and any firewall between them. ${noPostgres}`;
     } else if (code === '3D000') {
       message =
-        `Cannot start: the database "${pg.database}" in DB_URL (${where}) does not exist on ${at}.\n` +
+        `${failed}: the database "${pg.database}" in DB_URL (${where}) does not exist on ${at}.\n` +
         `Create it:  ${createdbCommand(pg)}\nor point DB_URL at an existing database.`;
     } else if (code === '28P01' || code === '28000') {
       message =
-        `Cannot start: Postgres at ${at} refused the login in DB_URL (${where}): ${detail} (SQLSTATE ${code}).\n` +
+        `${failed}: Postgres at ${at} refused the login in DB_URL (${where}): ${detail} (SQLSTATE ${code}).\n` +
         `Check the user name and password in DB_URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE).`;
     } else {
-      message = `Cannot start: opening or migrating the Postgres database in DB_URL (${where}) failed: ${detail}${code ? ` (${code})` : ''}.`;
+      message = `${failed}: opening or migrating the Postgres database in DB_URL (${where}) failed: ${detail}${code ? ` (${code})` : ''}.`;
     }
   }
   return new StartupError(message, { cause: err });

@@ -78,6 +78,12 @@ describe('start-up with a database it cannot use', () => {
     expect(result.output).toMatch(/Check the user name and password in DB_URL/);
   });
 
+  it('npm run db:migrate explains the same way', async () => {
+    const port = await freePort();
+    const p = spawnEntry('db/migrate-cli.ts', { DB_URL: `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/chat` });
+    expectExplained({ code: await p.exited, output: p.output() }, new RegExp(`^Cannot migrate: nothing accepts connections at 127\\.0\\.0\\.1:${port}`, 'm'));
+  });
+
   it('a SQLite file that cannot be created: says which path', async () => {
     const result = await startWith('file:/dev/null/chat.db');
     expectExplained(result, /the SQLite database in DB_URL \(sqlite:\/dev\/null\/chat\.db\) could not be opened/);

@@ -68,7 +68,7 @@ export interface EntryProcess {
  * the given environment (and PATH), waiting for nothing: for start-ups that fail, and for
  * output that is not npm start's JSON.
  */
-export function spawnEntry(entry: 'app/index.ts' | 'app/dev.ts', env: Record<string, string>): EntryProcess {
+export function spawnEntry(entry: 'app/index.ts' | 'app/dev.ts' | 'db/migrate-cli.ts', env: Record<string, string>): EntryProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', entry], {
     cwd: root,
     env: { PATH: process.env.PATH ?? '', ...env },
