@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { errorExcerpt, maskSecrets } from '../app/upstream/error-text.js';
 import { call, capturingLogger, newSession, testApp } from './helpers/app.js';
@@ -138,6 +140,19 @@ describe('a 404 from the upstream', () => {
     const error = { message: 'The model `gpt-9` does not exist or you do not have access to it.', type: 'invalid_request_error', param: null, code: 'model_not_found' };
     const res = await chat({ fault: 'status', status: 404, error_body: { error } });
     expect(res.json).toEqual({ error });
+  });
+
+  it('names only the host of an unreachable upstream, never its query string', async () => {
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as AddressInfo;
+    await new Promise((r) => server.close(r));
+    const { chat, log } = setup({ OPENAI_BASE_URL: `http://127.0.0.1:${port}/v1?key=${KEYS.opaque}` });
+    const res = await chat({});
+    expect(res.status).toBe(502);
+    expect(res.json.error).toMatchObject({ code: 'upstream_unreachable', message: expect.stringContaining(`upstream provider at 127.0.0.1:${port} (ECONNREFUSED)`) });
+    expectNoKeys(res.text);
+    expectNoKeys(log.text());
   });
 
   it('keeps the query string of OPENAI_BASE_URL out of what the client sees', async () => {
