@@ -1,9 +1,9 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import { cors } from 'hono/cors';
 import { requestId } from 'hono/request-id';
 import { ApiError, renderError, toApiError } from './errors.js';
 import { accessLog } from './middleware/access-log.js';
+import { corsPolicy } from './middleware/cors.js';
 import { limitJsonDepth } from './middleware/json-depth.js';
 import { createMemoryRateLimitStore, rateLimit } from './middleware/rate-limit.js';
 import { SessionIds, session } from './middleware/session.js';
@@ -11,9 +11,10 @@ import { chat } from './routes/chat.js';
 import { conversations } from './routes/conversations/index.js';
 import { health } from './routes/health.js';
 import { createMetrics } from './metrics.js';
-import { Consents, PERSIST_HEADER, redactSystemPrompts } from './privacy.js';
+import { Consents, redactSystemPrompts } from './privacy.js';
 import { metrics } from './routes/metrics.js';
 import { privacy } from './routes/privacy.js';
+import type { Logger } from './logger.js';
 import type { AppDeps, AppEnv, Services } from './types.js';
 
 /** Builds the HTTP app around its dependencies; no I/O happens here. */
@@ -42,10 +43,7 @@ export function createApp(input: AppDeps) {
   });
   app.use(accessLog());
   app.use(
-    cors({
-      origin: config.allowedOrigins,
-      credentials: true,
-      allowHeaders: ['content-type', 'authorization', 'x-session-id', 'x-conversation-id', 'x-request-id', PERSIST_HEADER],
+    corsPolicy(config.allowedOrigins, {
       exposeHeaders: [
         'x-session-id',
         'x-conversation-id',
@@ -90,10 +88,24 @@ export function createApp(input: AppDeps) {
   );
   app.onError((err, c) => {
     const apiError = toApiError(err);
-    if (apiError.status >= 500) c.get('log')?.error({ err }, 'request failed');
+    if (apiError.status >= 500) logFailure(c.get('log'), err, apiError);
     return renderError(apiError, c);
   });
   return app;
 }
 
 export type App = ReturnType<typeof createApp>;
+
+/**
+ * A fault of this server is logged as an error with its stack. A 5xx given on purpose
+ * (501 persistence_disabled, 503 upstream_not_configured or database_unavailable, 502/504 from
+ * the upstream) is an answer, not a fault: one line without a stack, 501 at info.
+ */
+function logFailure(log: Logger | undefined, err: unknown, apiError: ApiError): void {
+  if (apiError.code === null || apiError.code === 'internal_error') {
+    log?.error({ err }, 'request failed');
+    return;
+  }
+  const cause = err === apiError ? undefined : (err as { code?: unknown })?.code;
+  log?.[apiError.status === 501 ? 'info' : 'warn']({ status: apiError.status, code: apiError.code, ...(cause !== undefined && { cause_code: cause }) }, apiError.message);
+}

@@ -53,6 +53,10 @@ const httpUrl = z
   .refine((v) => /^https?:\/\/[^\s]+$/.test(v) && URL.canParse(v), {
     message: 'must be an http:// or https:// URL, e.g. https://api.openai.com/v1',
   })
+  // fetch refuses URLs with credentials; the key belongs in OPENAI_API_KEY.
+  .refine((v) => !URL.canParse(v) || (!new URL(v).username && !new URL(v).password), {
+    message: 'must not contain user:password@ (fetch refuses such URLs); put the key in OPENAI_API_KEY',
+  })
   .transform((v) => v.replace(/\/+$/, ''));
 
 const redisUrl = z
@@ -71,7 +75,16 @@ const envSchema = z.object({
   ALLOWED_ORIGIN: z
     .string()
     .default('http://localhost:3000')
-    .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean)),
+    .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean))
+    // A browser sends an origin as scheme://host[:port], lowercased, never with a path: an entry
+    // written otherwise (a trailing slash) would silently match nothing, so it is normalised or refused.
+    .transform((list, ctx) =>
+      list.map((o) => {
+        const origin = o === '*' ? o : normalizeOrigin(o);
+        if (origin === null) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(o)} is not an origin; use * or scheme://host[:port] (no path), comma-separated` });
+        return origin ?? o;
+      }),
+    ),
   RATE_LIMIT_WINDOW_SEC: int(60, 1, 86_400),
   RATE_LIMIT_MAX: int(50, 0),
   RATE_LIMIT_REDIS_PREFIX: z.string().regex(/^\S{1,100}$/, 'must be 1 to 100 characters without spaces').default('ratelimit:'),
@@ -130,6 +143,8 @@ const envSchema = z.object({
   SHUTDOWN_GRACE_MS: int(10_000, 0, 600_000),
   IP_HASH_SALT: z.string().min(16, 'must be at least 16 characters').optional(),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  LOG_FORMAT: z.enum(['json', 'pretty']).default('json'),
+  METRICS_TOKEN: z.string().trim().min(16, 'must be at least 16 characters (e.g. openssl rand -hex 32)').optional(),
 });
 
 // DEFAULT_MODEL fills in requests that name no model, so it must be allowed itself.
@@ -142,6 +157,8 @@ const checkedEnvSchema = envSchema.superRefine((e, ctx) => {
     });
   }
 });
+/** Every variable the server reads (README's table and .env.example list them all). */
+export const ENV_VARIABLES = Object.keys(envSchema.shape);
 
 export interface Config {
   upstream: { baseUrl: string | undefined; apiKey: string | undefined; defaultModel: string; timeoutMs: number };
@@ -195,6 +212,19 @@ export interface Config {
   concurrency: { perCaller: number; perAddress: number; total: number };
   /** Behind a reverse proxy: the client address is X-Forwarded-For's last hop, the scheme X-Forwarded-Proto's. */
   trustProxy: boolean;
+  /** `json` lines (production, tests) or `pretty` human-readable lines (npm run dev's default). */
+  logFormat: 'json' | 'pretty';
+  /** When set, /metrics needs it as a bearer token and /healthz shows only its status without it. */
+  metricsToken: string | undefined;
+}
+
+/** `http://LOCALHOST:3000/` → `http://localhost:3000`; null when it is not an origin. */
+function normalizeOrigin(raw: string): string | null {
+  if (!URL.canParse(raw)) return null;
+  const url = new URL(raw);
+  if (!url.host || (url.pathname !== '/' && url.pathname !== '') || url.search || url.hash || url.username) return null;
+  // Schemes without an origin of their own (chrome-extension://…) are kept as written.
+  return url.origin === 'null' ? raw.replace(/\/+$/, '') : url.origin;
 }
 
 export class ConfigError extends Error {
@@ -210,8 +240,10 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     const lines = parsed.error.issues.map((i) => {
       const name = String(i.path[0] ?? 'environment');
       // Echo the bad value to help, except where it may be a secret.
-      const value = cleaned[name]?.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
-      const shown = value !== undefined && !/KEY|SECRET|SALT/.test(name) ? ` (got ${JSON.stringify(value)})` : '';
+      const value = cleaned[name]
+        ?.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@')
+        .replace(/([?&](?:key|api[_-]?key|token|access[_-]?token|secret|sig|signature|password)=)[^&#]*/gi, '$1***');
+      const shown = value !== undefined && !/KEY|SECRET|SALT|TOKEN/.test(name) ? ` (got ${JSON.stringify(value)})` : '';
       return `  ${name}${shown}: ${i.message}`;
     });
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
@@ -266,5 +298,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       total: e.MAX_STREAMS,
     },
     trustProxy: e.TRUST_PROXY,
+    logFormat: e.LOG_FORMAT,
+    metricsToken: e.METRICS_TOKEN,
   };
 }

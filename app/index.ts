@@ -1,5 +1,6 @@
 import { ConfigError, loadConfig } from './env.js';
 import { startServer } from './server.js';
+import { StartupError } from './startup-error.js';
 
 // `npm start`: everything comes from the environment; a bad value stops start-up here.
 let config;
@@ -11,7 +12,12 @@ try {
   process.exit(1);
 }
 
-const server = await startServer(config);
+const server = await startServer(config).catch((err: unknown) => {
+  // Explained failures (DB_URL, PORT) are printed as they are; anything else keeps its stack.
+  if (!(err instanceof StartupError)) throw err;
+  console.error(err.message);
+  process.exit(1);
+});
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.once(signal, () => {
     server.close().then(

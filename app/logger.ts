@@ -1,4 +1,6 @@
+import { createRequire } from 'node:module';
 import { pino, type Logger } from 'pino';
+import type { PrettyOptions } from 'pino-pretty';
 
 export type { Logger } from 'pino';
 
@@ -6,7 +8,7 @@ export type { Logger } from 'pino';
  * Structured JSON logs. Request and header objects are never logged whole; the redact list is a
  * second line of defence for anything that slips into a log call by mistake.
  */
-export function createLogger(level: string = 'info', destination?: pino.DestinationStream): Logger {
+export function createLogger(level: string = 'info', destination?: pino.DestinationStream, format: 'json' | 'pretty' = 'json'): Logger {
   return pino(
     {
       level,
@@ -16,6 +18,16 @@ export function createLogger(level: string = 'info', destination?: pino.Destinat
         censor: '[redacted]',
       },
     },
-    destination,
+    format === 'pretty' ? prettyStream(destination) : destination,
   );
+}
+
+/**
+ * Human-readable lines for `npm run dev` (LOG_FORMAT=pretty): one line per record, local time.
+ * pino-pretty is loaded only when asked for, so JSON logging (production, tests) never loads it;
+ * it formats in this thread, synchronously, so lines are not lost when the process exits.
+ */
+function prettyStream(destination?: pino.DestinationStream): pino.DestinationStream {
+  const pretty = createRequire(import.meta.url)('pino-pretty') as (options: PrettyOptions) => pino.DestinationStream;
+  return pretty({ translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true, sync: true, ...(destination && { destination }) });
 }

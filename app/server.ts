@@ -8,6 +8,8 @@ import type { Config } from './env.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMemoryRateLimitStore, createRedisRateLimitStore, type RateLimitStore } from './middleware/rate-limit.js';
 import { scheduleRetention } from './retention.js';
+import { databaseStartupError, listenStartupError } from './startup-error.js';
+import { hasVersionSegment, maskUrl } from './upstream/base-url.js';
 import { InFlight } from './streaming/in-flight.js';
 
 export interface RunningServer {
@@ -27,17 +29,27 @@ export async function startServer(
   config: Config,
   options: { logger?: Logger; store?: Store | null; rateLimitStore?: RateLimitStore } = {},
 ): Promise<RunningServer> {
-  const logger = options.logger ?? createLogger(config.logLevel);
+  const logger = options.logger ?? createLogger(config.logLevel, undefined, config.logFormat);
   let store: Store | null = null;
   if (config.persist) {
-    // Imported only when needed: a pure proxy never loads a database driver (less memory).
-    store = options.store ?? (await import('../db/index.js')).createStore(config.db);
     try {
+      // Imported only when needed: a pure proxy never loads a database driver (less memory).
+      store = options.store ?? (await import('../db/index.js')).createStore(config.db);
       await store.migrate();
     } catch (err) {
-      await store.close().catch(() => {});
-      throw err;
+      await store?.close().catch(() => {});
+      // Said in words naming DB_URL (a stack trace from the driver names neither).
+      throw databaseStartupError(err, config.db);
     }
+  }
+  const upstream = config.upstream.baseUrl;
+  if (!upstream) {
+    logger.warn('OPENAI_BASE_URL is not set: chat completions answer 503 upstream_not_configured and /healthz says degraded (npm run dev starts a mock upstream instead)');
+  } else if (!hasVersionSegment(upstream)) {
+    logger.warn(
+      { upstream: maskUrl(upstream) },
+      'OPENAI_BASE_URL has no version segment such as /v1 (e.g. https://api.openai.com/v1); most providers answer 404 without it',
+    );
   }
   const inFlight = new InFlight(store, { leaseMs: config.streams.leaseMs, sweepMs: config.streams.sweepMs, log: logger });
   // Closes what a previous run left streaming, then keeps sweeping and renewing leases.
@@ -51,16 +63,26 @@ export async function startServer(
       : createMemoryRateLimitStore());
   const app = createApp({ config, store, logger, inFlight, rateLimitStore });
   const stopRetention = store ? scheduleRetention(store, config.retention, logger) : () => {};
-  const server = await new Promise<Server>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
-  });
+  let server: Server;
+  try {
+    server = await new Promise<Server>((resolve, reject) => {
+      const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
+      s.once('error', reject);
+    });
+  } catch (err) {
+    stopRetention();
+    await inFlight.shutdown(0);
+    if (!options.rateLimitStore) await rateLimitStore.close().catch(() => {});
+    if (!options.store) await store?.close().catch(() => {});
+    throw listenStartupError(err, config.host, config.port);
+  }
   const { port } = server.address() as AddressInfo;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   logger.info(
     {
       port,
       persistence: config.persist ? describeDbTarget(config.db) : 'off',
-      upstream: config.upstream.baseUrl ?? null,
+      upstream: upstream ? maskUrl(upstream) : null,
       rateLimit: config.rateLimit.max === 0 ? 'off' : rateLimitStore.kind,
     },
     'listening',

@@ -8,7 +8,7 @@ try {
   const config = loadConfig();
   const store = createStore(config.db);
   await store.migrate();
-  const deleted = await sweepRetention(store, config.retention, createLogger(config.logLevel));
+  const deleted = await sweepRetention(store, config.retention, createLogger(config.logLevel, undefined, config.logFormat));
   await store.close();
   console.log(`retention: deleted ${deleted} conversation(s) from ${describeDbTarget(config.db)}`);
 } catch (err) {

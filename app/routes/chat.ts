@@ -2,13 +2,15 @@ import { Hono } from 'hono';
 import { limitChatRequest } from '../chat/limits.js';
 import { LOCAL_FIELDS, chatRequestSchema } from '../chat/schemas.js';
 import { ProxiedTurn } from '../chat/turn.js';
-import { ApiError, errorBody } from '../errors.js';
+import { ApiError } from '../errors.js';
 import { concurrencyLimit } from '../middleware/concurrency.js';
 import { sessionInfo } from '../middleware/session.js';
 import { notStoredReason } from '../privacy.js';
 import { relay, type StreamObserver } from '../streaming/relay.js';
 import { withTelemetry } from '../streaming/telemetry.js';
+import { chatCompletionsUrl, maskUrl } from '../upstream/base-url.js';
 import { callChatCompletions, type UpstreamCall } from '../upstream/client.js';
+import { upstreamErrorAnswer } from '../upstream/error-text.js';
 import type { AppEnv } from '../types.js';
 import { validate } from '../validate.js';
 
@@ -92,20 +94,19 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   }
   return c.body(text, upstream.status as 200, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
 
-  /** An upstream error answer, passed through; a body that is not OpenAI's error JSON is wrapped in it. */
+  /** An upstream error answer, passed through with keys masked; a body that is not OpenAI's error JSON is wrapped in it. */
   function passError(res: Response, text: string): Response {
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
     const retryAfter = res.headers.get('retry-after');
     if (retryAfter) headers['retry-after'] = retryAfter;
-    let isErrorJson = false;
-    try {
-      isErrorJson = typeof JSON.parse(text)?.error === 'object';
-    } catch {
-      // not JSON
-    }
-    if (isErrorJson) return c.body(text, res.status as 400, { ...headers, 'content-type': 'application/json' });
-    const detail = text.trim() ? `: ${text.trim().slice(0, 500)}` : ' with no error details';
-    return c.json(errorBody(`The upstream provider answered ${res.status}${detail}`, 'upstream_error', `upstream_${res.status}`), res.status as 400, headers);
+    const endpoint = chatCompletionsUrl(config.upstream.baseUrl!);
+    const answer = upstreamErrorAnswer(res.status, text, { endpoint, secrets: [config.upstream.apiKey] });
+    // A refused request is the client's to fix; anything else (key, quota, path, outage) the operator's.
+    c.get('log')[res.status === 400 || res.status === 422 ? 'info' : 'warn'](
+      { upstream_status: res.status, upstream_url: maskUrl(endpoint), upstream_error: answer.excerpt },
+      'upstream answered an error',
+    );
+    return c.body(answer.body, res.status as 400, headers);
   }
 });
 

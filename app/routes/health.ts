@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import type { Store } from '../../db/store.js';
+import { hasMetricsAccess } from '../middleware/metrics-token.js';
 import type { AppEnv } from '../types.js';
 
 const startedAt = Date.now();
@@ -20,14 +21,21 @@ function counts(store: Store) {
 export const health = new Hono<AppEnv>().get('/', async (c) => {
   const { config, store } = c.get('deps');
   const ok = store ? await store.ping() : true;
-  const totals = store && ok ? await counts(store).catch(() => null) : null;
   const baseUrl = config.upstream.baseUrl;
+  // No upstream: the process is up and history works, but every chat answers 503. Degraded,
+  // yet 200: restarting would not fix a missing setting (503 is kept for a database that is down).
+  const status = ok && baseUrl ? 'ok' : 'degraded';
+  const code = ok ? 200 : 503;
+  // With METRICS_TOKEN set, callers without it learn the status and nothing else.
+  if (!hasMetricsAccess(c)) return c.json({ status }, code);
+  const totals = store && ok ? await counts(store).catch(() => null) : null;
   return c.json(
     {
-      status: ok ? 'ok' : 'degraded',
+      status,
       uptime: Math.round((Date.now() - startedAt) / 1000),
       provider: baseUrl ? new URL(baseUrl).host : null,
       model: config.upstream.defaultModel,
+      upstream: { configured: Boolean(baseUrl) },
       persistence: {
         enabled: config.persist,
         dialect: store?.dialect ?? null,
@@ -36,6 +44,6 @@ export const health = new Hono<AppEnv>().get('/', async (c) => {
         ...(totals && { conversations: totals.conversations, messages: totals.messages }),
       },
     },
-    ok ? 200 : 503,
+    code,
   );
 });

@@ -1,4 +1,5 @@
 import { ApiError } from '../errors.js';
+import { chatCompletionsUrl } from './base-url.js';
 
 export interface UpstreamOptions {
   baseUrl: string | undefined;
@@ -64,7 +65,7 @@ export async function callChatCompletions(
 
   let response: Response;
   try {
-    response = await fetch(`${options.baseUrl}/chat/completions`, {
+    response = await fetch(chatCompletionsUrl(options.baseUrl), {
       method: 'POST',
       headers,
       body,

@@ -52,3 +52,63 @@ export async function startServerProcess(env: Record<string, string>): Promise<S
     },
   };
 }
+
+export interface EntryProcess {
+  child: ChildProcess;
+  /** Everything the process wrote to stdout and stderr so far. */
+  output(): string;
+  /** Resolves with the exit code (or signal name) once the process has exited. */
+  exited: Promise<number | string>;
+  /** Resolves with the first match of `pattern` in the output; rejects if the process exits first. */
+  waitFor(pattern: RegExp): Promise<RegExpExecArray>;
+  kill(signal?: NodeJS.Signals): Promise<number | string>;
+}
+
+/**
+ * Runs an entry point (`app/index.ts` is `npm start`, `app/dev.ts` is `npm run dev`) with only
+ * the given environment (and PATH), waiting for nothing: for start-ups that fail, and for
+ * output that is not npm start's JSON.
+ */
+export function spawnEntry(entry: 'app/index.ts' | 'app/dev.ts' | 'db/migrate-cli.ts', env: Record<string, string>): EntryProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const listeners = new Set<() => void>();
+  const onData = (d: Buffer) => {
+    output += d;
+    for (const l of listeners) l();
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  // 'close', not 'exit': by then stdout and stderr are fully read.
+  const exited = new Promise<number | string>((r) => child.once('close', (code, signal) => r(code ?? signal ?? -1)));
+  return {
+    child,
+    output: () => output,
+    exited,
+    waitFor(pattern) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = pattern.exec(output);
+          if (!m) return;
+          listeners.delete(check);
+          resolve(m);
+        };
+        listeners.add(check);
+        check();
+        void exited.then((code) => {
+          if (!listeners.has(check)) return;
+          listeners.delete(check);
+          reject(new Error(`${entry} exited (${code}) before printing ${pattern}:\n${output}`));
+        });
+      });
+    },
+    kill(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
