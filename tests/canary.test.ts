@@ -2,9 +2,10 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../app/logger.js';
 import { startServer, type RunningServer } from '../app/server.js';
-import { capturingLogger, newSession, testConfig } from './helpers/app.js';
+import { capturingLogger, newSession, testApp, testConfig } from './helpers/app.js';
 import { useMockUpstream } from './helpers/mock.js';
 import { dialects, sharedTestStore } from './helpers/dialects.js';
+import { startScriptedUpstream } from './helpers/scripted-upstream.js';
 import { streamedContent, waitFor } from './helpers/streams.js';
 
 // Distinctive values planted everywhere a secret could come from; none may be stored or logged.
@@ -162,6 +163,29 @@ describe.each(dialects)('secret hygiene on %s', (dialect) => {
     expect(logs).toMatch(dialect === 'sqlite' ? /"code":"SQLITE_BUSY"/ : /"code":"(55P03|57P01|CONNECTION_\w+)"/);
   });
 
+  it('logs an upstream line that is not SSE as skipped, without its text', async () => {
+    const canary = 'CANARYLINE5f2e9';
+    const event = (delta: object, finish: string | null = null) =>
+      `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+    const body = Buffer.from(`${event({ content: 'Hi' })}${canary} said the model\n\n${event({}, 'stop')}data: [DONE]\n\n`);
+    const upstream = await startScriptedUpstream(() => ({ contentType: 'text/event-stream', body, at: body.length, then: 'rest' }));
+    const capture = capturingLogger();
+    try {
+      const app = testApp(db.store, { OPENAI_BASE_URL: upstream.url }, capture.logger);
+      const res = await app.request('/v1/chat/completions', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-session-id': newSession() },
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'hi' }], stream: true }),
+      });
+      expect(await res.text()).toContain(canary); // passed on untouched
+      await waitFor(() => capture.text().includes('"stream_outcome"'));
+    } finally {
+      await upstream.close();
+    }
+    expect(capture.text()).toContain('skipped an unreadable upstream event');
+    expect(capture.text()).not.toContain(canary);
+    expect(capture.text()).toContain('unknown-field');
+  });
 });
 
 /**
