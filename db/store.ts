@@ -237,7 +237,10 @@ export class LimitExceededError extends Error {
  * SQLite lock contention, a Postgres connection that dropped or is being shut down.
  */
 export function isTransientDbError(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code;
+  // Drizzle wraps the driver's error in a DrizzleQueryError (with the failed query): the code
+  // is on its cause.
+  const e = err as { code?: unknown; query?: unknown; cause?: { code?: unknown } } | null | undefined;
+  const code = e?.code ?? (typeof e?.query === 'string' ? e.cause?.code : undefined);
   if (typeof code !== 'string') return false;
   return (
     code.startsWith('SQLITE_BUSY') ||
@@ -246,6 +249,8 @@ export function isTransientDbError(err: unknown): boolean {
     // Postgres SQLSTATE classes 08 (connection exception) and 57P (operator intervention).
     /^08...$/.test(code) ||
     /^57P0[1-3]$/.test(code) ||
+    // lock_not_available: a lock_timeout ran out, Postgres's SQLITE_BUSY.
+    code === '55P03' ||
     code === '40001' ||
     code === '40P01'
   );

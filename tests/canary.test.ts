@@ -1,10 +1,13 @@
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashSessionId } from '../app/middleware/session.js';
+import { createLogger } from '../app/logger.js';
 import { startServer, type RunningServer } from '../app/server.js';
-import { capturingLogger, newSession, testConfig } from './helpers/app.js';
+import { capturingLogger, newSession, testApp, testConfig } from './helpers/app.js';
 import { useMockUpstream } from './helpers/mock.js';
 import { dialects, sharedTestStore } from './helpers/dialects.js';
-import { waitFor } from './helpers/streams.js';
+import { startScriptedUpstream } from './helpers/scripted-upstream.js';
+import { streamedContent, waitFor } from './helpers/streams.js';
 
 // Distinctive values planted everywhere a secret could come from; none may be stored or logged.
 const CANARIES = {
@@ -95,5 +98,173 @@ describe.each(dialects)('secret hygiene on %s', (dialect) => {
     }
     // The upstream, on the other hand, did get the server's key, and only that.
     expect(mock.requests.every((r) => r.headers.authorization === `Bearer ${CANARIES.upstreamKey}`)).toBe(true);
+  });
+
+  it('logs no message content when the database fails under a stream and a request', async () => {
+    // Database errors carry the statement's parameters (Drizzle even puts them in its message):
+    // here, the text being written. Only their type, code and a message without data may be logged.
+    const question = 'CANARY-QUESTION-4e1b7';
+    const answerPiece = 'CANARY-ANSWER-8c2d6 ';
+    const capture = capturingLogger();
+    const config = testConfig({
+      OPENAI_BASE_URL: mock.url,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'debug',
+      HISTORY_BATCH_FLUSH_CHARS: '16',
+      HISTORY_BATCH_FLUSH_MS: '10',
+    });
+    const faulty = await startServer(config, { store: db.store, logger: capture.logger });
+    const outage = await databaseOutage(db);
+    try {
+      const session = newSession();
+      const send = (content: string, mockOptions: object) =>
+        fetch(`${faulty.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-session-id': session },
+          body: JSON.stringify({ messages: [{ role: 'user', content }], stream: true, mock: mockOptions }),
+        });
+      const streaming = await send(`${question} streamed`, { text: answerPiece.repeat(40), chunks: 40, delay_ms: 5 });
+      const reader = streaming.body!.getReader();
+      const decoder = new TextDecoder();
+      let text = decoder.decode((await reader.read()).value, { stream: true });
+      // The request is recorded; now the database goes, while the answer streams on.
+      await outage.begin();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        text += decoder.decode(value, { stream: true });
+      }
+      expect(streamedContent(text)).toBe(answerPiece.repeat(40));
+      await waitFor(() => capture.text().includes('history write failed; will retry'));
+
+      // A request that cannot be recorded, with its content in the failing statement.
+      const refused = await send(`${question} refused`, {});
+      expect(refused.status).toBeGreaterThanOrEqual(500);
+      await refused.text();
+      await waitFor(() => capture.text().includes('"msg":"request failed"'));
+
+      await outage.end();
+      const id = streaming.headers.get('x-conversation-id')!;
+      const stored = await waitFor(async () => {
+        const res = await fetch(`${faulty.url}/v1/conversations/${id}`, { headers: { 'x-session-id': session } });
+        const answer = ((await res.json()) as { messages?: any[] }).messages?.[1];
+        return answer?.status === 'final' ? answer : null;
+      }, 20_000);
+      expect(stored.content).toBe(answerPiece.repeat(40));
+    } finally {
+      await outage.end();
+      await outage.close();
+      await faulty.close();
+    }
+
+    const logs = capture.text();
+    expect(logs).toContain('history write failed; will retry');
+    expect(logs, 'the question in the logs').not.toContain(question);
+    expect(logs, 'the answer in the logs').not.toContain(answerPiece.trim());
+    // What went wrong is still there: the error's code.
+    expect(logs).toMatch(dialect === 'sqlite' ? /"code":"SQLITE_BUSY"/ : /"code":"(55P03|57P01|CONNECTION_\w+)"/);
+  });
+
+  it('logs an upstream line that is not SSE as skipped, without its text', async () => {
+    const canary = 'CANARYLINE5f2e9';
+    const event = (delta: object, finish: string | null = null) =>
+      `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+    const body = Buffer.from(`${event({ content: 'Hi' })}${canary} said the model\n\n${event({}, 'stop')}data: [DONE]\n\n`);
+    const upstream = await startScriptedUpstream(() => ({ contentType: 'text/event-stream', body, at: body.length, then: 'rest' }));
+    const capture = capturingLogger();
+    try {
+      const app = testApp(db.store, { OPENAI_BASE_URL: upstream.url }, capture.logger);
+      const res = await app.request('/v1/chat/completions', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-session-id': newSession() },
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'hi' }], stream: true }),
+      });
+      expect(await res.text()).toContain(canary); // passed on untouched
+      await waitFor(() => capture.text().includes('"stream_outcome"'));
+    } finally {
+      await upstream.close();
+    }
+    expect(capture.text()).toContain('skipped an unreadable upstream event');
+    expect(capture.text()).not.toContain(canary);
+    expect(capture.text()).toContain('unknown-field');
+  });
+});
+
+/**
+ * Makes every write fail until `end`. SQLite: another connection holds the write lock. Postgres:
+ * the store's connections are killed, and those it opens again give up on locks after 100 ms
+ * while another connection holds the messages table.
+ */
+async function databaseOutage(db: Awaited<ReturnType<typeof sharedTestStore>>) {
+  let down = false;
+  if (db.target.dialect === 'sqlite') {
+    return {
+      begin: async () => void (await db.sql('BEGIN IMMEDIATE'), (down = true)),
+      end: async () => void (down && (await db.sql('COMMIT'), (down = false))),
+      close: async () => {},
+    };
+  }
+  const name = new URL(db.target.url).pathname.slice(1);
+  const admin = postgres(db.target.url, { max: 1, onnotice: () => {} });
+  const holder = await admin.reserve();
+  return {
+    async begin() {
+      down = true;
+      await holder.unsafe(`alter database "${name}" set lock_timeout = '100ms'`);
+      await holder`begin`;
+      await holder`lock table messages in exclusive mode`;
+      await holder`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`;
+    },
+    async end() {
+      if (!down) return;
+      down = false;
+      await holder`commit`;
+      await holder.unsafe(`alter database "${name}" reset lock_timeout`);
+    },
+    async close() {
+      await this.end();
+      holder.release();
+      await admin.end();
+    },
+  };
+}
+
+describe('error serializer', () => {
+  it('logs a database error by type, code and cause, without parameters, query or values', () => {
+    const secret = 'CANARY-PARAM-91f3a';
+    const driver = Object.assign(new Error(`invalid input syntax for type uuid: "${secret}"`), {
+      code: '22P02',
+      query: `select * from t where id = '${secret}'`,
+      parameters: [secret],
+      args: [secret],
+    });
+    class DrizzleQueryError extends Error {
+      constructor(
+        readonly query: string,
+        readonly params: unknown[],
+        cause: unknown,
+      ) {
+        super(`Failed query: ${query}\nparams: ${params}`);
+        this.cause = cause;
+      }
+    }
+    const lines: string[] = [];
+    const log = createLogger('debug', { write: (line: string) => void lines.push(line) });
+    log.warn({ err: new DrizzleQueryError('update messages set content = content || $1', [`${secret} text`], driver) }, 'write failed');
+    log.error(new DrizzleQueryError('insert into messages values ($1)', [secret], driver), 'as the first argument');
+    expect(lines).toHaveLength(2);
+    for (const line of lines) {
+      expect(line).not.toContain(secret);
+      const { err } = JSON.parse(line);
+      expect(err).toMatchObject({
+        type: 'DrizzleQueryError',
+        code: '22P02',
+        message: 'invalid input syntax for type uuid: "…"',
+        cause: { type: 'Error', code: '22P02', message: 'invalid input syntax for type uuid: "…"' },
+      });
+      expect(Object.keys(err).sort()).toEqual(['cause', 'code', 'message', 'stack', 'type']);
+      expect(err.stack).toMatch(/^\s+at /);
+    }
   });
 });

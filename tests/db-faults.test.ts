@@ -159,6 +159,36 @@ describe.each(dialects)('database faults on %s', (dialect) => {
       const answer = await answerOf(app, res.headers.get('x-conversation-id')!, session);
       expect(answer).toMatchObject({ status: 'final', content: mockAnswer(opts) });
     });
+
+    it('answers 503 with Retry-After when its connections are killed or a lock times out during an API write', async () => {
+      const app = testApp(store, { OPENAI_BASE_URL: mock.url });
+      const url = (db.target as { url: string }).url;
+      const name = new URL(url).pathname.slice(1);
+      const admin = postgres(url, { max: 1, onnotice: () => {} });
+      const holder = await admin.reserve();
+      const killOthers = () => holder`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`;
+      try {
+        // The store's connections are killed; those it opens again give up on a lock after 100 ms.
+        await holder.unsafe(`alter database "${name}" set lock_timeout = '100ms'`);
+        await holder`begin`;
+        await holder`lock table conversations in exclusive mode`;
+        await killOthers();
+        for (let i = 0; i < 2; i++) {
+          const res = await call(app, 'POST', '/v1/conversations', { session: newSession(), body: {} });
+          expect(res.status, res.text).toBe(503);
+          expect(res.headers.get('retry-after')).toBe('1');
+          expect(res.json.error).toMatchObject({ code: 'database_unavailable' });
+        }
+      } finally {
+        await holder`rollback`;
+        await holder.unsafe(`alter database "${name}" reset lock_timeout`);
+        await killOthers();
+        holder.release();
+        await admin.end();
+      }
+      // And writes work again once the pool has replaced the killed connections.
+      await waitFor(async () => (await call(app, 'POST', '/v1/conversations', { session: newSession(), body: {} })).status === 201);
+    });
   }
 
   if (dialect === 'sqlite') {

@@ -194,8 +194,8 @@ export class ProxiedTurn {
     } else {
       try {
         counts = {
-          tokensIn: await estimatePromptTokens(this.request.messages),
-          tokensOut: await estimateTokens(generated),
+          tokensIn: await estimatePromptTokens(this.request.messages, { maxChars: this.ctx.config.tokenEstimateMaxChars }),
+          tokensOut: await estimateTokens(generated, { maxChars: this.ctx.config.tokenEstimateMaxChars }),
           tokensSource: 'estimated',
         };
       } catch (err) {

@@ -105,7 +105,8 @@ export function createChatStreamReader(callbacks: ChatStreamCallbacks = {}): Cha
       }
     },
     onError(err) {
-      skip(err.message, '');
+      // The parser's message quotes the start of the line, which may be the answer's text.
+      skip(`unreadable line (${err.type})`, '');
     },
   });
 

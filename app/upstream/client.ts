@@ -30,9 +30,22 @@ export interface UpstreamCall {
 }
 
 /**
+ * Whether fetch failed because the connection closed or was reset before the answer began
+ * (fetch rejects only until the response head has arrived; a body that breaks later is never
+ * retried). That is what a pooled keep-alive connection does when the upstream closes it just
+ * as a request goes out on it; fetch then drops that connection, so another try goes out on a
+ * different one. Refused connections, timeouts and aborts are not this.
+ */
+function closedBeforeAnswer(err: unknown): boolean {
+  const code = (err as { cause?: { code?: unknown } })?.cause?.code;
+  return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE';
+}
+
+/**
  * Calls the upstream's chat completions endpoint with the server's own key. Nothing from the
  * client's headers is sent: only what the protocol needs. Failing to connect is a 502, no
  * response headers within `timeoutMs` a 504; after that, `timeoutMs` of silence aborts the body.
+ * A connection that closes before the answer begins is retried once, and nothing else is.
  */
 export async function callChatCompletions(
   options: UpstreamOptions,
@@ -63,13 +76,19 @@ export async function callChatCompletions(
   };
   if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
 
-  let response: Response;
-  try {
-    response = await fetch(chatCompletionsUrl(options.baseUrl), {
+  const send = () =>
+    fetch(chatCompletionsUrl(options.baseUrl!), {
       method: 'POST',
       headers,
       body,
       signal: controller.signal,
+    });
+  let response: Response;
+  try {
+    // The second try runs within the same UPSTREAM_TIMEOUT_MS: the timer keeps running.
+    response = await send().catch((err: unknown) => {
+      if (timedOut || signal?.aborted || !closedBeforeAnswer(err)) throw err;
+      return send();
     });
   } catch (err) {
     clearTimeout(timer);
