@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { requestId } from 'hono/request-id';
+import { dbErrorCode } from '../db/store.js';
 import { ApiError, renderError, toApiError } from './errors.js';
 import { accessLog } from './middleware/access-log.js';
 import { corsPolicy } from './middleware/cors.js';
@@ -106,6 +107,6 @@ function logFailure(log: Logger | undefined, err: unknown, apiError: ApiError): 
     log?.error({ err }, 'request failed');
     return;
   }
-  const cause = err === apiError ? undefined : (err as { code?: unknown })?.code;
+  const cause = err === apiError ? undefined : dbErrorCode(err);
   log?.[apiError.status === 501 ? 'info' : 'warn']({ status: apiError.status, code: apiError.code, ...(cause !== undefined && { cause_code: cause }) }, apiError.message);
 }

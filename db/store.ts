@@ -233,14 +233,20 @@ export class LimitExceededError extends Error {
 }
 
 /**
+ * The driver's code of a database error. Drizzle wraps the driver's error in a DrizzleQueryError
+ * (with the failed query): the code is on its cause.
+ */
+export function dbErrorCode(err: unknown): unknown {
+  const e = err as { code?: unknown; query?: unknown; cause?: { code?: unknown } } | null | undefined;
+  return e?.code ?? (typeof e?.query === 'string' ? e.cause?.code : undefined);
+}
+
+/**
  * Errors that mean "the database is busy or briefly unreachable, try again" rather than a bug:
  * SQLite lock contention, a Postgres connection that dropped or is being shut down.
  */
 export function isTransientDbError(err: unknown): boolean {
-  // Drizzle wraps the driver's error in a DrizzleQueryError (with the failed query): the code
-  // is on its cause.
-  const e = err as { code?: unknown; query?: unknown; cause?: { code?: unknown } } | null | undefined;
-  const code = e?.code ?? (typeof e?.query === 'string' ? e.cause?.code : undefined);
+  const code = dbErrorCode(err);
   if (typeof code !== 'string') return false;
   return (
     code.startsWith('SQLITE_BUSY') ||

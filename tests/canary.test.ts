@@ -142,7 +142,8 @@ describe.each(dialects)('secret hygiene on %s', (dialect) => {
       const refused = await send(`${question} refused`, {});
       expect(refused.status).toBeGreaterThanOrEqual(500);
       await refused.text();
-      await waitFor(() => capture.text().includes('"msg":"request failed"'));
+      // Its error is logged (as a fault, or as the expected 503 while the database is away).
+      await waitFor(() => /"status":5\d\d/.test(capture.text()));
 
       await outage.end();
       const id = streaming.headers.get('x-conversation-id')!;
@@ -163,7 +164,8 @@ describe.each(dialects)('secret hygiene on %s', (dialect) => {
     expect(logs, 'the question in the logs').not.toContain(question);
     expect(logs, 'the answer in the logs').not.toContain(answerPiece.trim());
     // What went wrong is still there: the error's code.
-    expect(logs).toMatch(dialect === 'sqlite' ? /"code":"SQLITE_BUSY"/ : /"code":"(55P03|57P01|CONNECTION_\w+)"/);
+    // (A killed connection shows as the server's 57P01 or, when the socket goes first, ECONNRESET.)
+    expect(logs).toMatch(dialect === 'sqlite' ? /"code":"SQLITE_BUSY"/ : /"code":"(55P03|57P01|08\w{3}|ECONNRESET|EPIPE|CONNECTION_\w+)"/);
   });
 
   it('logs an upstream line that is not SSE as skipped, without its text', async () => {

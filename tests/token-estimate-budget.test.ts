@@ -136,7 +136,7 @@ describe('token estimates', () => {
   it('reads TOKEN_ESTIMATE_MAX_CHARS from the environment', () => {
     expect(DEFAULT_MAX).toBe(65_536);
     expect(loadConfig({ TOKEN_ESTIMATE_MAX_CHARS: '200000' }).tokenEstimateMaxChars).toBe(200_000);
-    expect(() => loadConfig({ TOKEN_ESTIMATE_MAX_CHARS: '10' })).toThrow(/TOKEN_ESTIMATE_MAX_CHARS .*whole number from 1024/);
+    expect(() => loadConfig({ TOKEN_ESTIMATE_MAX_CHARS: '10' })).toThrow(/TOKEN_ESTIMATE_MAX_CHARS.*whole number from 1024/);
   });
 });
 
