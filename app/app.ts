@@ -8,7 +8,7 @@ import { corsPolicy } from './middleware/cors.js';
 import { limitJsonDepth } from './middleware/json-depth.js';
 import { createMemoryRateLimitStore, rateLimit } from './middleware/rate-limit.js';
 import { SessionIds, session } from './middleware/session.js';
-import { chat } from './routes/chat.js';
+import { chat } from './chat/route.js';
 import { conversations } from './routes/conversations/index.js';
 import { health } from './routes/health.js';
 import { createMetrics } from './metrics.js';

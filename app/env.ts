@@ -246,7 +246,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       const value = cleaned[name]
         ?.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@')
         .replace(/([?&](?:key|api[_-]?key|token|access[_-]?token|secret|sig|signature|password)=)[^&#]*/gi, '$1***');
-      const shown = value !== undefined && !/KEY|SECRET|SALT|TOKEN/.test(name) ? ` (got ${JSON.stringify(value)})` : '';
+      const shown = value !== undefined && !/(KEY|SECRET|SALT|_TOKEN)$/.test(name) ? ` (got ${JSON.stringify(value)})` : '';
       return `  ${name}${shown}: ${i.message}`;
     });
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);

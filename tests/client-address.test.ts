@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../app/env.js';
+import { hashSessionId } from '../app/middleware/session.js';
 import { call, newSession, testApp } from './helpers/app.js';
 import { sharedTestStore } from './helpers/dialects.js';
 
@@ -99,7 +100,7 @@ describe('the salted address hash of a session', () => {
       headers: { 'x-forwarded-for': '198.51.100.50' },
     });
     expect(res.status).toBe(201);
-    const [row] = await db.sql(`select ip_hash from sessions where id = '${session}'`);
+    const [row] = await db.sql(`select ip_hash from sessions where id = '${hashSessionId(session)}'`);
     expect(row).toEqual({ ip_hash: createHash('sha256').update(salt).update(expected).digest('hex') });
   });
 });

@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createEventFramer, stripUsage } from '../app/streaming/sse-frames.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
 import { useMockUpstream } from './helpers/mock.js';
 import { dialects, testStore, type TestStore } from './helpers/dialects.js';
@@ -117,44 +116,5 @@ describe.each(dialects)('token accounting on %s', (dialect) => {
     await failed.text();
     const f = (await answerOf(failed.headers.get('x-conversation-id')!, session)).answer;
     expect(f).toMatchObject({ status: 'error', tokens_in: null, tokens_out: null, tokens_source: null });
-  });
-});
-
-describe('event framing and usage stripping', () => {
-  const enc = new TextEncoder();
-  const dec = new TextDecoder();
-  const chunk = (content: string) => `data: {"id":"c","choices":[{"index":0,"delta":{"content":${JSON.stringify(content)}},"finish_reason":null}],"usage":null}\n\n`;
-  const withUsage =
-    chunk('héllo 漢') + chunk('🙂 world') + 'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n' + 'data: [DONE]\n\n';
-  const expected = (chunk('héllo 漢') + chunk('🙂 world')).replaceAll(',"usage":null', '') + 'data: [DONE]\n\n';
-
-  it('removes usage at every split position, including inside multi-byte characters', () => {
-    const bytes = enc.encode(withUsage);
-    for (let k = 1; k < bytes.length; k++) {
-      const framer = createEventFramer();
-      const parts = [framer.push(bytes.slice(0, k)), framer.push(bytes.slice(k)), framer.rest()].map(stripUsage);
-      expect(dec.decode(Buffer.concat(parts)), `split at ${k}`).toBe(expected);
-    }
-  });
-
-  it('passes whole events on as the very same chunk, holds a partial one, and drops it on failure', () => {
-    const framer = createEventFramer();
-    const whole = enc.encode('data: {"a":1}\n\n');
-    expect(framer.push(whole)).toBe(whole);
-    expect(dec.decode(framer.push(enc.encode('data: {"b":2}\n\ndata: {"c"')))).toBe('data: {"b":2}\n\n');
-    expect(dec.decode(framer.push(enc.encode(':3}\n\n')))).toBe('data: {"c":3}\n\n');
-    framer.push(enc.encode('data: {"half'));
-    framer.drop();
-    expect(framer.rest().byteLength).toBe(0);
-    // Bytes that never frame as SSE are not held forever.
-    const big = createEventFramer(16);
-    expect(big.push(enc.encode('x'.repeat(20))).byteLength).toBe(20);
-  });
-
-  it('keeps events without usage byte for byte, and handles CRLF', () => {
-    const plain = enc.encode('data: {"choices":[{"delta":{"content":"\\"usage\\":null"}}]}\n\n');
-    expect(stripUsage(plain)).toBe(plain);
-    const out = stripUsage(enc.encode('data: {"choices":[{"delta":{}}],"usage":null}\r\n\r\ndata: {"choices":[],"usage":{"total_tokens":1}}\r\n\r\n'));
-    expect(dec.decode(out)).toBe('data: {"choices":[{"delta":{}}]}\r\n\r\n');
   });
 });

@@ -6,8 +6,9 @@ import { toNewMessage } from '../messages.js';
 import type { StreamEnd, StreamObserver } from '../streaming/relay.js';
 import { TurnRecorder, type TurnOutcome } from '../streaming/recorder.js';
 import { estimatePromptTokens, estimateTokens } from '../tokens.js';
-import { createChatStreamReader, toolCallsJson, type Usage } from '../upstream/chat-stream.js';
+import { readEvents } from '../streaming/stages/sse.js';
 import type { ChatMessage, ChatRequest } from './schemas.js';
+import { accumulate, emptyStreamState, outcomeOf, parseChatChunk, type ChatEvent, type Usage } from './stream.js';
 
 const TITLE_CHARS = 80;
 
@@ -119,37 +120,31 @@ export class ProxiedTurn {
       },
     });
     let skippedLogged = false;
-    // The whole answer, kept for a token estimate in case the upstream reports no usage.
-    let answer = '';
-    const reader = createChatStreamReader({
-      onText: (text) => {
-        answer += text;
-        recorder.append(text);
-      },
-      onSkipped: (reason) => {
-        metrics.skippedEvents.inc();
-        // Once per stream is enough to notice; the count goes to the final log line.
-        if (!skippedLogged) log.warn({ reason }, 'skipped an unreadable upstream event');
-        skippedLogged = true;
-      },
-    });
+    let state = emptyStreamState;
+    // The relay hands over whole events: their boundaries are ASCII, so no character is split.
+    const decoder = new TextDecoder();
     return {
-      push: (bytes) => reader.push(bytes),
+      push: (events) => {
+        const read = (event: ChatEvent) => {
+          if (event.kind === 'chunk' && event.content) recorder.append(event.content);
+          else if (event.kind === 'skipped') {
+            metrics.skippedEvents.inc();
+            // Once per stream is enough to notice (never the event: it may be the answer's text);
+            // the count goes to the final log line.
+            if (!skippedLogged) log.warn({ reason: event.reason }, 'skipped an unreadable upstream event');
+            skippedLogged = true;
+          }
+          state = accumulate(state, event);
+        };
+        readEvents(decoder.decode(events), ({ data }) => read(parseChatChunk(data)), {
+          onUnknownField: () => read({ kind: 'skipped', reason: 'unknown-field' }),
+        });
+      },
       end: (how: StreamEnd) => {
-        reader.end(how === 'completed');
-        const s = reader.state;
-        let outcome: TurnOutcome;
-        if (how === 'completed' && !s.error && (s.done || s.finishReason)) {
-          outcome = { status: 'final', finishReason: s.finishReason };
-        } else if (how === 'completed') {
-          outcome = { status: 'error', finishReason: s.error ? 'upstream_error' : 'upstream_incomplete' };
-        } else {
-          outcome = { status: 'error', finishReason: how };
-        }
-        outcome.toolCalls = toolCallsJson(s.toolCalls);
-        if (s.skipped) log.warn({ skipped_events: s.skipped }, 'stream had unreadable events');
-        const generated = answer + s.toolCalls.map((c) => c?.function.arguments ?? '').join('');
-        return this.tokens(s.usage, generated).then((tokens) => recorder.finish({ ...outcome, ...tokens }));
+        const outcome = outcomeOf(how, state);
+        if (state.skipped) log.warn({ skipped_events: state.skipped }, 'stream had unreadable events');
+        const generated = state.text + state.toolCalls.map((c) => c?.function.arguments ?? '').join('');
+        return this.tokens(state.usage, generated).then((tokens) => recorder.finish({ ...outcome, ...tokens }));
       },
     };
   }

@@ -1,12 +1,17 @@
-import type { UpstreamCall } from '../upstream/client.js';
-import { createEventFramer, stripUsage } from './sse-frames.js';
+import { eventFramer } from './stages/event-framer.js';
+import { idleTimeout, UpstreamTimeoutError } from './stages/idle-timeout.js';
+import { pipeInOrder, pipeline } from './stages/pipeline.js';
+import { usageStripper } from './stages/strip-usage.js';
+import { tap } from './stages/tap.js';
+import { errorBody } from '../errors.js';
 
 /** How a relayed stream ended. */
 export type StreamEnd = 'completed' | 'client_abort' | 'upstream_error' | 'upstream_timeout' | 'interrupted';
 
-/** Watches the bytes on the side; never changes them. */
+/** Watches the stream on the side; never changes it. */
 export interface StreamObserver {
-  push(bytes: Uint8Array): void;
+  /** Whole events, exactly as the client gets them, right after they are queued for it. */
+  push(events: Uint8Array): void;
   /** May return a promise for work that follows the end (recording the message). */
   end(how: StreamEnd): void | Promise<void>;
 }
@@ -23,7 +28,19 @@ const endMessages: Record<Exclude<StreamEnd, 'completed' | 'client_abort'>, [typ
 /** The last event a client sees when its stream ends early through no fault of its own. */
 export function sseErrorEvent(how: keyof typeof endMessages): Uint8Array {
   const [type, message] = endMessages[how];
-  return encoder.encode(`data: ${JSON.stringify({ error: { message, type, code: how, param: null } })}\n\n`);
+  return encoder.encode(`data: ${JSON.stringify(errorBody(message, type, how))}\n\n`);
+}
+
+export interface RelayOptions {
+  observer: StreamObserver;
+  /** UPSTREAM_TIMEOUT_MS: this long without a chunk ends the stream as upstream_timeout. */
+  timeoutMs: number;
+  /** Drop the usage the server asked for on the client's behalf. */
+  stripUsage: boolean;
+  /** Aborts the upstream request (the client left, or the server is shutting down). */
+  abortUpstream(reason: unknown): void;
+  /** The client's connection: aborted when it goes away. */
+  clientSignal?: AbortSignal;
 }
 
 export interface Relay {
@@ -35,81 +52,73 @@ export interface Relay {
 }
 
 /**
- * Pipes the upstream body to the client through one TransformStream: chunks go out untouched
- * the moment they arrive (a partial event at a chunk's end waits for its blank line; usage the
- * server asked for on the client's behalf is stripped), and the observer sees each one after it is enqueued. The end is
- * reported exactly once: `flush` (upstream finished), `cancel` (client went away) or the pipe's
- * failure (upstream dropped or went silent), in which case the client gets an SSE error event.
+ * The upstream's body on its way to the client, as composed stages: idle timeout, event framing,
+ * the tap that shows the observer each event, and usage stripping (when asked for). Chunks go
+ * out the moment they arrive, untouched but for the stripped usage. The end is decided here,
+ * exactly once: `completed` when the upstream finished, `client_abort` when the client went
+ * away, or why the upstream failed, in which case the client gets an SSE error event after every
+ * whole event that came before the failure.
  */
-export function relay(call: UpstreamCall, observer: StreamObserver, options: { stripUsage?: boolean } = {}): Relay {
-  const framer = createEventFramer();
-  const outgoing = (events: Uint8Array) => (options.stripUsage && events.byteLength ? stripUsage(events) : events);
+export function relay(body: ReadableStream<Uint8Array>, options: RelayOptions): Relay {
+  const { observer } = options;
   let ended: StreamEnd | null = null;
+  let interrupting = false;
   let settle!: () => void;
   const settled = new Promise<void>((r) => (settle = r));
   const end = (how: StreamEnd): boolean => {
     if (ended) return false;
     ended = how;
-    call.settle();
     new Promise<void>((r) => r(observer.end(how))).catch(() => {}).finally(settle);
     return true;
   };
 
-  // A failed pipe rejects while chunks it already read may still wait in the writable's queue.
-  // The end is therefore written into that queue as a marker, behind them, so the observer sees
-  // every byte the client gets before the stream is recorded as ended.
-  const FAILED = new Uint8Array(0);
-  let interrupting = false;
-
-  // `cancel` is in the Streams spec and Node 20, not yet in TypeScript's DOM types.
-  const transformer: Transformer<Uint8Array, Uint8Array> & { cancel(reason: unknown): void } = {
-    transform(chunk, controller) {
-      if (chunk === FAILED) {
-        const how = interrupting ? 'interrupted' : call.timedOut ? 'upstream_timeout' : 'upstream_error';
-        end(how);
-        // The half event the upstream left is never sent; the error event follows whole events.
-        framer.drop();
-        controller.enqueue(sseErrorEvent(how));
-        return;
-      }
-      const out = outgoing(framer.push(chunk));
-      if (out.byteLength) controller.enqueue(out);
-      if (ended) return;
-      call.touch();
-      observer.push(chunk);
-    },
-    flush(controller) {
-      const rest = outgoing(framer.rest());
-      if (rest.byteLength) controller.enqueue(rest);
-      end('completed');
-    },
-    cancel(reason) {
-      end('client_abort');
-      call.abort(reason);
-    },
-  };
-  const tap = new TransformStream(transformer);
-
-  call.startReading();
-  // preventAbort keeps the client side open when the upstream fails, so the error event can follow.
-  call.response.body!.pipeTo(tap.writable, { preventAbort: true }).catch(async () => {
-    if (ended) return; // the client left first: nobody to tell
-    const writer = tap.writable.getWriter();
+  // The observer sees the upstream's events as they come (usage included), the client the
+  // events after the last stage. The last stage is where a failure turns into an error event.
+  const stages = [
+    idleTimeout(options.timeoutMs),
+    eventFramer(),
+    tap({
+      push: (events) => {
+        if (!ended) observer.push(events);
+      },
+      // Cancelling the client's stream reaches every stage before the last one; so does a
+      // failure of the upstream, which is not the client leaving.
+      cancel: (reason) => {
+        if (!upstreamFailed && end('client_abort')) options.abortUpstream(reason);
+      },
+    }),
+  ];
+  if (options.stripUsage) stages.push(usageStripper());
+  const last = stages.pop()!;
+  let upstreamFailed = false;
+  const upstream = pipeline(body, stages, () => (upstreamFailed = true));
+  void pipeInOrder(upstream, last.writable, async (err, writer) => {
+    const how: StreamEnd = options.clientSignal?.aborted
+      ? 'client_abort'
+      : interrupting
+        ? 'interrupted'
+        : err instanceof UpstreamTimeoutError
+          ? 'upstream_timeout'
+          : 'upstream_error';
+    if (!end(how) || how === 'client_abort') return void writer.abort(err).catch(() => {});
     try {
-      await writer.write(FAILED);
+      await writer.write(sseErrorEvent(how));
       await writer.close();
     } catch {
-      // the client went away meanwhile; cancel recorded it
+      // the client went away meanwhile
     }
+  }).then((how) => {
+    if (how === 'completed') end('completed');
   });
+
   return {
-    readable: tap.readable,
+    readable: last.readable,
     settled,
     interrupt() {
-      // Aborting the upstream fails the pipe, whose handler above ends the stream in order.
+      // Aborting the upstream fails the pipe, which ends the stream in order (above).
       if (ended || interrupting) return;
       interrupting = true;
-      call.abort(new Error('server shutting down'));
+      options.abortUpstream(new Error('server shutting down'));
     },
   };
 }

@@ -7,28 +7,6 @@ export interface UpstreamOptions {
   timeoutMs: number;
 }
 
-/** Why an upstream call was cut off, when we cut it. */
-export class UpstreamTimeoutError extends Error {
-  override name = 'UpstreamTimeoutError';
-}
-
-export interface UpstreamCall {
-  response: Response;
-  /**
-   * Arms the idle timer for reading the body. Not armed while the caller does other work
-   * between the headers and the first read (recording the request), which is not silence.
-   */
-  startReading(): void;
-  /** Re-arms the idle timer: call on every chunk so only silence times out, not long answers. */
-  touch(): void;
-  /** Stops the idle timer once the body is fully read or abandoned. */
-  settle(): void;
-  /** Aborts the request (and its body, if being read). */
-  abort(reason?: unknown): void;
-  /** Set when the idle timer fired mid-body. */
-  readonly timedOut: boolean;
-}
-
 /**
  * Whether fetch failed because the connection closed or was reset before the answer began
  * (fetch rejects only until the response head has arrived; a body that breaks later is never
@@ -42,16 +20,17 @@ function closedBeforeAnswer(err: unknown): boolean {
 }
 
 /**
- * Calls the upstream's chat completions endpoint with the server's own key. Nothing from the
- * client's headers is sent: only what the protocol needs. Failing to connect is a 502, no
- * response headers within `timeoutMs` a 504; after that, `timeoutMs` of silence aborts the body.
- * A connection that closes before the answer begins is retried once, and nothing else is.
+ * Calls the upstream's chat completions endpoint with the server's own key, and returns its
+ * response once the headers are in; reading the body (and timing its silences) is the caller's.
+ * Nothing from the client's headers is sent: only what the protocol needs. Failing to connect is
+ * a 502, no response headers within `timeoutMs` a 504. A connection that closes before the
+ * answer begins is retried once, and nothing else is. `signal` aborts the request and its body.
  */
 export async function callChatCompletions(
   options: UpstreamOptions,
   body: string,
-  { stream, signal }: { stream: boolean; signal?: AbortSignal },
-): Promise<UpstreamCall> {
+  { stream, signal }: { stream: boolean; signal: AbortSignal },
+): Promise<Response> {
   if (!options.baseUrl) {
     throw new ApiError(
       503,
@@ -60,40 +39,24 @@ export async function callChatCompletions(
       'upstream_not_configured',
     );
   }
-  const controller = new AbortController();
-  let timedOut = false;
-  const onSilence = () => {
-    timedOut = true;
-    controller.abort(new UpstreamTimeoutError(`no data from upstream for ${options.timeoutMs} ms`));
-  };
-  let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(onSilence, options.timeoutMs);
-  const onClientAbort = () => controller.abort(signal?.reason);
-  signal?.addEventListener('abort', onClientAbort, { once: true });
-
+  const headersTimeout = new AbortController();
+  const timer = setTimeout(() => headersTimeout.abort(), options.timeoutMs);
   const headers: Record<string, string> = {
     'content-type': 'application/json',
     accept: stream ? 'text/event-stream' : 'application/json',
   };
   if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
-
   const send = () =>
-    fetch(chatCompletionsUrl(options.baseUrl!), {
-      method: 'POST',
-      headers,
-      body,
-      signal: controller.signal,
-    });
-  let response: Response;
+    fetch(chatCompletionsUrl(options.baseUrl!), { method: 'POST', headers, body, signal: AbortSignal.any([signal, headersTimeout.signal]) });
   try {
     // The second try runs within the same UPSTREAM_TIMEOUT_MS: the timer keeps running.
-    response = await send().catch((err: unknown) => {
-      if (timedOut || signal?.aborted || !closedBeforeAnswer(err)) throw err;
+    return await send().catch((err: unknown) => {
+      if (headersTimeout.signal.aborted || signal.aborted || !closedBeforeAnswer(err)) throw err;
       return send();
     });
   } catch (err) {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', onClientAbort);
-    if (timedOut) {
+    if (signal.aborted) throw err;
+    if (headersTimeout.signal.aborted) {
       throw new ApiError(
         504,
         'timeout_error',
@@ -101,7 +64,6 @@ export async function callChatCompletions(
         'upstream_timeout',
       );
     }
-    if (signal?.aborted) throw err;
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     throw new ApiError(
       502,
@@ -110,37 +72,7 @@ export async function callChatCompletions(
         `${cause?.code ? ` (${cause.code})` : cause?.message ? ` (${cause.message})` : ''}. Check OPENAI_BASE_URL and that the provider is up.`,
       'upstream_unreachable',
     );
+  } finally {
+    clearTimeout(timer);
   }
-
-  clearTimeout(timer);
-  timer = undefined;
-  let settled = false;
-  // Chunks only note the time (cheap on the hot path); the timer, when it fires, decides
-  // whether that was silence or re-arms for the rest of the window.
-  let lastActivity = 0;
-  const onIdleCheck = () => {
-    const quiet = Date.now() - lastActivity;
-    if (quiet >= options.timeoutMs) onSilence();
-    else timer = setTimeout(onIdleCheck, options.timeoutMs - quiet);
-  };
-  return {
-    response,
-    startReading() {
-      if (settled || timer) return;
-      lastActivity = Date.now();
-      timer = setTimeout(onIdleCheck, options.timeoutMs);
-    },
-    touch() {
-      lastActivity = Date.now();
-    },
-    settle() {
-      settled = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onClientAbort);
-    },
-    abort: (reason) => controller.abort(reason),
-    get timedOut() {
-      return timedOut;
-    },
-  };
 }

@@ -29,7 +29,7 @@ describe('where an event ends (every line end the SSE spec allows)', () => {
 describe('reading whole events', () => {
   const read = (text: string, complete = true) => {
     const events: SseEvent[] = [];
-    readEvents(text, (e) => events.push(e), complete);
+    readEvents(text, (e) => events.push(e), { complete });
     return events;
   };
   it.each([
@@ -47,6 +47,14 @@ describe('reading whole events', () => {
   ])('%s', (_, text, events) => {
     expect(read(text)).toEqual(events);
   });
+  it('tells of lines with a field SSE does not have, and ignores them', () => {
+    let unknown = 0;
+    const events: SseEvent[] = [];
+    readEvents('id: 1\nretry: 5\nsaid the model\nfoo: bar\ndata: a\n\n', (e) => events.push(e), { onUnknownField: () => unknown++ });
+    expect(events).toEqual([{ event: '', data: 'a' }]);
+    expect(unknown).toBe(2);
+  });
+
   it('drops a tail without its empty line when the stream was cut', () => {
     expect(read('data: a\n\ndata: b', false)).toEqual([{ event: '', data: 'a' }]);
   });
@@ -88,7 +96,7 @@ describe('the event framer stage', () => {
       },
       { highWaterMark: 0 },
     );
-    const reader = pipeline(failing, eventFramer()).getReader();
+    const reader = pipeline(failing, [eventFramer()]).getReader();
     expect(Buffer.from((await reader.read()).value!).toString()).toBe('data: a\n\n');
     await expect(reader.read()).rejects.toThrow('dropped');
   });

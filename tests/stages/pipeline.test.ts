@@ -21,7 +21,7 @@ describe('a pipeline of stages', () => {
       { highWaterMark: 0 },
     );
     const stages = [...Array.from({ length: n - 1 }, identity), tap({ push: (b) => seen.push(Buffer.from(b).toString()) })];
-    const reader = pipeline(source, ...stages).getReader();
+    const reader = pipeline(source, stages).getReader();
     const got: string[] = [];
     // A slow reader (a client on a slow link): chunks wait in the stages when the source fails.
     const idle = async () => {
@@ -43,7 +43,7 @@ describe('a pipeline of stages', () => {
   it('passes a cancel by the reader back to the source', async () => {
     let cancelled: unknown = null;
     const source = new ReadableStream<Uint8Array>({ cancel: (r) => void (cancelled = r) });
-    await pipeline(source, eventFramer(), identity()).cancel('client left');
+    await pipeline(source, [eventFramer(), identity()]).cancel('client left');
     await new Promise((r) => setImmediate(r));
     expect(cancelled).toBe('client left');
   });

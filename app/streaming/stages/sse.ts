@@ -60,9 +60,14 @@ const LINE = /\r\n|\r|\n/;
  * Reads the events in `text`, which holds whole events (what the framer passes on). Comments,
  * `id` and `retry` are not needed here and are skipped; an event without data is not dispatched,
  * as in a browser. A tail without its empty line (the stream ended there) is read as an event
- * when `complete`, else dropped.
+ * when `complete`, else dropped. `onUnknownField` hears of each line with a field SSE does not
+ * have (the spec ignores them; they usually mean the upstream sent something that is not SSE).
  */
-export function readEvents(text: string, onEvent: (event: SseEvent) => void, complete = true): void {
+export function readEvents(
+  text: string,
+  onEvent: (event: SseEvent) => void,
+  { complete = true, onUnknownField }: { complete?: boolean; onUnknownField?: () => void } = {},
+): void {
   let data: string[] = [];
   let event = '';
   const lines = text.split(LINE);
@@ -84,6 +89,8 @@ export function readEvents(text: string, onEvent: (event: SseEvent) => void, com
     if (value.charCodeAt(0) === 0x20) value = value.slice(1);
     if (field === 'data') data.push(value);
     else if (field === 'event') event = value;
+    // Ignored, as the spec says, but a line that is no SSE at all is worth counting.
+    else if (field !== 'id' && field !== 'retry') onUnknownField?.();
   }
   if (complete && data.length) onEvent({ event, data: data.join('\n') });
 }

@@ -1,0 +1,131 @@
+import type { Context } from 'hono';
+import { Hono } from 'hono';
+import { ApiError } from '../errors.js';
+import { concurrencyLimit } from '../middleware/concurrency.js';
+import { sessionInfo } from '../middleware/session.js';
+import { notStoredReason } from '../privacy.js';
+import { relay, type StreamObserver } from '../streaming/relay.js';
+import { idleTimeout, UpstreamTimeoutError } from '../streaming/stages/idle-timeout.js';
+import { pipeline } from '../streaming/stages/pipeline.js';
+import { withTelemetry } from '../streaming/telemetry.js';
+import type { AppEnv } from '../types.js';
+import { chatCompletionsUrl, maskUrl } from '../upstream/base-url.js';
+import { callChatCompletions } from '../upstream/client.js';
+import { upstreamErrorAnswer } from '../upstream/error-text.js';
+import { validate } from '../validate.js';
+import { buildUpstreamRequest } from './request.js';
+import { chatRequestSchema } from './schemas.js';
+import { ProxiedTurn } from './turn.js';
+
+const CONVERSATION_HEADER = 'x-conversation-id';
+const ignore: StreamObserver = { push() {}, end() {} };
+type ChatContext = Context<AppEnv>;
+
+/** `POST /v1/chat/completions`: the proxy, recording the exchange when it may. */
+export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), concurrencyLimit(), async (c) => {
+  const startedAt = performance.now();
+  const request = c.req.valid('json');
+  const { config, store, inFlight, metrics } = c.get('deps');
+  const recording = store !== null && (await notStoredReason(c)) === null;
+  const upstreamRequest = buildUpstreamRequest(request, config, { recording });
+
+  // Recorded first, then sent: a request that cannot be recorded (not the caller's
+  // conversation, over a limit, database down) never reaches the upstream, and the upstream's
+  // body is read from the moment its headers arrive. Reading it late would lose what a
+  // connection delivered before it dropped: a failed body stream discards its queued chunks.
+  const turn = recording
+    ? await ProxiedTurn.begin(
+        { store: store!, owner: c.get('principal'), config, log: c.get('log'), metrics, lease: inFlight.lease(), session: sessionInfo(c) },
+        request,
+        request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null,
+        upstreamRequest.stream,
+      )
+    : null;
+  if (turn) c.header(CONVERSATION_HEADER, turn.conversationId);
+
+  // Aborted when the client goes away, or to stop the upstream from here (shutdown).
+  const upstreamAbort = new AbortController();
+  const clientSignal = c.req.raw.signal;
+  const signal = AbortSignal.any([clientSignal, upstreamAbort.signal]);
+  let upstream: Response;
+  try {
+    upstream = await callChatCompletions(config.upstream, upstreamRequest.body, { stream: upstreamRequest.stream, signal });
+  } catch (err) {
+    await turn?.recordFailure(failureReason(err));
+    throw err;
+  }
+
+  if (!upstream.ok) {
+    let text: string;
+    try {
+      text = await readAll(upstream, config.upstream.timeoutMs);
+    } finally {
+      await turn?.recordFailure('upstream_error');
+    }
+    return passError(c, upstream, text);
+  }
+  if (!upstreamRequest.stream) return plainAnswer(c, upstream, turn);
+
+  const observer = withTelemetry(turn?.observer() ?? ignore, metrics, c.get('log'), startedAt);
+  const relayed = relay(upstream.body!, {
+    observer: c.get('slot').holdUntilEnd(observer),
+    timeoutMs: config.upstream.timeoutMs,
+    stripUsage: upstreamRequest.stripUsage,
+    abortUpstream: (reason) => upstreamAbort.abort(reason),
+    clientSignal,
+  });
+  inFlight.track({ interrupt: relayed.interrupt, settled: relayed.settled });
+  return c.body(relayed.readable, 200, {
+    'content-type': upstream.headers.get('content-type') ?? 'text/event-stream',
+    'cache-control': 'no-cache',
+    'x-accel-buffering': 'no',
+  });
+});
+
+/** A non-streaming answer: read whole, recorded once, passed on as it came. */
+async function plainAnswer(c: ChatContext, upstream: Response, turn: ProxiedTurn | null): Promise<Response> {
+  let text: string;
+  try {
+    text = await readAll(upstream, c.get('deps').config.upstream.timeoutMs);
+  } catch (err) {
+    await turn?.recordFailure(failureReason(err));
+    throw err;
+  }
+  // A pure proxy passes the body through as it is; a recorded one refuses what it cannot record.
+  if (turn && !(await turn.recordAnswer(upstream.status, text))) {
+    throw new ApiError(502, 'upstream_error', 'The upstream provider answered with a body that is not JSON.', 'upstream_invalid_response');
+  }
+  return c.body(text, upstream.status as 200, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
+}
+
+/** An upstream error answer, passed through with keys masked; a body that is not OpenAI's error JSON is wrapped in it. */
+function passError(c: ChatContext, res: Response, text: string): Response {
+  const { config } = c.get('deps');
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  const retryAfter = res.headers.get('retry-after');
+  if (retryAfter) headers['retry-after'] = retryAfter;
+  const endpoint = chatCompletionsUrl(config.upstream.baseUrl!);
+  const answer = upstreamErrorAnswer(res.status, text, { endpoint, secrets: [config.upstream.apiKey] });
+  // A refused request is the client's to fix; anything else (key, quota, path, outage) the operator's.
+  c.get('log')[res.status === 400 || res.status === 422 ? 'info' : 'warn'](
+    { upstream_status: res.status, upstream_url: maskUrl(endpoint), upstream_error: answer.excerpt },
+    'upstream answered an error',
+  );
+  return c.body(answer.body, res.status as 400, headers);
+}
+
+/** Why an exchange failed before its answer, as its finish_reason. */
+const failureReason = (err: unknown) => (err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
+
+/** Reads a whole body under the idle timeout; a drop is a 502, silence a 504. */
+async function readAll(res: Response, timeoutMs: number): Promise<string> {
+  try {
+    return await new Response(pipeline(res.body!, [idleTimeout(timeoutMs)])).text();
+  } catch (err) {
+    if (err instanceof UpstreamTimeoutError) {
+      throw new ApiError(504, 'timeout_error', 'The upstream provider stopped sending its answer (UPSTREAM_TIMEOUT_MS).', 'upstream_timeout');
+    }
+    if ((err as Error)?.name === 'AbortError') throw err;
+    throw new ApiError(502, 'upstream_error', 'The connection to the upstream provider failed while reading its answer.', 'upstream_error');
+  }
+}
