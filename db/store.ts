@@ -216,7 +216,14 @@ export class LimitExceededError extends Error {
  * SQLite lock contention, a Postgres connection that dropped or is being shut down.
  */
 export function isTransientDbError(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code;
+  // Drizzle wraps the driver's error (DrizzleQueryError) and keeps it as `cause`.
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (isTransientCode((e as { code?: unknown }).code)) return true;
+  }
+  return false;
+}
+
+function isTransientCode(code: unknown): boolean {
   if (typeof code !== 'string') return false;
   return (
     code.startsWith('SQLITE_BUSY') ||

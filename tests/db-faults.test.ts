@@ -161,6 +161,32 @@ describe.each(dialects)('database faults on %s', (dialect) => {
     });
   }
 
+  if (dialect === 'postgres') {
+    it('answers 503 with Retry-After when its connection is killed during an API write', async () => {
+      const app = testApp(store, { OPENAI_BASE_URL: mock.url });
+      // Two connections: one holds the lock, the other watches (pg_stat_activity does not change
+      // inside a transaction).
+      const admin = postgres((db.target as { url: string }).url, { max: 2, onnotice: () => {} });
+      try {
+        const res = await admin.begin(async (tx) => {
+          // The write queues behind this lock, so its connection is busy with it when killed.
+          await tx`lock table conversations in access exclusive mode`;
+          const pending = call(app, 'POST', '/v1/conversations', { session: newSession(), body: {} });
+          const waiting = await waitFor(
+            async () => (await admin`select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`)[0]?.pid as number | undefined,
+          );
+          await admin`select pg_terminate_backend(${waiting})`;
+          return pending;
+        });
+        expect(res.status).toBe(503);
+        expect(res.headers.get('retry-after')).toBe('1');
+        expect(res.json.error).toMatchObject({ code: 'database_unavailable' });
+      } finally {
+        await admin.end();
+      }
+    });
+  }
+
   if (dialect === 'sqlite') {
     it('keeps the stream flowing while another process holds the write lock, and records everything', async () => {
       const app = testApp(store, { ...env, OPENAI_BASE_URL: mock.url });
