@@ -7,9 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../db/index.js';
 import type { Store } from '../db/store.js';
 import { mockAnswer } from '../mock/upstream.js';
-import { call, capturingLogger, newSession, testApp } from './helpers/app.js';
+import { call, capturingLogger, newSession, testApp, type TestApp } from './helpers/app.js';
 import { useMockUpstream } from './helpers/mock.js';
 import { dialects, scratchDatabase, type ScratchDb } from './helpers/dialects.js';
+import { startServerProcess } from './helpers/server-process.js';
 import { readChunks, streamedContent, waitFor } from './helpers/streams.js';
 
 const mock = useMockUpstream();
@@ -45,16 +46,21 @@ describe.each(dialects)('database faults on %s', (dialect) => {
   });
 
   const env = { HISTORY_BATCH_FLUSH_CHARS: '16', HISTORY_BATCH_FLUSH_MS: '20' };
-  const start = (app: ReturnType<typeof testApp>, session: string, mockOptions: object) =>
-    app.request('/v1/chat/completions', {
+  /** A request to an app in this process, or to a server process at its URL. */
+  const send = (to: TestApp | string, path: string, init: RequestInit) =>
+    typeof to === 'string' ? fetch(to + path, init) : to.request(path, init);
+  const start = (to: TestApp | string, session: string, mockOptions: object) =>
+    send(to, '/v1/chat/completions', {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-session-id': session },
       body: JSON.stringify({ messages: [{ role: 'user', content: 'hi' }], stream: true, mock: mockOptions }),
     });
-  const answerOf = (app: ReturnType<typeof testApp>, id: string, session: string) =>
+  const answerOf = (to: TestApp | string, id: string, session: string) =>
     waitFor(
       async () => {
-        const m = (await call(app, 'GET', `/v1/conversations/${id}`, { session })).json.messages?.[1];
+        const res = await send(to, `/v1/conversations/${id}`, { headers: { 'x-session-id': session } });
+        const body = await res.json().catch(() => null);
+        const m = res.ok ? body?.messages?.[1] : null;
         return m && m.status !== 'streaming' ? m : null;
       },
       15_000,
@@ -183,6 +189,74 @@ describe.each(dialects)('database faults on %s', (dialect) => {
         expect(res.json.error).toMatchObject({ code: 'database_unavailable' });
       } finally {
         await admin.end();
+      }
+    });
+
+    it('keeps serving, with nothing unhandled, while its connections are killed over and over (a real server process)', async () => {
+      const url = (db.target as { url: string }).url;
+      const server = await startServerProcess({
+        PERSIST_TRANSCRIPTS: 'true',
+        DB_URL: url,
+        OPENAI_BASE_URL: mock.url,
+        ...env,
+        // Sweeps run during the storm too; leases stay long enough that no live stream is swept.
+        ORPHAN_SWEEP_INTERVAL_MS: '50',
+      });
+      const opts = { chunks: 40, delay_ms: 3 };
+      const stream = async (session: string) => {
+        try {
+          const res = await start(server.url, session, opts);
+          const text = await res.text();
+          await fetch(`${server.url}/healthz`).then((r) => r.text());
+          return { status: res.status, text, id: res.headers.get('x-conversation-id'), session };
+        } catch (err) {
+          return { status: 0, text: String(err), id: null, session };
+        }
+      };
+      const admin = postgres(url, { max: 1, onnotice: () => {} });
+      let killing = true;
+      let killed = 0;
+      // No pause between kills: connections are also killed while they start up, which is when
+      // postgres.js used to run a query whose rejection nobody awaited.
+      const killer = (async () => {
+        while (killing) {
+          killed += (await admin`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`).length;
+        }
+      })();
+      const outcomes: Awaited<ReturnType<typeof stream>>[] = [];
+      try {
+        for (let round = 0; round < 8 && server.child.exitCode === null; round++) {
+          outcomes.push(...(await Promise.all(Array.from({ length: 4 }, () => stream(newSession())))));
+        }
+      } finally {
+        killing = false;
+        await killer;
+        await admin.end();
+      }
+      try {
+        expect(server.child.exitCode, server.output()).toBeNull();
+        expect(server.output()).not.toMatch(/unhandled|uncaught/i);
+        expect(killed).toBeGreaterThan(0);
+        // A request whose recording failed is refused with 503 before the upstream is called;
+        // a stream that started always reaches the client whole.
+        for (const o of outcomes) {
+          expect([200, 503], o.text).toContain(o.status);
+          if (o.status === 200) expect(o.text).toContain('[DONE]');
+        }
+        // Reconnected: every started answer gets recorded as ended, and a new one completely.
+        for (const o of outcomes.filter((o) => o.status === 200)) {
+          expect(await answerOf(server.url, o.id!, o.session)).toMatchObject({ status: 'final' });
+        }
+        // A connection killed mid-query fails its first query once more after it reconnects
+        // (postgres.js replays the old 57P01: porsager/postgres#1223), and the last kills may
+        // still be on their way: a request meeting either gets 503 and, like any client, retries.
+        const after = await waitFor(async () => {
+          const o = await stream(newSession());
+          return o.status === 200 ? o : null;
+        }, 15_000);
+        expect(await answerOf(server.url, after.id!, after.session)).toMatchObject({ status: 'final', content: mockAnswer(opts) });
+      } finally {
+        await server.kill();
       }
     });
   }
