@@ -1,5 +1,7 @@
 import { startMockUpstream } from '../mock/upstream.js';
 import { ConfigError, loadConfig } from './env.js';
+import { createLogger } from './logger.js';
+import { exitOnUncaughtErrors } from './process-errors.js';
 import { startServer } from './server.js';
 
 // `npm run dev`: persistence on (SQLite by default) and, when no real upstream is configured,
@@ -23,7 +25,10 @@ try {
   process.exit(1);
 }
 
-const server = await startServer(config);
+const logger = createLogger(config.logLevel);
+// From here on, an error nothing handled is logged as JSON before the process exits non-zero.
+exitOnUncaughtErrors(logger);
+const server = await startServer(config, { logger });
 console.log(`Chat proxy ready at ${server.url} (persistence: ${config.persist ? config.db.dialect : 'off'})`);
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.once(signal, () => {

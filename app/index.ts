@@ -1,4 +1,6 @@
 import { ConfigError, loadConfig } from './env.js';
+import { createLogger } from './logger.js';
+import { exitOnUncaughtErrors } from './process-errors.js';
 import { startServer } from './server.js';
 
 // `npm start`: everything comes from the environment; a bad value stops start-up here.
@@ -11,7 +13,10 @@ try {
   process.exit(1);
 }
 
-const server = await startServer(config);
+const logger = createLogger(config.logLevel);
+// From here on, an error nothing handled is logged as JSON before the process exits non-zero.
+exitOnUncaughtErrors(logger);
+const server = await startServer(config, { logger });
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.once(signal, () => {
     server.close().then(
