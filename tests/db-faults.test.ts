@@ -17,15 +17,37 @@ const mock = useMockUpstream();
 
 /** A store whose stream writes can be switched off, as if the database went down, and back on. */
 function switchableStore(inner: Store) {
-  const state = { down: false };
+  const state = { down: false, failures: 0 };
   const fail = () => {
-    if (state.down) throw Object.assign(new Error('connection refused'), { code: 'ECONNREFUSED' });
+    if (!state.down) return;
+    state.failures++;
+    throw Object.assign(new Error('connection refused'), { code: 'ECONNREFUSED' });
   };
   const store: Store = Object.create(inner);
   store.appendContent = async (...args) => (fail(), inner.appendContent(...args));
   store.finishMessage = async (...args) => (fail(), inner.finishMessage(...args));
   return { store, state };
 }
+
+/** Reads a client's stream step by step, so a test can act once the client has seen so much. */
+function streamReader(body: ReadableStream<Uint8Array>) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let text = '';
+  /** Reads until `enough(text)` holds (true) or the stream ends first (false). */
+  const until = async (enough: (text: string) => boolean): Promise<boolean> => {
+    while (!enough(text)) {
+      const { done, value } = await reader.read();
+      if (done) return false;
+      text += decoder.decode(value, { stream: true });
+    }
+    return true;
+  };
+  /** Reads to the end; the whole text. */
+  const rest = async () => (await until(() => false), text);
+  return { until, rest };
+}
+const hasContent = (chars = 1) => (sse: string) => streamedContent(sse).length >= chars;
 
 describe.each(dialects)('database faults on %s', (dialect) => {
   let db: ScratchDb;
@@ -72,12 +94,15 @@ describe.each(dialects)('database faults on %s', (dialect) => {
     const session = newSession();
     const opts = { chunks: 60, delay_ms: 5 };
     const res = await start(app, session, opts);
-    const reading = readChunks(res.body!);
-    await new Promise((r) => setTimeout(r, 60));
+    const client = streamReader(res.body!);
+    // Down once the answer has begun; back up only after writes kept failing while the client
+    // read on through half of the answer.
+    await client.until(hasContent());
     state.down = true;
-    await new Promise((r) => setTimeout(r, 250));
+    expect(await client.until(hasContent(mockAnswer(opts).length / 2))).toBe(true);
+    await waitFor(() => state.failures >= 2);
     state.down = false;
-    const { text } = await reading;
+    const text = await client.rest();
     expect(text).toContain('[DONE]');
     const answer = await answerOf(app, res.headers.get('x-conversation-id')!, session);
     expect(answer).toMatchObject({ status: 'final', finish_reason: 'stop', content: mockAnswer(opts) });
@@ -89,14 +114,14 @@ describe.each(dialects)('database faults on %s', (dialect) => {
     const app = testApp(flaky, { ...env, OPENAI_BASE_URL: mock.url, HISTORY_RETRY_MS: '200' }, log.logger);
     const session = newSession();
     const res = await start(app, session, { chunks: 30, delay_ms: 5 });
-    const reading = readChunks(res.body!);
-    await new Promise((r) => setTimeout(r, 40));
+    const client = streamReader(res.body!);
+    // Down once the answer has begun, so the rest of it cannot be written.
+    await client.until(hasContent());
     state.down = true;
-    const { text } = await reading;
     // The client's stream was never affected.
-    expect(text).toContain('[DONE]');
-    // Down well past the 200 ms retry bound.
-    await new Promise((r) => setTimeout(r, 1_000));
+    expect(await client.rest()).toContain('[DONE]');
+    // Down until the recorder has given up on the unwritten text (HISTORY_RETRY_MS).
+    await waitFor(() => log.text().includes('the database stayed down past HISTORY_RETRY_MS'));
     state.down = false;
     const answer = await answerOf(app, res.headers.get('x-conversation-id')!, session);
     expect(answer).toMatchObject({ status: 'error', finish_reason: 'incomplete' });
@@ -147,12 +172,13 @@ describe.each(dialects)('database faults on %s', (dialect) => {
       const session = newSession();
       const opts = { chunks: 80, delay_ms: 5 };
       const res = await start(app, session, opts);
-      const reading = readChunks(res.body!);
+      const client = streamReader(res.body!);
       const admin = postgres((db.target as { url: string }).url, { max: 1, onnotice: () => {} });
       let killed = 0;
       try {
-        for (let i = 0; i < 3; i++) {
-          await new Promise((r) => setTimeout(r, 80));
+        // Kills when the client has a quarter, half and three quarters of the answer.
+        for (const part of [1 / 4, 2 / 4, 3 / 4]) {
+          expect(await client.until(hasContent(mockAnswer(opts).length * part))).toBe(true);
           // The pool reconnects lazily, so a later round may find nothing to kill.
           killed += (await admin`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`).length;
         }
@@ -160,8 +186,7 @@ describe.each(dialects)('database faults on %s', (dialect) => {
       } finally {
         await admin.end();
       }
-      const { text } = await reading;
-      expect(text).toContain('[DONE]');
+      expect(await client.rest()).toContain('[DONE]');
       const answer = await answerOf(app, res.headers.get('x-conversation-id')!, session);
       expect(answer).toMatchObject({ status: 'final', content: mockAnswer(opts) });
     });
@@ -267,18 +292,19 @@ describe.each(dialects)('database faults on %s', (dialect) => {
       const session = newSession();
       const opts = { chunks: 60, delay_ms: 5 };
       const res = await start(app, session, opts);
-      const started = performance.now();
-      const reading = readChunks(res.body!);
+      const client = streamReader(res.body!);
+      await client.until(hasContent());
       const other = new Database((db.target as { path: string }).path);
-      await new Promise((r) => setTimeout(r, 40));
       other.exec('BEGIN IMMEDIATE');
-      await new Promise((r) => setTimeout(r, 400));
-      other.exec('COMMIT');
-      other.close();
-      const { text } = await reading;
+      let text: string;
+      try {
+        // The whole rest of the answer reaches the client while the lock is held.
+        text = await client.rest();
+      } finally {
+        other.exec('COMMIT');
+        other.close();
+      }
       expect(text).toContain('[DONE]');
-      // 60 chunks 5 ms apart: the lock must not have added its 400 ms to the stream.
-      expect(performance.now() - started).toBeLessThan(1_500);
       const answer = await answerOf(app, res.headers.get('x-conversation-id')!, session);
       expect(answer).toMatchObject({ status: 'final', content: mockAnswer(opts) });
     });
