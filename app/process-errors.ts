@@ -13,13 +13,13 @@ const messages: Record<Kind, string> = {
  * process; the streams this one leaves open are closed by the orphan sweep (leases). Installed
  * by every server entry point (`npm start`, `npm run dev`).
  */
-export function exitOnUncaughtErrors(logger: Logger, exit: (code: number) => void = (code) => process.exit(code)): void {
+export function exitOnUncaughtErrors(logger: Logger): void {
   const handler = (kind: Kind) => (reason: unknown) => {
     const err = describe(reason);
     logger.fatal({ err, event: kind }, messages[kind]);
     // A silenced logger must not swallow the reason the process died.
     if (!logger.isLevelEnabled('fatal')) console.error(`${messages[kind]}:`, reason);
-    exit(1);
+    process.exit(1);
   };
   process.on('unhandledRejection', handler('unhandledRejection'));
   process.on('uncaughtException', handler('uncaughtException'));
