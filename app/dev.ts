@@ -1,5 +1,7 @@
 import { startMockUpstream } from '../mock/upstream.js';
 import { ConfigError, loadConfig } from './env.js';
+import { createLogger } from './logger.js';
+import { exitOnUncaughtErrors } from './process-errors.js';
 import { startServer } from './server.js';
 import { StartupError } from './startup-error.js';
 
@@ -25,7 +27,10 @@ try {
   process.exit(1);
 }
 
-const server = await startServer(config).catch((err: unknown) => {
+const logger = createLogger(config.logLevel, undefined, config.logFormat);
+// From here on, an error nothing handled is logged before the process exits non-zero.
+exitOnUncaughtErrors(logger);
+const server = await startServer(config, { logger }).catch((err: unknown) => {
   // Explained failures (DB_URL, PORT) are printed as they are; anything else keeps its stack.
   if (!(err instanceof StartupError)) throw err;
   console.error(err.message);

@@ -233,12 +233,15 @@ export class LimitExceededError extends Error {
 }
 
 /**
- * The driver's code of a database error. Drizzle wraps the driver's error in a DrizzleQueryError
- * (with the failed query): the code is on its cause.
+ * The driver's code of a database error: Drizzle wraps the driver's error (DrizzleQueryError,
+ * with the failed query) and keeps it as `cause`.
  */
-export function dbErrorCode(err: unknown): unknown {
-  const e = err as { code?: unknown; query?: unknown; cause?: { code?: unknown } } | null | undefined;
-  return e?.code ?? (typeof e?.query === 'string' ? e.cause?.code : undefined);
+export function dbErrorCode(err: unknown): string | number | undefined {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' || typeof code === 'number') return code;
+  }
+  return undefined;
 }
 
 /**
@@ -246,7 +249,14 @@ export function dbErrorCode(err: unknown): unknown {
  * SQLite lock contention, a Postgres connection that dropped or is being shut down.
  */
 export function isTransientDbError(err: unknown): boolean {
-  const code = dbErrorCode(err);
+  // Drizzle wraps the driver's error (DrizzleQueryError) and keeps it as `cause`.
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (isTransientCode((e as { code?: unknown }).code)) return true;
+  }
+  return false;
+}
+
+function isTransientCode(code: unknown): boolean {
   if (typeof code !== 'string') return false;
   return (
     code.startsWith('SQLITE_BUSY') ||

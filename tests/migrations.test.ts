@@ -6,6 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { hashSessionId } from '../app/middleware/session.js';
 import { call, testApp } from './helpers/app.js';
 import { dialects, sharedTestStore } from './helpers/dialects.js';
+import { createStore } from '../db/index.js';
+import { postgresAvailable, scratchDatabase } from './helpers/dialects.js';
 
 const run = promisify(execFile);
 const root = resolve(import.meta.dirname, '..');
@@ -73,4 +75,21 @@ describe.each(dialects)('upgrading a %s database written before session ids were
       await db.cleanup();
     }
   }, 60_000);
+});
+
+// Several server processes may start against one fresh Postgres at once: the advisory lock
+// makes one migrate while the others wait (without it, most fail on "already exists").
+describe.skipIf(!postgresAvailable)('Postgres migrations started at once', () => {
+  it('all succeed, one after the other', async () => {
+    const db = await scratchDatabase('postgres');
+    const stores = Array.from({ length: 4 }, () => createStore(db.target, { max: 1 }));
+    try {
+      const results = await Promise.allSettled(stores.map((s) => s.migrate()));
+      expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
+      expect(await stores[0]!.counts()).toEqual({ conversations: 0, messages: 0 });
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+      await db.drop();
+    }
+  });
 });

@@ -50,7 +50,12 @@ export interface PgStoreOptions {
  * number of processes queue on that row and each sees the counter the previous one committed.
  */
 export function createPgStore(url: string, options: PgStoreOptions = {}): Store {
-  const client = postgres(url, { max: options.max ?? 10, onnotice: () => {}, connect_timeout: 10 });
+  // fetch_types off: postgres.js otherwise runs an array-type query first on every new
+  // connection and drops its promise, so a connection killed during it (pg_terminate_backend,
+  // a failover) rejects with nobody listening and takes the process down (porsager/postgres
+  // #1192, #1223). Nothing here sends or reads Postgres arrays, so the types are not needed.
+  const connection = { onnotice: () => {}, connect_timeout: 10, fetch_types: false } as const;
+  const client = postgres(url, { ...connection, max: options.max ?? 10 });
   const db = drizzle(client, { schema });
   const open = inArray(messages.status, ['draft', 'streaming']);
   const liveBytes = sql<number>`coalesce(sum(${conversations.storedBytes}), 0)`.mapWith(Number);
@@ -59,14 +64,16 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
     dialect: 'postgres',
 
     async migrate() {
-      // Several processes may start at once: one migrates, the others wait for it.
-      const lock = await client.reserve();
+      // Several processes may start at once: one migrates, the others wait for it. The lock is
+      // held by a session of its own, one connection that also runs the migrations and whose end
+      // releases the lock. (client.reserve() would do, but never settles on a cold pool with
+      // fetch_types off: porsager/postgres #751.)
+      const session = postgres(url, { ...connection, max: 1 });
       try {
-        await lock`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
-        await migrate(db, { migrationsFolder });
+        await session`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
+        await migrate(drizzle(session), { migrationsFolder });
       } finally {
-        await lock`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`.catch(() => {});
-        lock.release();
+        await session.end({ timeout: 5 });
       }
     },
 

@@ -14,9 +14,17 @@ export interface ServerProcess {
   kill(signal?: NodeJS.Signals): Promise<number | string>;
 }
 
+export interface ServerProcessOptions {
+  /** The entry point: `npm start`'s by default, `app/dev.ts` for `npm run dev`'s. */
+  entry?: string;
+  /** Modules loaded before the entry point (`--import`), e.g. a test-only hook. */
+  preload?: string[];
+}
+
 /** Runs `npm start`'s entry point in a child process, as production would, and waits until it listens. */
-export async function startServerProcess(env: Record<string, string>): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'app/index.ts'], {
+export async function startServerProcess(env: Record<string, string>, options: ServerProcessOptions = {}): Promise<ServerProcess> {
+  const preload = (options.preload ?? []).flatMap((m) => ['--import', m]);
+  const child = spawn(process.execPath, ['--import', 'tsx', ...preload, options.entry ?? 'app/index.ts'], {
     cwd: root,
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', SESSION_SECRET: TEST_SESSION_SECRET, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
