@@ -8,7 +8,7 @@ const crashHook = fileURLToPath(new URL('./helpers/crash-on-signal.ts', import.m
 // SQLite file, so it runs here in memory with a placeholder upstream it never calls.
 const entries = [
   ['npm start', 'app/index.ts', {}],
-  ['npm run dev', 'app/dev.ts', { DB_URL: 'file::memory:', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' }],
+  ['npm run dev', 'app/dev.ts', { DB_URL: 'file::memory:', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1', LOG_FORMAT: 'json' }],
 ] as const;
 
 const crashes = [
@@ -36,7 +36,7 @@ describe.each(entries)('the %s process', (_, entry, env) => {
     expect(fatal, server.output()).toMatchObject({
       level: 60,
       event,
-      err: { type: 'PostgresError', name: 'PostgresError', code: '57P01', message: 'terminating connection due to administrator command' },
+      err: { type: 'PostgresError', code: '57P01', message: 'terminating connection due to administrator command' },
     });
     expect(fatal.err.stack).toContain('crash-on-signal');
   });
