@@ -6,13 +6,16 @@ import { ApiError, renderError, toApiError } from './errors.js';
 import { accessLog } from './middleware/access-log.js';
 import { corsPolicy } from './middleware/cors.js';
 import { limitJsonDepth } from './middleware/json-depth.js';
-import { createMemoryRateLimitStore, rateLimit } from './middleware/rate-limit.js';
-import { SessionIds, session } from './middleware/session.js';
+import { rateLimit } from './rate-limit/middleware.js';
+import { createMemoryRateLimitStore } from './rate-limit/stores.js';
+import { session } from './middleware/session.js';
+import { SessionIds } from './session-ids.js';
 import { chat } from './chat/route.js';
 import { conversations } from './routes/conversations/index.js';
 import { health } from './routes/health.js';
 import { createMetrics } from './metrics.js';
-import { Consents, redactSystemPrompts } from './privacy.js';
+import { Consents } from './privacy/consents.js';
+import { redactSystemPrompts } from './privacy/redact.js';
 import { metrics } from './routes/metrics.js';
 import { privacy } from './routes/privacy.js';
 import type { Logger } from './logger.js';
@@ -36,7 +39,7 @@ export function createApp(input: AppDeps) {
   // it as client_request_id (cut short, printable ASCII only), so it cannot forge our log lines.
   app.use(requestId({ headerName: '' }));
   app.use(async (c, next) => {
-    c.set('deps', deps);
+    c.set('services', deps);
     c.header('x-request-id', c.get('requestId'));
     const clientId = c.req.header('x-request-id')?.slice(0, 128).replace(/[^\x21-\x7e]/g, '');
     c.set('log', deps.logger.child(clientId ? { request_id: c.get('requestId'), client_request_id: clientId } : { request_id: c.get('requestId') }));

@@ -10,7 +10,7 @@ import type { AppEnv } from './types.js';
  * Null when there is no socket (app.request() in tests, without an `incoming` env).
  */
 export function clientAddress<E extends AppEnv>(c: Context<E>): string | null {
-  if (c.get('deps').config.trustProxy) {
+  if (c.get('services').config.trustProxy) {
     const forwarded = normalizeAddress(lastHop(c.req.header('x-forwarded-for')));
     if (forwarded) return forwarded;
   }
@@ -25,7 +25,7 @@ export function clientAddress<E extends AppEnv>(c: Context<E>): string | null {
 
 /** Whether the client reached us over HTTPS; with TRUST_PROXY, as X-Forwarded-Proto's last hop says. */
 export function requestIsHttps<E extends AppEnv>(c: Context<E>): boolean {
-  if (c.get('deps').config.trustProxy) {
+  if (c.get('services').config.trustProxy) {
     const proto = lastHop(c.req.header('x-forwarded-proto'));
     if (proto) return proto.toLowerCase() === 'https';
   }

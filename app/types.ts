@@ -2,11 +2,11 @@ import type { Store } from '../db/store.js';
 import type { Principal } from '../db/store.js';
 import type { Config } from './env.js';
 import type { Logger } from './logger.js';
-import type { Slot } from './middleware/concurrency.js';
-import type { RateLimitStore } from './middleware/rate-limit.js';
-import type { SessionIds } from './middleware/session.js';
+import type { Slot } from './streaming/slots.js';
+import type { RateLimitStore } from './rate-limit/stores.js';
+import type { SessionIds } from './session-ids.js';
 import type { Metrics } from './metrics.js';
-import type { Consents } from './privacy.js';
+import type { Consents } from './privacy/consents.js';
 import type { InFlight } from './streaming/in-flight.js';
 
 export interface AppDeps {
@@ -34,7 +34,7 @@ export interface Services extends AppDeps {
 /** Read with `c.get('…')`: Hono's `c.var` copies every variable into a new object per access. */
 export interface AppEnv {
   Variables: {
-    deps: Services;
+    services: Services;
     requestId: string;
     principal: Principal;
     log: Logger;

@@ -92,7 +92,7 @@ export function messageRow(conversationId: string, seq: number, m: NewMessage, n
     functionCall: cleanJson(m.functionCall ?? null),
     createdAt: now,
     updatedAt: now,
-    leaseOwner: m.lease?.owner ?? null,
+    leaseOwner: m.lease?.holder ?? null,
     leaseExpiresAt: m.lease?.expiresAt ?? null,
   };
 }

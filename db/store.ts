@@ -64,6 +64,15 @@ export interface Message {
   leaseExpiresAt: Date | null;
 }
 
+/**
+ * A claim on a message still being written: which server process holds it (the `lease_owner`
+ * column) and until when. Not to be confused with the principal who owns a conversation.
+ */
+export interface Lease {
+  holder: string;
+  expiresAt: Date;
+}
+
 export interface NewMessage {
   /** Chosen by the caller when it needs to know the id before the insert; a UUID otherwise. */
   id?: string;
@@ -79,7 +88,7 @@ export interface NewMessage {
   toolCalls?: Json | null;
   functionCall?: Json | null;
   /** For a message that will stream: the writing process and how long its claim lasts. */
-  lease?: { owner: string; expiresAt: Date } | null;
+  lease?: Lease | null;
 }
 
 export interface NewConversation {
@@ -168,7 +177,7 @@ export interface Store {
    * Heartbeat: extends the lease on every message still open under this lease owner, from the
    * moment it is created (a slow upstream's first byte included) until it is finished.
    */
-  renewLeases(owner: string, expiresAt: Date): Promise<void>;
+  renewLeases(holder: string, expiresAt: Date): Promise<void>;
   /**
    * Closes messages left in flight by a process that is gone (lease expired, or never set):
    * status `error`, finish_reason `interrupted`, content kept. Returns how many it closed.

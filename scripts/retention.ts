@@ -1,7 +1,7 @@
 // `npm run retention`: one retention sweep of DB_URL's database, as the server runs hourly.
 import { ConfigError, loadConfig } from '../app/env.js';
 import { createLogger } from '../app/logger.js';
-import { sweepRetention } from '../app/retention.js';
+import { sweepRetention } from '../app/privacy/retention.js';
 import { createStore, describeDbTarget } from '../db/index.js';
 
 try {

@@ -21,7 +21,7 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import Database from 'better-sqlite3';
 import postgres from 'postgres';
-import { hashSessionId } from '../app/middleware/session.js';
+import { hashSessionId } from '../app/session-ids.js';
 import { createStore, parseDbUrl } from '../db/index.js';
 import type { Principal } from '../db/store.js';
 import { runLoad, type ConversationRecord, type Endpoint } from './soak-client.js';

@@ -1,6 +1,6 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashSessionId } from '../app/middleware/session.js';
+import { hashSessionId } from '../app/session-ids.js';
 import { createLogger } from '../app/logger.js';
 import { startServer, type RunningServer } from '../app/server.js';
 import { capturingLogger, newSession, testApp, testConfig } from './helpers/app.js';

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../app/env.js';
-import { hashSessionId } from '../app/middleware/session.js';
+import { hashSessionId } from '../app/session-ids.js';
 import { call, newSession, testApp } from './helpers/app.js';
 import { sharedTestStore } from './helpers/dialects.js';
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createStore } from '../db/index.js';
-import { signSessionId } from '../app/middleware/session.js';
+import { signSessionId } from '../app/session-ids.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
 import { dialects, testStore, type TestStore } from './helpers/dialects.js';
 

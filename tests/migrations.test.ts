@@ -3,7 +3,7 @@ import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } f
 import { join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { hashSessionId } from '../app/middleware/session.js';
+import { hashSessionId } from '../app/session-ids.js';
 import { call, testApp } from './helpers/app.js';
 import { dialects, sharedTestStore } from './helpers/dialects.js';
 import { createStore } from '../db/index.js';

@@ -8,12 +8,8 @@ import { createApp } from '../app/app.js';
 import { ConfigError, loadConfig } from '../app/env.js';
 import { renderError, toApiError } from '../app/errors.js';
 import { createLogger } from '../app/logger.js';
-import {
-  createMemoryRateLimitStore,
-  createRedisRateLimitStore,
-  rateLimit,
-  type RateLimitStore,
-} from '../app/middleware/rate-limit.js';
+import { rateLimit } from '../app/rate-limit/middleware.js';
+import { createMemoryRateLimitStore, createRedisRateLimitStore, type RateLimitStore } from '../app/rate-limit/stores.js';
 import { startServer } from '../app/server.js';
 import { InFlight } from '../app/streaming/in-flight.js';
 import type { AppEnv, Services } from '../app/types.js';
@@ -319,7 +315,7 @@ describe.each(kinds)('rate limiting with the %s store', (kind) => {
     const userId = `u_${crypto.randomUUID()}`;
     const app = new Hono<AppEnv>()
       .use(async (c, next) => {
-        c.set('deps', { config: testConfig() } as Services);
+        c.set('services', { config: testConfig() } as Services);
         c.set('log', silent);
         c.set('principal', { sessionId: newSession(), userId });
         await next();

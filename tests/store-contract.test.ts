@@ -119,7 +119,7 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
         toolCalls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }],
         functionCall: { name: 'g', arguments: '{"x":1}' },
       };
-      const made = await create(owner, [full, streaming({ lease: { owner: 'proc-a', expiresAt: new Date(Date.now() + 60_000) } })]);
+      const made = await create(owner, [full, streaming({ lease: { holder: 'proc-a', expiresAt: new Date(Date.now() + 60_000) } })]);
       const [first, second] = await all(made.id);
       const { lease: _, ...fields } = full;
       expect(first).toMatchObject({ ...fields, conversationId: made.id, seq: 1, leaseOwner: null, leaseExpiresAt: null });
@@ -313,7 +313,7 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       const owner = anon();
       const made = await create(owner);
       const id = crypto.randomUUID();
-      const [a, b] = await store.appendMessages(owner, made.id, [user('a'), streaming({ id, lease: { owner: 'p', expiresAt: new Date(Date.now() + 1000) } })], appendRoomy);
+      const [a, b] = await store.appendMessages(owner, made.id, [user('a'), streaming({ id, lease: { holder: 'p', expiresAt: new Date(Date.now() + 1000) } })], appendRoomy);
       expect(b!.id).toBe(id);
       expect(await store.getMessage(a!.id)).toEqual(a);
       expect(await store.getMessage(id)).toEqual(b);
@@ -387,7 +387,7 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
     });
 
     it('finishes an open message with its outcome and drops its lease', async () => {
-      const { message } = await open({ lease: { owner: 'proc', expiresAt: new Date(Date.now() + 60_000) } });
+      const { message } = await open({ lease: { holder: 'proc', expiresAt: new Date(Date.now() + 60_000) } });
       await store.finishMessage(message.id, { status: 'final', finishReason: 'stop', tokensIn: 5, tokensOut: 7, tokensSource: 'provider' });
       expect(await store.getMessage(message.id)).toMatchObject({ status: 'final', finishReason: 'stop', tokensIn: 5, tokensOut: 7, tokensSource: 'provider', leaseOwner: null, leaseExpiresAt: null });
     });
@@ -710,10 +710,10 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
         const owner = anon();
         const ids = { mine: crypto.randomUUID(), myDraft: crypto.randomUUID(), theirs: crypto.randomUUID(), myFinal: crypto.randomUUID() };
         await make(owner, [
-          streaming({ id: ids.mine, lease: { owner: 'proc-1', expiresAt: at(1) } }),
-          streaming({ id: ids.myDraft, status: 'draft', lease: { owner: 'proc-1', expiresAt: at(1) } }),
-          streaming({ id: ids.theirs, lease: { owner: 'proc-2', expiresAt: at(1) } }),
-          { id: ids.myFinal, role: 'assistant', content: 'done', lease: { owner: 'proc-1', expiresAt: at(1) } },
+          streaming({ id: ids.mine, lease: { holder: 'proc-1', expiresAt: at(1) } }),
+          streaming({ id: ids.myDraft, status: 'draft', lease: { holder: 'proc-1', expiresAt: at(1) } }),
+          streaming({ id: ids.theirs, lease: { holder: 'proc-2', expiresAt: at(1) } }),
+          { id: ids.myFinal, role: 'assistant', content: 'done', lease: { holder: 'proc-1', expiresAt: at(1) } },
         ]);
         await s.renewLeases('proc-1', at(10));
         expect((await statusOf(ids.mine)).leaseExpiresAt).toEqual(at(10));
@@ -727,11 +727,11 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
         const ids = { live: crypto.randomUUID(), edge: crypto.randomUUID(), expired: crypto.randomUUID(), leaseless: crypto.randomUUID(), draft: crypto.randomUUID() };
         const made = await make(owner, [
           user('q'),
-          streaming({ id: ids.live, lease: { owner: 'p', expiresAt: at(10) } }),
-          streaming({ id: ids.edge, lease: { owner: 'p', expiresAt: at(5) } }),
-          streaming({ id: ids.expired, lease: { owner: 'gone', expiresAt: at(1) } }),
+          streaming({ id: ids.live, lease: { holder: 'p', expiresAt: at(10) } }),
+          streaming({ id: ids.edge, lease: { holder: 'p', expiresAt: at(5) } }),
+          streaming({ id: ids.expired, lease: { holder: 'gone', expiresAt: at(1) } }),
           streaming({ id: ids.leaseless }),
-          streaming({ id: ids.draft, status: 'draft', lease: { owner: 'gone', expiresAt: at(1) } }),
+          streaming({ id: ids.draft, status: 'draft', lease: { holder: 'gone', expiresAt: at(1) } }),
         ]);
         await s.appendContent(ids.expired, 'partial ');
         await s.appendContent(ids.expired, 'answer');

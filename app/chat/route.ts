@@ -3,7 +3,7 @@ import { Hono } from 'hono';
 import { ApiError } from '../errors.js';
 import { concurrencyLimit } from '../middleware/concurrency.js';
 import { sessionInfo } from '../middleware/session.js';
-import { notStoredReason } from '../privacy.js';
+import { mayStore } from '../privacy/policy.js';
 import { relay, type StreamObserver } from '../streaming/relay.js';
 import { idleTimeout, UpstreamTimeoutError } from '../streaming/stages/idle-timeout.js';
 import { pipeline } from '../streaming/stages/pipeline.js';
@@ -25,8 +25,8 @@ type ChatContext = Context<AppEnv>;
 export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), concurrencyLimit(), async (c) => {
   const startedAt = performance.now();
   const request = c.req.valid('json');
-  const { config, store, inFlight, metrics } = c.get('deps');
-  const recording = store !== null && (await notStoredReason(c)) === null;
+  const { config, store, inFlight, metrics } = c.get('services');
+  const recording = await mayStore(c);
   const upstreamRequest = buildUpstreamRequest(request, config, { recording });
 
   // Recorded first, then sent: a request that cannot be recorded (not the caller's
@@ -86,13 +86,13 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
 async function plainAnswer(c: ChatContext, upstream: Response, turn: ProxiedTurn | null): Promise<Response> {
   let text: string;
   try {
-    text = await readAll(upstream, c.get('deps').config.upstream.timeoutMs);
+    text = await readAll(upstream, c.get('services').config.upstream.timeoutMs);
   } catch (err) {
     await turn?.recordFailure(failureReason(err));
     throw err;
   }
   // A pure proxy passes the body through as it is; a recorded one refuses what it cannot record.
-  if (turn && !(await turn.recordAnswer(upstream.status, text))) {
+  if (turn && (await turn.recordAnswer(upstream.status, text)) === 'not_json') {
     throw new ApiError(502, 'upstream_error', 'The upstream provider answered with a body that is not JSON.', 'upstream_invalid_response');
   }
   return c.body(text, upstream.status as 200, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
@@ -100,7 +100,7 @@ async function plainAnswer(c: ChatContext, upstream: Response, turn: ProxiedTurn
 
 /** An upstream error answer, passed through with keys masked; a body that is not OpenAI's error JSON is wrapped in it. */
 function passError(c: ChatContext, res: Response, text: string): Response {
-  const { config } = c.get('deps');
+  const { config } = c.get('services');
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   const retryAfter = res.headers.get('retry-after');
   if (retryAfter) headers['retry-after'] = retryAfter;

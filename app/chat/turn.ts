@@ -1,4 +1,4 @@
-import type { Json, MessageRole, NewMessage, Principal, SessionInfo, Store } from '../../db/store.js';
+import type { Json, Lease, MessageRole, NewMessage, Principal, SessionInfo, Store } from '../../db/store.js';
 import type { Config } from '../env.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -58,7 +58,7 @@ export interface TurnContext {
   log: Logger;
   metrics: Metrics;
   /** Lease for the streaming message, so crash recovery knows a live process is writing it. */
-  lease: { owner: string; expiresAt: Date };
+  lease: Lease;
   session: SessionInfo;
 }
 
@@ -149,19 +149,22 @@ export class ProxiedTurn {
     };
   }
 
-  /** Records a complete (non-streaming) answer body, whatever its shape; false when it is not JSON. */
-  async recordAnswer(status: number, bodyText: string): Promise<boolean> {
+  /**
+   * Records a complete (non-streaming) answer body, whatever its shape: `not_json` when the body
+   * could not be read at all (recorded as an error), `recorded` otherwise.
+   */
+  async recordAnswer(status: number, bodyText: string): Promise<'recorded' | 'not_json'> {
     let parsed: any;
     try {
       parsed = JSON.parse(bodyText);
     } catch {
       await this.appendAssistant({ role: 'assistant', status: 'error', content: '', finishReason: 'upstream_invalid_response' });
-      return false;
+      return 'not_json';
     }
     const choice = parsed?.choices?.[0];
     if (!(status >= 200 && status < 300 && choice)) {
       await this.appendAssistant({ role: 'assistant', status: 'error', content: '', finishReason: status >= 400 ? 'upstream_error' : 'upstream_invalid_response' });
-      return true;
+      return 'recorded';
     }
     const content = typeof choice.message?.content === 'string' ? choice.message.content : '';
     const toolCalls = Array.isArray(choice.message?.tool_calls) ? choice.message.tool_calls : null;
@@ -175,7 +178,7 @@ export class ProxiedTurn {
       functionCall: choice.message?.function_call ?? null,
       ...(await this.tokens(parsed.usage, content + args)),
     });
-    return true;
+    return 'recorded';
   }
 
   /**

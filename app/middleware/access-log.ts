@@ -12,7 +12,7 @@ export const accessLog = () =>
     await next();
     const ms = performance.now() - start;
     const route = c.res.status === 404 && c.req.routePath === '/*' ? 'unmatched' : c.req.routePath;
-    const { metrics } = c.get('deps');
+    const { metrics } = c.get('services');
     metrics.requests.inc({ route, method: c.req.method, status: String(c.res.status) });
     metrics.requestDuration.observe({ route }, ms);
     c.get('log').info({ method: c.req.method, path: c.req.path, route, status: c.res.status, duration_ms: Math.round(ms * 10) / 10 }, 'request');

@@ -1,17 +1,7 @@
 import { createMiddleware } from 'hono/factory';
-import { callerKeys, scopeLabel } from '../caller.js';
+import { callerKeys, scopeLabel } from '../rate-limit/caller.js';
 import { ApiError } from '../errors.js';
-import type { StreamObserver } from '../streaming/relay.js';
 import type { AppEnv } from '../types.js';
-
-/** The slot a chat completion holds; read with `c.get('slot')`. */
-export interface Slot {
-  /**
-   * Keeps the slot past the handler, for the stream the handler returns: the observer given back
-   * releases it when the stream ends (relay reports the end exactly once, however it comes).
-   */
-  holdUntilEnd(observer: StreamObserver): StreamObserver;
-}
 
 /**
  * Caps the chat completions running at once, streamed or not: MAX_STREAMS_PER_CALLER per session
@@ -22,7 +12,7 @@ export interface Slot {
  */
 export const concurrencyLimit = () =>
   createMiddleware<AppEnv>(async (c, next) => {
-    const { config, inFlight } = c.get('deps');
+    const { config, inFlight } = c.get('services');
     const { perCaller, perAddress, total } = config.concurrency;
     const claims = callerKeys(c).map((k) => ({ ...k, max: k.scope === 'address' ? perAddress : perCaller }));
     const taken = inFlight.slots.take(claims, total);

@@ -12,7 +12,7 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  * neither the token's content nor its length shows in the timing.
  */
 export function hasMetricsAccess(c: Context<AppEnv>): boolean {
-  const token = c.get('deps').config.metricsToken;
+  const token = c.get('services').config.metricsToken;
   if (!token) return true;
   const match = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header('authorization') ?? '');
   return match !== null && timingSafeEqual(digest(match[1]!), digest(token));

@@ -1,83 +1,15 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { Context } from 'hono';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
-import type { SessionInfo, Store } from '../../db/store.js';
+import type { SessionInfo } from '../../db/store.js';
 import { createMiddleware } from 'hono/factory';
 import { clientAddress, requestIsHttps } from '../client-address.js';
-import type { Config } from '../env.js';
 import { ApiError } from '../errors.js';
-import type { Logger } from '../logger.js';
+import { hashSessionId } from '../session-ids.js';
 import type { AppEnv } from '../types.js';
 
 export const SESSION_HEADER = 'x-session-id';
 export const SESSION_COOKIE = 'cf_session_id';
-/** What ALLOW_CLIENT_SESSION_IDS accepts besides the ids this server signs. */
-const CLIENT_SESSION_ID = /^[A-Za-z0-9_-]{8,128}$/;
-/** A minted id: 18 random bytes and 16 bytes of HMAC-SHA256 over them, both base64url. */
-const SIGNED_SESSION_ID = /^([A-Za-z0-9_-]{24})\.([A-Za-z0-9_-]{22})$/;
-const SECRET_SETTING = 'session_secret';
-
-const signatureOf = (secret: string, nonce: string) => createHmac('sha256', secret).update(nonce).digest().subarray(0, 16);
-
-/** A new session id signed with `secret`: only a holder of the secret can make one. */
-export function signSessionId(secret: string): string {
-  const nonce = randomBytes(18).toString('base64url');
-  return `${nonce}.${signatureOf(secret, nonce).toString('base64url')}`;
-}
-
-/** Whether `id` was signed with `secret` (compared in constant time). */
-export function isSignedSessionId(secret: string, id: string): boolean {
-  const m = SIGNED_SESSION_ID.exec(id);
-  if (!m) return false;
-  const given = Buffer.from(m[2]!, 'base64url');
-  return given.length === 16 && timingSafeEqual(given, signatureOf(secret, m[1]!));
-}
-
-/**
- * What the database keeps of a session id: its SHA-256, so a dump of the database hands over no
- * session. Ids are random (or, with ALLOW_CLIENT_SESSION_IDS, the client's own), so no salt.
- */
-export function hashSessionId(id: string): string {
-  return createHash('sha256').update(id).digest('hex');
-}
-
-/**
- * Mints and checks session ids. The signing secret is SESSION_SECRET, else one generated once
- * and kept in the database so that every process of the deployment shares it; with neither
- * (persistence off), one per process.
- */
-export class SessionIds {
-  private secret: Promise<string> | undefined;
-
-  constructor(
-    private readonly options: Config['session'],
-    private readonly store: Store | null,
-    private readonly log: Logger,
-  ) {}
-
-  private key(): Promise<string> {
-    if (this.options.secret) return Promise.resolve(this.options.secret);
-    const generated = randomBytes(32).toString('base64url');
-    if (!this.store) {
-      this.log.info('SESSION_SECRET is not set and persistence is off: session ids are signed with a key of this process only');
-      return (this.secret ??= Promise.resolve(generated));
-    }
-    // Not cached when it fails (database down): the next request tries again.
-    return (this.secret ??= this.store.sharedSetting(SECRET_SETTING, generated).catch((err) => {
-      this.secret = undefined;
-      throw err;
-    }));
-  }
-
-  async mint(): Promise<string> {
-    return signSessionId(await this.key());
-  }
-
-  async accepts(id: string): Promise<boolean> {
-    if (isSignedSessionId(await this.key(), id)) return true;
-    return this.options.allowClientIds && CLIENT_SESSION_ID.test(id);
-  }
-}
 
 /**
  * Anonymous identity: the x-session-id header wins over the cf_session_id cookie; with neither,
@@ -86,7 +18,7 @@ export class SessionIds {
  */
 export const session = () =>
   createMiddleware<AppEnv>(async (c, next) => {
-    const ids = c.get('deps').sessionIds;
+    const ids = c.get('services').sessionIds;
     const header = c.req.header(SESSION_HEADER);
     const source = header !== undefined ? SESSION_HEADER : SESSION_COOKIE;
     let id = header ?? getCookie(c, SESSION_COOKIE);
@@ -101,7 +33,7 @@ export const session = () =>
       });
     } else if (!(await ids.accepts(id))) {
       if (source === SESSION_COOKIE) deleteCookie(c, SESSION_COOKIE, { path: '/' });
-      const allowed = c.get('deps').config.session.allowClientIds
+      const allowed = c.get('services').config.session.allowClientIds
         ? `a session id this server issued, or 8 to 128 characters of A-Z, a-z, 0-9, '_' or '-'`
         : 'a session id this server issued (ids cannot be chosen by the client)';
       throw new ApiError(
@@ -122,7 +54,7 @@ export const session = () =>
  * address only when IP_HASH_SALT is set (so the address itself is never stored).
  */
 export function sessionInfo<E extends AppEnv>(c: Context<E>): SessionInfo {
-  const salt = c.get('deps').config.ipHashSalt;
+  const salt = c.get('services').config.ipHashSalt;
   let ipHash: string | null = null;
   if (salt) {
     const address = clientAddress(c); // null without a socket (app.request in tests): nothing to hash

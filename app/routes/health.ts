@@ -19,7 +19,7 @@ function counts(store: Store) {
 }
 
 export const health = new Hono<AppEnv>().get('/', async (c) => {
-  const { config, store } = c.get('deps');
+  const { config, store } = c.get('services');
   const ok = store ? await store.ping() : true;
   const baseUrl = config.upstream.baseUrl;
   // No upstream: the process is up and history works, but every chat answers 503. Degraded,

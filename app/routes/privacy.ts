@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import { requirePersistence } from '../middleware/persistence.js';
 import { sessionInfo } from '../middleware/session.js';
-import { PERSIST_HEADER } from '../privacy.js';
+import { PERSIST_HEADER } from '../privacy/policy.js';
 import type { AppEnv } from '../types.js';
 import { validate } from '../validate.js';
 
@@ -13,7 +13,7 @@ const consentSchema = z.strictObject({
 export const privacy = new Hono<AppEnv>()
   /** What a frontend needs for its consent note: what is kept, for how long, and how to say no. */
   .get('/', async (c) => {
-    const { config, consents } = c.get('deps');
+    const { config, consents } = c.get('services');
     const persist = consents !== null;
     return c.json({
       object: 'privacy',
@@ -42,6 +42,6 @@ export const privacy = new Hono<AppEnv>()
   /** Opt in or out for this session; opting out stops anything new being stored for it. */
   .post('/consent', requirePersistence(), validate('json', consentSchema), async (c) => {
     const { consent } = c.req.valid('json');
-    await c.get('deps').consents!.set(c.get('principal').sessionId, consent, sessionInfo(c));
+    await c.get('services').consents!.set(c.get('principal').sessionId, consent, sessionInfo(c));
     return c.json({ object: 'privacy.consent', consent });
   });

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import type { Store } from '../../db/store.js';
+import type { Lease, Store } from '../../db/store.js';
 import type { Logger } from '../logger.js';
 import { StreamSlots } from './slots.js';
 
@@ -27,7 +27,7 @@ export interface InFlightOptions {
  */
 export class InFlight {
   /** Identifies this process as a lease holder. */
-  readonly owner = `${hostname()}:${process.pid}:${crypto.randomUUID().slice(0, 8)}`;
+  readonly holder = `${hostname()}:${process.pid}:${crypto.randomUUID().slice(0, 8)}`;
   private readonly streams = new Set<InFlightStream>();
   /** Chat completions running now, per caller and in total, for the concurrency caps. */
   readonly slots = new StreamSlots();
@@ -38,8 +38,8 @@ export class InFlight {
     private readonly options: InFlightOptions,
   ) {}
 
-  lease(now = Date.now()): { owner: string; expiresAt: Date } {
-    return { owner: this.owner, expiresAt: new Date(now + this.options.leaseMs) };
+  lease(now = Date.now()): Lease {
+    return { holder: this.holder, expiresAt: new Date(now + this.options.leaseMs) };
   }
 
   track(stream: InFlightStream): void {
@@ -61,7 +61,7 @@ export class InFlight {
   async heartbeat(): Promise<void> {
     if (!this.store) return;
     try {
-      await this.store.renewLeases(this.owner, this.lease().expiresAt);
+      await this.store.renewLeases(this.holder, this.lease().expiresAt);
     } catch (err) {
       this.options.log.warn({ err }, 'could not renew stream leases');
     }

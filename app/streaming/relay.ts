@@ -63,12 +63,12 @@ export function relay(body: ReadableStream<Uint8Array>, options: RelayOptions): 
   const { observer } = options;
   let ended: StreamEnd | null = null;
   let interrupting = false;
-  let settle!: () => void;
-  const settled = new Promise<void>((r) => (settle = r));
+  let markSettled!: () => void;
+  const settled = new Promise<void>((r) => (markSettled = r));
   const end = (how: StreamEnd): boolean => {
     if (ended) return false;
     ended = how;
-    new Promise<void>((r) => r(observer.end(how))).catch(() => {}).finally(settle);
+    new Promise<void>((r) => r(observer.end(how))).catch(() => {}).finally(markSettled);
     return true;
   };
 

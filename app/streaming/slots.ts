@@ -1,3 +1,14 @@
+import type { StreamObserver } from './relay.js';
+
+/** The slot a chat completion holds; read with `c.get('slot')`. */
+export interface Slot {
+  /**
+   * Keeps the slot past the handler, for the stream the handler returns: the observer given back
+   * releases it when the stream ends (relay reports the end exactly once, however it comes).
+   */
+  holdUntilEnd(observer: StreamObserver): StreamObserver;
+}
+
 /** A count a slot is taken against (a session, a user, an address) and its cap; 0 = no cap. */
 export interface SlotClaim {
   key: string;

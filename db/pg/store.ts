@@ -233,8 +233,8 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       return row ?? null;
     },
 
-    async renewLeases(owner, expiresAt) {
-      await db.update(messages).set({ leaseExpiresAt: expiresAt }).where(and(eq(messages.leaseOwner, owner), open));
+    async renewLeases(holder, expiresAt) {
+      await db.update(messages).set({ leaseExpiresAt: expiresAt }).where(and(eq(messages.leaseOwner, holder), open));
     },
 
     async sweepOrphans(now) {

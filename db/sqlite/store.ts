@@ -278,8 +278,8 @@ export function createSqliteStore(path: string): Store {
       return db.select().from(messages).where(eq(messages.id, messageId)).get() ?? null;
     },
 
-    async renewLeases(owner, expiresAt) {
-      db.update(messages).set({ leaseExpiresAt: expiresAt }).where(and(eq(messages.leaseOwner, owner), open)).run();
+    async renewLeases(holder, expiresAt) {
+      db.update(messages).set({ leaseExpiresAt: expiresAt }).where(and(eq(messages.leaseOwner, holder), open)).run();
     },
 
     async sweepOrphans(now) {

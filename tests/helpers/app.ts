@@ -1,7 +1,7 @@
 import { createApp } from '../../app/app.js';
 import { loadConfig, type Config } from '../../app/env.js';
 import { createLogger, type Logger } from '../../app/logger.js';
-import { signSessionId } from '../../app/middleware/session.js';
+import { signSessionId } from '../../app/session-ids.js';
 import { InFlight } from '../../app/streaming/in-flight.js';
 import type { Store } from '../../db/store.js';
 

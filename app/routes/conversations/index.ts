@@ -23,7 +23,7 @@ export const conversations = new Hono<Env>()
   .use(requirePersistence())
 
   .post('/', requireStorable(), validate('json', createConversationSchema), async (c) => {
-    const { config } = c.get('deps');
+    const { config } = c.get('services');
     const input = c.req.valid('json');
     assertMetadataFits(input.metadata, config.limits);
     const created = await c.get('store').createConversation(c.get('principal'), input, {
@@ -67,7 +67,7 @@ export const conversations = new Hono<Env>()
   .patch('/:id', requireStorable(), validate('json', patchConversationSchema), async (c) => {
     const id = c.req.param('id');
     const patch = c.req.valid('json');
-    assertMetadataFits(patch.metadata, c.get('deps').config.limits);
+    assertMetadataFits(patch.metadata, c.get('services').config.limits);
     const updated = await c.get('store').updateConversation(c.get('principal'), id, patch);
     if (!updated) throw notFound('conversation', id);
     const totals = await c.get('store').tokenTotals([id]);
@@ -82,7 +82,7 @@ export const conversations = new Hono<Env>()
 
   .post('/:id/messages', requireStorable(), validate('json', createMessageSchema), async (c) => {
     const { role, content } = c.req.valid('json');
-    const { limits } = c.get('deps').config;
+    const { limits } = c.get('services').config;
     const [message] = await c.get('store').appendMessages(c.get('principal'), c.req.param('id'), [toNewMessage(role, content)], {
       maxMessages: limits.messagesPerConversation,
       maxBytes: limits.bytesPerSession,

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { Context } from 'hono';
 import { getCookie } from 'hono/cookie';
-import { clientAddress } from './client-address.js';
-import { SESSION_COOKIE, SESSION_HEADER } from './middleware/session.js';
-import type { AppEnv } from './types.js';
+import { clientAddress } from '../client-address.js';
+import { SESSION_COOKIE, SESSION_HEADER } from '../middleware/session.js';
+import type { AppEnv } from '../types.js';
 
 export type CallerScope = 'user' | 'session' | 'address';
 

@@ -1,5 +1,5 @@
-import type { Store } from '../db/store.js';
-import type { Logger } from './logger.js';
+import type { Store } from '../../db/store.js';
+import type { Logger } from '../logger.js';
 
 export interface RetentionOptions {
   /** Conversations idle longer than this are deleted unless pinned; 0 keeps them forever. */
