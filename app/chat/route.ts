@@ -6,7 +6,6 @@ import { sessionInfo } from '../middleware/session.js';
 import { mayStore } from '../privacy/policy.js';
 import { relay, type StreamObserver } from '../streaming/relay.js';
 import { idleTimeout, UpstreamTimeoutError } from '../streaming/stages/idle-timeout.js';
-import { pipeline } from '../streaming/stages/pipeline.js';
 import { withTelemetry } from '../streaming/telemetry.js';
 import type { AppEnv } from '../types.js';
 import { chatCompletionsUrl, maskUrl } from '../upstream/base-url.js';
@@ -120,7 +119,7 @@ const failureReason = (err: unknown) => (err instanceof ApiError ? (err.code ?? 
 /** Reads a whole body under the idle timeout; a drop is a 502, silence a 504. */
 async function readAll(res: Response, timeoutMs: number): Promise<string> {
   try {
-    return await new Response(pipeline(res.body!, [idleTimeout(timeoutMs)])).text();
+    return await new Response(res.body!.pipeThrough(idleTimeout(timeoutMs))).text();
   } catch (err) {
     if (err instanceof UpstreamTimeoutError) {
       throw new ApiError(504, 'timeout_error', 'The upstream provider stopped sending its answer (UPSTREAM_TIMEOUT_MS).', 'upstream_timeout');

@@ -1,8 +1,9 @@
-import { eventFramer } from './stages/event-framer.js';
-import { idleTimeout, UpstreamTimeoutError } from './stages/idle-timeout.js';
-import { pipeInOrder, pipeline } from './stages/pipeline.js';
-import { usageStripper } from './stages/strip-usage.js';
-import { tap } from './stages/tap.js';
+import { eventFramerStage } from './stages/event-framer.js';
+import { idleTimeoutStage, UpstreamTimeoutError } from './stages/idle-timeout.js';
+import { pipeInOrder } from './stages/pipeline.js';
+import { fuse } from './stages/stage.js';
+import { usageStripperStage } from './stages/strip-usage.js';
+import { tapStage } from './stages/tap.js';
 import { errorBody } from '../errors.js';
 
 /** How a relayed stream ended. */
@@ -72,34 +73,38 @@ export function relay(body: ReadableStream<Uint8Array>, options: RelayOptions): 
     return true;
   };
 
-  // The observer sees the upstream's events as they come (usage included), the client the
-  // events after the last stage. The last stage is where a failure turns into an error event.
+  // The observer sees the upstream's events as they come (usage included), the client what
+  // leaves the last stage. Stages are fused into one TransformStream: one hop per chunk.
+  let timedOut = false;
   const stages = [
-    idleTimeout(options.timeoutMs),
-    eventFramer(),
-    tap({
+    idleTimeoutStage(options.timeoutMs),
+    eventFramerStage(),
+    tapStage({
       push: (events) => {
         if (!ended) observer.push(events);
       },
-      // Cancelling the client's stream reaches every stage before the last one; so does a
-      // failure of the upstream, which is not the client leaving.
       cancel: (reason) => {
-        if (!upstreamFailed && end('client_abort')) options.abortUpstream(reason);
+        if (end('client_abort')) options.abortUpstream(reason);
       },
     }),
   ];
-  if (options.stripUsage) stages.push(usageStripper());
-  const last = stages.pop()!;
-  let upstreamFailed = false;
-  const upstream = pipeline(body, stages, () => (upstreamFailed = true));
-  void pipeInOrder(upstream, last.writable, async (err, writer) => {
+  if (options.stripUsage) stages.push(usageStripperStage());
+  // A stage that fails (the upstream went silent) stops the upstream; its body then fails the
+  // pipe below, which ends the stream in order.
+  const stream = fuse(stages, (reason) => {
+    timedOut = reason instanceof UpstreamTimeoutError;
+    options.abortUpstream(reason);
+  });
+  void pipeInOrder(body, stream.writable, async (err, writer) => {
     const how: StreamEnd = options.clientSignal?.aborted
       ? 'client_abort'
       : interrupting
         ? 'interrupted'
-        : err instanceof UpstreamTimeoutError
+        : timedOut || err instanceof UpstreamTimeoutError
           ? 'upstream_timeout'
           : 'upstream_error';
+    // The half event the upstream left is dropped; the error event follows whole events.
+    stream.abandon(err);
     if (!end(how) || how === 'client_abort') return void writer.abort(err).catch(() => {});
     try {
       await writer.write(sseErrorEvent(how));
@@ -112,7 +117,7 @@ export function relay(body: ReadableStream<Uint8Array>, options: RelayOptions): 
   });
 
   return {
-    readable: last.readable,
+    readable: stream.readable,
     settled,
     interrupt() {
       // Aborting the upstream fails the pipe, which ends the stream in order (above).

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { eventFramer } from '../../app/streaming/stages/event-framer.js';
-import { pipeline } from '../../app/streaming/stages/pipeline.js';
 import { endsEvent, eventEnds, lastEventEnd, readEvents, type SseEvent } from '../../app/streaming/stages/sse.js';
 import { through } from './helpers.js';
 
@@ -96,7 +95,7 @@ describe('the event framer stage', () => {
       },
       { highWaterMark: 0 },
     );
-    const reader = pipeline(failing, [eventFramer()]).getReader();
+    const reader = failing.pipeThrough(eventFramer()).getReader();
     expect(Buffer.from((await reader.read()).value!).toString()).toBe('data: a\n\n');
     await expect(reader.read()).rejects.toThrow('dropped');
   });

@@ -1,4 +1,5 @@
 import { eventEnds } from './sse.js';
+import { asStream, type Stage } from './stage.js';
 
 const USAGE = Buffer.from('"usage"');
 const COMPACT_USAGE_NULL = Buffer.from(',"usage":null');
@@ -48,11 +49,13 @@ export function stripUsage(events: Uint8Array): Uint8Array {
  * Strips the usage the server asked for on the client's behalf (see `stripUsage`). Takes whole
  * events, so it goes after the event framer.
  */
-export function usageStripper(): TransformStream<Uint8Array, Uint8Array> {
-  return new TransformStream({
-    transform(events, controller) {
-      const out = stripUsage(events);
-      if (out.byteLength) controller.enqueue(out);
+export function usageStripperStage(): Stage {
+  return {
+    transform(events, out) {
+      const stripped = stripUsage(events);
+      if (stripped.byteLength) out.enqueue(stripped);
     },
-  });
+  };
 }
+
+export const usageStripper = () => asStream(usageStripperStage());
