@@ -3,6 +3,7 @@ import { createStore } from '../db/index.js';
 import { signSessionId } from '../app/middleware/session.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
 import { dialects, testStore, type TestStore } from './helpers/dialects.js';
+import { waitFor } from './helpers/streams.js';
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
@@ -318,7 +319,8 @@ describe.each(dialects)('conversations API on %s', (dialect) => {
     it('patches title and metadata, and validates the patch', async () => {
       const session = newSession();
       const { id, updated_at } = (await create(session, { title: 'old', metadata: { a: 1 } })).json;
-      await new Promise((r) => setTimeout(r, 5));
+      // updated_at has millisecond precision: the patch must land on a later millisecond.
+      await waitFor(() => Date.now() > Date.parse(updated_at));
       const res = await call(app, 'PATCH', `/v1/conversations/${id}`, { session, body: { title: 'new', metadata: { pinned: true } } });
       expect(res.status).toBe(200);
       expect(res.json).toMatchObject({ id, title: 'new', metadata: { pinned: true } });
