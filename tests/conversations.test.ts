@@ -1,9 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createStore } from '../db/index.js';
-import { signSessionId } from '../app/middleware/session.js';
+import { hashSessionId, signSessionId } from '../app/middleware/session.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
+import { useMockUpstream } from './helpers/mock.js';
 import { dialects, testStore, type TestStore } from './helpers/dialects.js';
-import { waitFor } from './helpers/streams.js';
+import { readChunks, waitFor } from './helpers/streams.js';
+
+const mock = useMockUpstream();
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
@@ -206,6 +209,27 @@ describe.each(dialects)('conversations API on %s', (dialect) => {
       // Deleting frees the space.
       expect((await call(limited, 'DELETE', `/v1/conversations/${id}`, { session })).status).toBe(204);
       expect((await call(limited, 'POST', '/v1/conversations', { session, body: {} })).status).toBe(201);
+    });
+
+    it('counts streamed answers towards MAX_BYTES_PER_SESSION once they finish', async () => {
+      const limited = testApp(db.store, { MAX_BYTES_PER_SESSION: '2000', OPENAI_BASE_URL: mock.url });
+      const session = newSession();
+      const chat = (body: Record<string, unknown>) =>
+        limited.request('/v1/chat/completions', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-session-id': session },
+          body: JSON.stringify({ stream: true, ...body }),
+        });
+      const res = await chat({ messages: [{ role: 'user', content: 'hello' }], mock: { text: 'abcdefghij'.repeat(100), chunks: 100 } });
+      await readChunks(res.body!);
+      const id = res.headers.get('x-conversation-id')!;
+      await waitFor(async () => (await call(limited, 'GET', `/v1/conversations/${id}`, { session })).json.messages?.[1]?.status === 'final');
+      const stored = await db.store.getConversation({ sessionId: hashSessionId(session), userId: null }, id);
+      expect(stored!.storedBytes).toBe(5 + 1000);
+      const more = await chat({ conversation_id: id, messages: [{ role: 'user', content: 'x'.repeat(996) }] });
+      expect(more.status).toBe(429);
+      expect((await more.json()).error.code).toBe('limit_exceeded');
+      expect(mock.requests).toHaveLength(1);
     });
 
     it('answers 429 limit_exceeded beyond MAX_CONVERSATIONS_PER_SESSION', async () => {
