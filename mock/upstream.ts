@@ -38,6 +38,11 @@ export interface MockUpstream {
   url: string;
   port: number;
   requests: RecordedRequest[];
+  /**
+   * Chat and other requests handled since start (recorded or not), and how many of their
+   * responses are over (sent, dropped, or abandoned by the client): what tests wait on.
+   */
+  readonly traffic: { received: number; ended: number };
   defaults: MockOptions;
   reset(): void;
   close(): Promise<void>;
@@ -357,6 +362,8 @@ export function startMockUpstream(
     }
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
+    mock.traffic.received++;
+    res.once('close', () => mock.traffic.ended++);
     if (record) {
       const list = mock.requests;
       list.push({ method, path: url, headers: req.headers, body });
@@ -439,6 +446,7 @@ export function startMockUpstream(
     url: '',
     port: 0,
     requests: [],
+    traffic: { received: 0, ended: 0 },
     defaults: { ...initialDefaults },
     reset() {
       mock.requests.length = 0;

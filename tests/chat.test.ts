@@ -130,20 +130,8 @@ describe.each(dialects)('chat proxy on %s', (dialect) => {
       ]);
     });
 
-    it('ends with an SSE error event and records what arrived when the upstream drops mid-stream', async () => {
-      const session = newSession();
-      const res = await post(app, ask('x', { stream: true, mock: { fault: 'drop', chunks: 10, drop_after: 4, delay_ms: 5 } }), session);
-      expect(res.status).toBe(200);
-      const { text } = await readChunks(res.body!);
-      const events = text.trim().split('\n\n');
-      expect(JSON.parse(events.at(-1)!.slice(6))).toMatchObject({ error: { type: 'upstream_error', code: 'upstream_error' } });
-      expect(text).not.toContain('[DONE]');
-      const answer = (await settled(res.headers.get('x-conversation-id')!, session)).messages[1];
-      expect(answer).toMatchObject({ status: 'error', finish_reason: 'upstream_error' });
-      expect(answer.content).toBe(streamedContent(text));
-      expect(answer.content.length).toBeGreaterThan(0);
-    });
-
+    // The fault matrix (upstream-faults.test.ts) checks the malformed line is passed on and the
+    // rest recorded; this one checks the whole stream around it stays byte for byte the upstream's.
     it('skips an unreadable event without breaking the stream', async () => {
       const session = newSession();
       const body = ask('x', { stream: true, mock: { fault: 'malformed', chunks: 5 } });
@@ -153,18 +141,6 @@ describe.each(dialects)('chat proxy on %s', (dialect) => {
       expect(normalizeMock(text)).toBe(normalizeMock(await direct(body)));
       const answer = (await settled(res.headers.get('x-conversation-id')!, session)).messages[1];
       expect(answer).toMatchObject({ status: 'final', content: mockAnswer({ chunks: 5 }) });
-    });
-
-    it('times out a silent upstream mid-stream and tells the client', async () => {
-      const quick = testApp(db.store, upstreamEnv({ UPSTREAM_TIMEOUT_MS: '300' }));
-      const session = newSession();
-      const res = await post(quick, ask('x', { stream: true, mock: { fault: 'hang_after_first' } }), session);
-      expect(res.status).toBe(200);
-      const { text } = await readChunks(res.body!);
-      expect(text).toContain('"code":"upstream_timeout"');
-      const answer = (await settled(res.headers.get('x-conversation-id')!, session)).messages[1];
-      expect(answer).toMatchObject({ status: 'error', finish_reason: 'upstream_timeout' });
-      expect(answer.content).toBe(streamedContent(text));
     });
 
     it('records a client abort: upstream cancelled, received text flushed, status error', async () => {
@@ -202,68 +178,6 @@ describe.each(dialects)('chat proxy on %s', (dialect) => {
     });
   });
 
-  describe('upstream failures', () => {
-    it.each([
-      [400, { error: { message: 'bad model', type: 'invalid_request_error', code: 'model_not_found' } }],
-      [401, { error: { message: 'bad key', type: 'authentication_error', code: null } }],
-      [429, { error: { message: 'slow down', type: 'rate_limit_error', code: null } }],
-      [500, { error: { message: 'boom', type: 'server_error', code: null } }],
-    ])('passes status %i and its JSON error body through, for streams and not', async (status, errorBody) => {
-      for (const stream of [true, false]) {
-        const session = newSession();
-        const res = await post(app, ask('x', { stream, mock: { fault: 'status', status, error_body: errorBody } }), session);
-        expect(res.status).toBe(status);
-        expect(await res.json()).toEqual(errorBody);
-        const answer = (await settled(res.headers.get('x-conversation-id')!, session)).messages[1];
-        expect(answer).toMatchObject({ status: 'error', finish_reason: 'upstream_error' });
-      }
-    });
-
-    it.each([
-      ['no body', null],
-      ['a text body', 'Service Unavailable'],
-    ])('wraps a 503 with %s in OpenAI error shape', async (_, errorBody) => {
-      const res = await post(app, ask('x', { stream: true, mock: { fault: 'status', status: 503, error_body: errorBody } }), newSession());
-      expect(res.status).toBe(503);
-      const json = await res.json();
-      expect(json.error).toMatchObject({ type: 'upstream_error', code: 'upstream_503' });
-      if (errorBody) expect(json.error.message).toContain(errorBody);
-    });
-
-    it('answers 504 when the upstream sends nothing within UPSTREAM_TIMEOUT_MS', async () => {
-      const quick = testApp(db.store, upstreamEnv({ UPSTREAM_TIMEOUT_MS: '200' }));
-      for (const stream of [true, false]) {
-        const session = newSession();
-        const res = await post(quick, ask('x', { stream, mock: { fault: 'hang' } }), session);
-        expect(res.status).toBe(504);
-        expect((await res.json()).error).toMatchObject({ type: 'timeout_error', code: 'upstream_timeout' });
-        const answer = (await settled(res.headers.get('x-conversation-id')!, session)).messages[1];
-        expect(answer).toMatchObject({ status: 'error', finish_reason: 'upstream_timeout' });
-      }
-    });
-
-    it('answers 502 when the upstream resets the connection or is not listening', async () => {
-      const closed = createServer();
-      await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-      const port = (closed.address() as AddressInfo).port;
-      await new Promise((r) => closed.close(r));
-      const nowhere = testApp(db.store, { OPENAI_BASE_URL: `http://127.0.0.1:${port}/v1` });
-      for (const [target, mockOptions] of [[app, { fault: 'reset' }], [nowhere, {}]] as const) {
-        const session = newSession();
-        const res = await post(target, ask('x', { stream: true, mock: mockOptions }), session);
-        expect(res.status).toBe(502);
-        expect((await res.json()).error).toMatchObject({ type: 'upstream_error' });
-        const answer = (await settled(res.headers.get('x-conversation-id')!, session)).messages[1];
-        expect(answer.status).toBe('error');
-      }
-    });
-
-    it('answers 502 when a non-streaming answer is cut off', async () => {
-      const res = await post(app, ask('x', { mock: { fault: 'drop' } }), newSession());
-      expect(res.status).toBe(502);
-    });
-  });
-
   describe('the database stays off the path of the bytes', () => {
     it('bounds the number of writes per stream by the batching settings', async () => {
       const counted = instrumentedStore(db.store);
@@ -291,17 +205,19 @@ describe.each(dialects)('chat proxy on %s', (dialect) => {
     });
 
     it('does not slow the client stream when the database is slow, and still records everything', async () => {
-      const slow = instrumentedStore(db.store, { beforeAppendContent: () => new Promise((r) => setTimeout(r, 400)) });
+      // Content writes hang until the client has the whole answer: a stream that waited on one
+      // would never end.
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      const slow = instrumentedStore(db.store, { beforeAppendContent: () => held });
       const slowApp = testApp(slow, upstreamEnv({ HISTORY_BATCH_FLUSH_CHARS: '8' }));
       const session = newSession();
       const opts = { chunks: 20, delay_ms: 5 };
-      const started = performance.now();
       const res = await post(slowApp, ask('x', { stream: true, mock: opts }), session);
       const { text } = await readChunks(res.body!);
-      const elapsed = performance.now() - started;
       expect(text).toContain('[DONE]');
-      // 20 chunks 5 ms apart take ~100 ms; a single 400 ms write on the path would show.
-      expect(elapsed).toBeLessThan(350);
+      expect(slow.calls.appendContent).toBeGreaterThanOrEqual(1); // a write was under way, held
+      release();
       const answer = (await settled(res.headers.get('x-conversation-id')!, session)).messages[1];
       expect(answer).toMatchObject({ status: 'final', content: mockAnswer(opts) });
     });

@@ -1,8 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createStore } from '../db/index.js';
-import { signSessionId } from '../app/session-ids.js';
+import { hashSessionId, signSessionId } from '../app/session-ids.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
+import { useMockUpstream } from './helpers/mock.js';
 import { dialects, testStore, type TestStore } from './helpers/dialects.js';
+import { readChunks, waitFor } from './helpers/streams.js';
+
+const mock = useMockUpstream();
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
@@ -207,6 +211,27 @@ describe.each(dialects)('conversations API on %s', (dialect) => {
       expect((await call(limited, 'POST', '/v1/conversations', { session, body: {} })).status).toBe(201);
     });
 
+    it('counts streamed answers towards MAX_BYTES_PER_SESSION once they finish', async () => {
+      const limited = testApp(db.store, { MAX_BYTES_PER_SESSION: '2000', OPENAI_BASE_URL: mock.url });
+      const session = newSession();
+      const chat = (body: Record<string, unknown>) =>
+        limited.request('/v1/chat/completions', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-session-id': session },
+          body: JSON.stringify({ stream: true, ...body }),
+        });
+      const res = await chat({ messages: [{ role: 'user', content: 'hello' }], mock: { text: 'abcdefghij'.repeat(100), chunks: 100 } });
+      await readChunks(res.body!);
+      const id = res.headers.get('x-conversation-id')!;
+      await waitFor(async () => (await call(limited, 'GET', `/v1/conversations/${id}`, { session })).json.messages?.[1]?.status === 'final');
+      const stored = await db.store.getConversation({ sessionId: hashSessionId(session), userId: null }, id);
+      expect(stored!.storedBytes).toBe(5 + 1000);
+      const more = await chat({ conversation_id: id, messages: [{ role: 'user', content: 'x'.repeat(996) }] });
+      expect(more.status).toBe(429);
+      expect((await more.json()).error.code).toBe('limit_exceeded');
+      expect(mock.requests).toHaveLength(1);
+    });
+
     it('answers 429 limit_exceeded beyond MAX_CONVERSATIONS_PER_SESSION', async () => {
       const limited = testApp(db.store, { MAX_CONVERSATIONS_PER_SESSION: '2' });
       const session = newSession();
@@ -318,7 +343,8 @@ describe.each(dialects)('conversations API on %s', (dialect) => {
     it('patches title and metadata, and validates the patch', async () => {
       const session = newSession();
       const { id, updated_at } = (await create(session, { title: 'old', metadata: { a: 1 } })).json;
-      await new Promise((r) => setTimeout(r, 5));
+      // updated_at has millisecond precision: the patch must land on a later millisecond.
+      await waitFor(() => Date.now() > Date.parse(updated_at));
       const res = await call(app, 'PATCH', `/v1/conversations/${id}`, { session, body: { title: 'new', metadata: { pinned: true } } });
       expect(res.status).toBe(200);
       expect(res.json).toMatchObject({ id, title: 'new', metadata: { pinned: true } });

@@ -48,6 +48,7 @@ function streamReader(body: ReadableStream<Uint8Array>) {
   return { until, rest };
 }
 const hasContent = (chars = 1) => (sse: string) => streamedContent(sse).length >= chars;
+const logLines = (log: ReturnType<typeof capturingLogger>) => log.lines.map((l) => JSON.parse(l) as Record<string, any>);
 
 describe.each(dialects)('database faults on %s', (dialect) => {
   let db: ScratchDb;
@@ -90,7 +91,8 @@ describe.each(dialects)('database faults on %s', (dialect) => {
 
   it('keeps the stream going through an outage shorter than HISTORY_RETRY_MS and records everything', async () => {
     const { store: flaky, state } = switchableStore(store);
-    const app = testApp(flaky, { ...env, OPENAI_BASE_URL: mock.url });
+    const log = capturingLogger();
+    const app = testApp(flaky, { ...env, OPENAI_BASE_URL: mock.url }, log.logger);
     const session = newSession();
     const opts = { chunks: 60, delay_ms: 5 };
     const res = await start(app, session, opts);
@@ -106,6 +108,11 @@ describe.each(dialects)('database faults on %s', (dialect) => {
     expect(text).toContain('[DONE]');
     const answer = await answerOf(app, res.headers.get('x-conversation-id')!, session);
     expect(answer).toMatchObject({ status: 'final', finish_reason: 'stop', content: mockAnswer(opts) });
+    // The outage really hit this stream's writes: they failed, were logged with the request, and
+    // the text they carried was written once the database was back.
+    expect(state.failures).toBeGreaterThanOrEqual(2);
+    const failed = logLines(log).find((l) => l.msg === 'history write failed; will retry');
+    expect(failed).toMatchObject({ level: 40, request_id: res.headers.get('x-request-id'), message_id: answer.id, err: { code: 'ECONNREFUSED' } });
   });
 
   it('records the message as incomplete, once the database is back, when it stayed down too long', async () => {
@@ -134,6 +141,8 @@ describe.each(dialects)('database faults on %s', (dialect) => {
   it('does not time the upstream out while the database is slow to record the request', async () => {
     const slow: Store = Object.create(store);
     slow.createConversation = async (...args) => {
+      // Deliberately slow, and longer than UPSTREAM_TIMEOUT_MS: nothing races this sleep; it only
+      // has to outlast the timeout, were the timeout (wrongly) started before the upstream call.
       await new Promise((r) => setTimeout(r, 500));
       return store.createConversation(...args);
     };
@@ -150,15 +159,17 @@ describe.each(dialects)('database faults on %s', (dialect) => {
   it('records every byte the client got when the upstream dropped while the request was still being recorded', async () => {
     const slow: Store = Object.create(store);
     slow.createConversation = async (...args) => {
+      // Deliberately slow (nothing races it): should the upstream call ever overlap recording the
+      // request again, the whole answer and the drop would be in before the relay reads a byte.
       await new Promise((r) => setTimeout(r, 300));
       return store.createConversation(...args);
     };
     const app = testApp(slow, { ...env, OPENAI_BASE_URL: mock.url });
     const session = newSession();
-    // The whole answer and the drop are in before the relay starts reading.
     const res = await start(app, session, { fault: 'drop', chunks: 30, drop_after: 20, delay_ms: 1 });
-    // A client slow to read keeps chunks waiting inside the relay when the failure is noticed.
-    await new Promise((r) => setTimeout(r, 200));
+    // A client slow to read keeps chunks waiting inside the relay when the failure is noticed:
+    // it starts reading only once the upstream has dropped the connection.
+    await waitFor(() => mock.traffic.ended === mock.traffic.received);
     const { text } = await readChunks(res.body!);
     expect(text).toContain('"code":"upstream_error"');
     const answer = await answerOf(app, res.headers.get('x-conversation-id')!, session);
@@ -318,7 +329,8 @@ describe.each(dialects)('database faults on %s', (dialect) => {
 
   if (dialect === 'sqlite') {
     it('keeps the stream flowing while another process holds the write lock, and records everything', async () => {
-      const app = testApp(store, { ...env, OPENAI_BASE_URL: mock.url });
+      const log = capturingLogger();
+      const app = testApp(store, { ...env, OPENAI_BASE_URL: mock.url }, log.logger);
       const session = newSession();
       const opts = { chunks: 60, delay_ms: 5 };
       const res = await start(app, session, opts);
@@ -337,6 +349,8 @@ describe.each(dialects)('database faults on %s', (dialect) => {
       expect(text).toContain('[DONE]');
       const answer = await answerOf(app, res.headers.get('x-conversation-id')!, session);
       expect(answer).toMatchObject({ status: 'final', content: mockAnswer(opts) });
+      // The lock did stop the writes meanwhile (they were retried after it).
+      expect(logLines(log).find((l) => l.msg === 'history write failed; will retry')).toMatchObject({ message_id: answer.id, err: { code: 'SQLITE_BUSY' } });
     });
 
     it('answers 503 with Retry-After when the database is locked for an API write', async () => {

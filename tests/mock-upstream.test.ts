@@ -2,6 +2,7 @@ import net from 'node:net';
 import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import OpenAI from 'openai';
 import { startMockUpstream, mockAnswer, MOCK_TOOL_CALL, type MockOptions, type MockUpstream } from '../mock/upstream.js';
+import { waitFor } from './helpers/streams.js';
 
 let mock: MockUpstream;
 
@@ -226,7 +227,8 @@ describe('streaming', () => {
     await reader.read();
     ac.abort();
     await expect(reader.read()).rejects.toThrow();
-    await new Promise((r) => setTimeout(r, 50));
+    // Once the mock has seen the client go (the response closed, its timer stopped), it must still answer.
+    await waitFor(() => mock.traffic.ended === mock.traffic.received);
     const j: any = await (await post({ messages })).json();
     expect(j.choices[0].message.content).toBe(mockAnswer({}));
   });
@@ -402,7 +404,9 @@ describe('server lifecycle', () => {
       () => 'resolved',
       () => 'rejected',
     );
-    await new Promise((r) => setTimeout(r, 50));
+    // Hung inside the mock (and, unrecorded, in no list) before close() is asked to end it.
+    await waitFor(() => m.traffic.received === 1);
+    expect(m.traffic.ended).toBe(0);
     const t0 = Date.now();
     await m.close();
     expect(Date.now() - t0).toBeLessThan(500);
