@@ -34,7 +34,11 @@ export async function startServerProcess(env: Record<string, string>, options: S
   child.stderr!.on('data', (d) => (output += d));
   const exited = new Promise<number | string>((r) => child.once('exit', (code, signal) => r(code ?? signal ?? -1)));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 20_000);
+    const timer = setTimeout(() => {
+      // A process that never listens must not outlive the test that started it.
+      child.kill('SIGKILL');
+      reject(new Error(`server did not start:\n${output}`));
+    }, 20_000);
     const onData = () => {
       const m = /"port":(\d+)[^\n]*"msg":"listening"/.exec(output);
       if (m) {
