@@ -51,10 +51,10 @@ export const conversations = new Hono<Env>()
     const conversation = await c.get('store').getConversation(c.get('principal'), id);
     if (!conversation) throw notFound('conversation', id);
     const { after_seq, limit } = c.req.valid('query');
-    const [messages, totals] = await Promise.all([
-      c.get('store').listMessages(id, { afterSeq: after_seq, limit }),
-      c.get('store').tokenTotals([id]),
-    ]);
+    // One after the other: run side by side on two Postgres connections, the totals could be
+    // read before an answer's counts landed while the messages show it finished.
+    const messages = await c.get('store').listMessages(id, { afterSeq: after_seq, limit });
+    const totals = await c.get('store').tokenTotals([id]);
     const last = messages.at(-1);
     return c.json({
       ...conversationJson(conversation, totals.get(id)),
