@@ -1,6 +1,7 @@
 import { and, eq, isNull, lt, or, sql, type AnyColumn, type Placeholder, type SQL, type Table } from 'drizzle-orm';
 import {
   LimitExceededError,
+  type Access,
   type Conversation,
   type Json,
   type JsonObject,
@@ -117,13 +118,45 @@ export function ownedBy(table: { sessionId: AnyColumn; userId: AnyColumn }, owne
   return who.by === 'user' ? eq(table.userId, who.userId) : (and(eq(table.sessionId, who.sessionId), isNull(table.userId)) as SQL);
 }
 
+/** The principal who owns a conversation row: its user, else the session that made it. */
+export const ownerOfRow = (row: { sessionId: string; userId: string | null }): Principal => ({ sessionId: row.sessionId, userId: row.userId });
+
+/** The tables access is decided from, in either dialect. */
+export interface AccessTables {
+  conversations: Table & { id: AnyColumn; sessionId: AnyColumn; userId: AnyColumn };
+  shares: Table & { conversationId: AnyColumn; userId: AnyColumn; role: AnyColumn };
+}
+
+/**
+ * Who may read a conversation, and as what: its owner (ownedBy), or a user it is shared with,
+ * as the share's role. Shares are between users: an anonymous session reads only its own.
+ * `scope` narrows to owned or shared conversations. Values may be placeholders (prepared statements).
+ */
+export function readableBy(t: AccessTables, reader: Principal | Owner<string | Placeholder>, scope: ListOptions['scope'] = 'all'): SQL {
+  const who = 'by' in reader ? reader : ownerOf(reader);
+  const owned = ownedBy(t.conversations, who);
+  if (who.by === 'session') return scope === 'shared' ? sql`1 = 0` : owned;
+  const shared = sql`exists (select 1 from ${t.shares} where ${t.shares.conversationId} = ${t.conversations.id} and ${t.shares.userId} = ${who.userId})`;
+  if (scope === 'owned') return owned;
+  if (scope === 'shared') return shared;
+  return sql`(${owned} or ${shared})`;
+}
+
+/** The reader's access to each row readableBy() lets through: 'owner', else its share's role. */
+export function accessOf(t: AccessTables, reader: Principal | Owner<string | Placeholder>): SQL<Access> {
+  const who = 'by' in reader ? reader : ownerOf(reader);
+  if (who.by === 'session') return sql<Access>`'owner'`;
+  return sql<Access>`case when ${t.conversations.userId} = ${who.userId} then 'owner' else (select ${t.shares.role} from ${t.shares} where ${t.shares.conversationId} = ${t.conversations.id} and ${t.shares.userId} = ${who.userId}) end`;
+}
+
 /** Newest first, keyset on (created_at, id) so equal timestamps still page stably. */
 export function listFilter(
-  table: { sessionId: AnyColumn; userId: AnyColumn; createdAt: AnyColumn; id: AnyColumn; deletedAt: AnyColumn },
-  owner: Principal,
+  t: AccessTables & { conversations: { createdAt: AnyColumn; deletedAt: AnyColumn } },
+  reader: Principal,
   options: ListOptions,
 ): SQL {
-  const conditions: (SQL | undefined)[] = [ownedBy(table, owner)];
+  const table = t.conversations;
+  const conditions: (SQL | undefined)[] = [readableBy(t, reader, options.scope)];
   if (!options.includeDeleted) conditions.push(isNull(table.deletedAt));
   if (options.after) {
     const { createdAt, id } = options.after;

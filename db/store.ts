@@ -23,6 +23,74 @@ export interface Principal {
   userId: string | null;
 }
 
+/** What a principal may do with a conversation: its owner anything, a share what its role allows. */
+export type Access = 'owner' | 'editor' | 'viewer';
+export const shareRoles = ['viewer', 'editor'] as const;
+export type ShareRole = (typeof shareRoles)[number];
+
+export interface User {
+  id: string;
+  name: string;
+  /** The identity provider's `iss` and `sub` for a user who signs in with a JWT; null otherwise. */
+  issuer: string | null;
+  subject: string | null;
+  isAdmin: boolean;
+  createdAt: Date;
+}
+
+export interface NewUser {
+  name: string;
+  issuer?: string | null;
+  subject?: string | null;
+  isAdmin?: boolean;
+}
+
+export interface ApiKey {
+  id: string;
+  userId: string;
+  name: string | null;
+  /** The first characters of the key, shown to tell keys apart; the key itself is never stored. */
+  prefix: string;
+  /** SHA-256 of the whole key, hex. */
+  hash: string;
+  createdAt: Date;
+  lastUsedAt: Date | null;
+  expiresAt: Date | null;
+  revokedAt: Date | null;
+}
+
+export interface NewApiKey {
+  userId: string;
+  name?: string | null;
+  prefix: string;
+  hash: string;
+  expiresAt?: Date | null;
+}
+
+export interface Share {
+  conversationId: string;
+  userId: string;
+  role: ShareRole;
+  createdAt: Date;
+}
+
+/** What erasing a user removed. */
+export interface Erasure {
+  conversations: number;
+  messages: number;
+  apiKeys: number;
+  shares: number;
+}
+
+export interface UsageRow {
+  /** The day (YYYY-MM-DD, UTC) or model the row sums; null for the total or a conversation without a model. */
+  key: string | null;
+  tokensIn: number;
+  tokensOut: number;
+  /** Assistant messages: one per proxied exchange. */
+  requests: number;
+}
+
 export interface SessionInfo {
   userAgent?: string | null;
   ipHash?: string | null;
@@ -71,6 +139,11 @@ export interface Message {
 export interface Lease {
   holder: string;
   expiresAt: Date;
+}
+
+/** A conversation as one principal sees it: with what that principal may do with it. */
+export interface AccessibleConversation extends Conversation {
+  access: Access;
 }
 
 export interface NewMessage {
@@ -122,6 +195,8 @@ export interface ListOptions {
   limit: number;
   after?: ListPosition | null;
   includeDeleted?: boolean;
+  /** Conversations the principal owns, those shared with it, or both (the default). */
+  scope?: 'owned' | 'shared' | 'all';
 }
 
 /**
@@ -130,7 +205,54 @@ export interface ListOptions {
  */
 export type MessagesToAppend = NewMessage[] | ((conversation: Conversation) => NewMessage[]);
 
-export interface Store {
+/** Users, their keys, sharing and claims: the identity half of the store. */
+export interface IdentityStore {
+  // Users and their credentials.
+  /** Throws DuplicateError when another user already has this issuer and subject. */
+  createUser(input: NewUser): Promise<User>;
+  getUser(id: string): Promise<User | null>;
+  updateUser(id: string, patch: { name?: string; isAdmin?: boolean }): Promise<User | null>;
+  /** Oldest first, keyset on (created_at, id). */
+  listUsers(options: { limit: number; after?: ListPosition | null }): Promise<{ items: User[]; hasMore: boolean }>;
+  /** The user an identity provider calls `issuer` + `subject`, created on first sight (race-safe). */
+  userForExternalId(issuer: string, subject: string, name: string): Promise<User>;
+  /**
+   * Erases a user: their conversations (with messages, shares and links) in batches of
+   * `batchSize`, the shares they were given, their keys and sessions, then the user. Null when
+   * there is no such user.
+   */
+  eraseUser(id: string, batchSize: number): Promise<Erasure | null>;
+
+  createApiKey(input: NewApiKey): Promise<ApiKey>;
+  listApiKeys(userId: string): Promise<ApiKey[]>;
+  /** Keys whose display prefix is `prefix` (revoked and expired ones too), with their users. */
+  apiKeysByPrefix(prefix: string): Promise<{ key: ApiKey; user: User }[]>;
+  /** Records a use, unless one was recorded since `notBefore` (so at most one write a minute). */
+  touchApiKey(id: string, now: Date, notBefore: Date): Promise<void>;
+  /** False when there is no such key; revoking a revoked key keeps its first revocation time. */
+  revokeApiKey(id: string, now: Date): Promise<boolean>;
+
+  // Sharing: the caller has checked that the principal owns the conversation.
+  /** Grants or changes a role; throws ConversationNotFoundError or UserNotFoundError. */
+  setShare(conversationId: string, userId: string, role: ShareRole): Promise<Share>;
+  listShares(conversationId: string): Promise<Share[]>;
+  deleteShare(conversationId: string, userId: string): Promise<boolean>;
+  /** Sets the conversation's public link (SHA-256 of its token, hex), replacing any previous one. */
+  setShareLink(conversationId: string, tokenHash: string): Promise<void>;
+  deleteShareLink(conversationId: string): Promise<boolean>;
+  /** The live conversation a link token hash opens, or null. */
+  sharedConversation(tokenHash: string): Promise<Conversation | null>;
+
+  /** Moves an anonymous session's conversations (those with no user) to a user; returns how many. */
+  claimSession(sessionId: string, userId: string): Promise<number>;
+  /**
+   * Token totals of the principal's own conversations (deleted ones too, until purged), over
+   * messages created in [from, to): one row per day or model, or a single total row.
+   */
+  usage(owner: Principal, options: { from: Date; to: Date; groupBy: 'day' | 'model' | null }): Promise<UsageRow[]>;
+}
+
+export interface Store extends IdentityStore {
   readonly dialect: 'sqlite' | 'postgres';
   /** Applies the committed migrations of this dialect; safe to call from several processes. */
   migrate(): Promise<void>;
@@ -148,21 +270,24 @@ export interface Store {
     input: NewConversation,
     options: { maxPerSession: number; session?: SessionInfo; messages?: NewMessage[]; maxMessages?: number; maxBytes?: number },
   ): Promise<Conversation>;
-  getConversation(owner: Principal, id: string, options?: { includeDeleted?: boolean }): Promise<Conversation | null>;
-  listConversations(owner: Principal, options: ListOptions): Promise<{ items: Conversation[]; hasMore: boolean }>;
+  /** A conversation the principal may read (owned or shared with it), with its access; null otherwise. */
+  getConversation(reader: Principal, id: string, options?: { includeDeleted?: boolean }): Promise<AccessibleConversation | null>;
+  listConversations(reader: Principal, options: ListOptions): Promise<{ items: AccessibleConversation[]; hasMore: boolean }>;
+  /** Owner only: null when not found, deleted or not owned. */
   updateConversation(owner: Principal, id: string, patch: ConversationPatch): Promise<Conversation | null>;
-  /** Soft delete; false when not found, not owned or already deleted. */
+  /** Soft delete, owner only; false when not found, not owned or already deleted. */
   deleteConversation(owner: Principal, id: string): Promise<boolean>;
 
   listMessages(conversationId: string, options: { afterSeq: number; limit: number }): Promise<Message[]>;
   /**
    * Appends messages with dense seqs allocated from the conversation's counter inside one
-   * transaction. Throws ConversationNotFoundError (missing, deleted or not owned) and
-   * LimitExceededError (would pass `maxMessages`, or the owner's live conversations would hold
-   * more than `maxBytes`).
+   * transaction, for its owner or an editor. Throws ConversationNotFoundError (missing, deleted
+   * or not readable by `writer`), ConversationAccessError (a viewer) and LimitExceededError (would
+   * pass `maxMessages`, or the conversation owner's live conversations would hold more than
+   * `maxBytes`: an editor writes into the owner's allowance).
    */
   appendMessages(
-    owner: Principal,
+    writer: Principal,
     conversationId: string,
     messages: MessagesToAppend,
     options: { maxMessages: number; maxBytes?: number },
@@ -204,6 +329,7 @@ export interface Store {
    * if none was stored yet (the first writer wins, whichever process it is).
    */
   sharedSetting(key: string, candidate: string): Promise<string>;
+
 }
 
 export interface PurgeResult {
@@ -223,6 +349,29 @@ export class ConversationNotFoundError extends Error {
   constructor(readonly conversationId: string) {
     super(`No conversation found with id '${conversationId}'.`);
   }
+}
+
+/** A principal may read the conversation but not do what was asked (a viewer writing). */
+export class ConversationAccessError extends Error {
+  override name = 'ConversationAccessError';
+  constructor(
+    readonly conversationId: string,
+    readonly access: Access,
+  ) {
+    super(`You have ${access} access to conversation '${conversationId}': only its owner or an editor may add to it.`);
+  }
+}
+
+export class UserNotFoundError extends Error {
+  override name = 'UserNotFoundError';
+  constructor(readonly userId: string) {
+    super(`No user found with id '${userId}'.`);
+  }
+}
+
+/** A unique value (a user's issuer + subject) is already taken. */
+export class DuplicateError extends Error {
+  override name = 'DuplicateError';
 }
 
 export class LimitExceededError extends Error {

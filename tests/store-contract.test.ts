@@ -81,7 +81,7 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       expect(made).toMatchObject({ sessionId: owner.sessionId, userId: null, title: 'Hi', model: 'm-1', metadata: { a: [1, { b: null }] }, lastSeq: 0, deletedAt: null });
       expect(made.createdAt).toBeInstanceOf(Date);
       expect(made.updatedAt.getTime()).toBe(made.createdAt.getTime());
-      expect(await store.getConversation(owner, made.id)).toEqual(made);
+      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner' });
     });
 
     it('defaults title and model to null and metadata to {}', async () => {
@@ -140,7 +140,7 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       expect(await store.deleteConversation(other, made.id)).toBe(false);
       await expectNotFound(store.appendMessages(other, made.id, [user('intruder')], appendRoomy));
       await expectNotFound(store.appendMessages(other, made.id, () => [user('intruder')], appendRoomy));
-      expect(await store.getConversation(owner, made.id)).toEqual(made);
+      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner' });
       expect(await seqs(made.id)).toEqual([1]);
     });
 
@@ -221,7 +221,7 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       await clockPast(made.updatedAt);
       expect(await store.appendMessages(owner, made.id, [], { maxMessages: 1 })).toEqual([]);
       expect(await store.appendMessages(owner, made.id, () => [], { maxMessages: 1 })).toEqual([]);
-      expect(await store.getConversation(owner, made.id)).toEqual(made);
+      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner' });
     });
 
     it("maxBytes bounds the bytes held by the owner's live conversations, counted in UTF-8", async () => {

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
-import { index, integer, jsonb, pgTable, text, timestamp as pgTimestamp, uniqueIndex } from 'drizzle-orm/pg-core';
-import type { Consent, Json, JsonObject, MessageRole, MessageStatus, TokensSource } from '../store.js';
+import { boolean, index, integer, jsonb, pgTable, primaryKey, text, timestamp as pgTimestamp, uniqueIndex } from 'drizzle-orm/pg-core';
+import type { Consent, Json, JsonObject, MessageRole, MessageStatus, ShareRole, TokensSource } from '../store.js';
 
 const timestamp = (name: string) => pgTimestamp(name, { withTimezone: true, precision: 3, mode: 'date' });
 
@@ -81,3 +81,65 @@ export const serverSettings = pgTable('server_settings', {
   value: text('value').notNull(),
   createdAt: timestamp('created_at').notNull(),
 });
+
+/** Signed-in users: made by an admin, or on first sight of an identity provider's token (issuer + subject). */
+export const users = pgTable(
+  'users',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    issuer: text('issuer'),
+    subject: text('subject'),
+    isAdmin: boolean('is_admin').notNull().default(false),
+    createdAt: timestamp('created_at').notNull(),
+  },
+  (t) => [uniqueIndex('users_external_uq').on(t.issuer, t.subject), index('users_created_idx').on(t.createdAt, t.id)],
+);
+
+/** API keys: only a SHA-256 hash of each key is kept, with a short prefix to look it up and show it by. */
+export const apiKeys = pgTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    name: text('name'),
+    prefix: text('prefix').notNull(),
+    hash: text('hash').notNull(),
+    createdAt: timestamp('created_at').notNull(),
+    lastUsedAt: timestamp('last_used_at'),
+    expiresAt: timestamp('expires_at'),
+    revokedAt: timestamp('revoked_at'),
+  },
+  (t) => [uniqueIndex('api_keys_hash_uq').on(t.hash), index('api_keys_prefix_idx').on(t.prefix), index('api_keys_user_idx').on(t.userId)],
+);
+
+/** A conversation shared with another user, as a viewer or an editor. */
+export const conversationShares = pgTable(
+  'conversation_shares',
+  {
+    conversationId: text('conversation_id')
+      .notNull()
+      .references(() => conversations.id, { onDelete: 'cascade' }),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    role: text('role').$type<ShareRole>().notNull(),
+    createdAt: timestamp('created_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.conversationId, t.userId] }), index('conversation_shares_user_idx').on(t.userId, t.conversationId)],
+);
+
+/** A conversation's public read-only link: the SHA-256 of its random token, at most one per conversation. */
+export const shareLinks = pgTable(
+  'share_links',
+  {
+    tokenHash: text('token_hash').primaryKey(),
+    conversationId: text('conversation_id')
+      .notNull()
+      .references(() => conversations.id, { onDelete: 'cascade' }),
+    createdAt: timestamp('created_at').notNull(),
+  },
+  (t) => [uniqueIndex('share_links_conversation_uq').on(t.conversationId)],
+);

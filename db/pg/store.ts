@@ -5,6 +5,7 @@ import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import type { PgTable } from 'drizzle-orm/pg-core';
 import {
+  accessOf,
   assertWithinLimits,
   cleanJson,
   cleanText,
@@ -13,13 +14,19 @@ import {
   listFilter,
   messageRow,
   ownedBy,
+  ownerOfRow,
+  readableBy,
   sessionColumns,
   sessionHasNothingLeft,
 } from '../shared.js';
-import { ConversationNotFoundError, type Conversation, type PurgeResult, type Store } from '../store.js';
+import { ConversationAccessError, ConversationNotFoundError, type Conversation, type Principal, type PurgeResult, type Store } from '../store.js';
+import { pgIdentity } from './identity.js';
 import * as schema from './schema.js';
 
-const { sessions, conversations, messages, serverSettings } = schema;
+const { sessions, conversations, messages, serverSettings, conversationShares } = schema;
+const accessTables = { conversations, shares: conversationShares };
+/** A conversation row with the reader's access, for selects. */
+const withAccess = (reader: Principal) => ({ ...getTableColumns(conversations), access: accessOf(accessTables, reader) });
 const migrationsFolder = fileURLToPath(new URL('../../drizzle/pg', import.meta.url));
 // Any constant works; it only has to be the same in every process of this application.
 const MIGRATION_LOCK_KEY = 7_341_920_113;
@@ -62,6 +69,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
 
   return {
     dialect: 'postgres',
+    ...pgIdentity(db),
 
     async migrate() {
       // Several processes may start at once: one migrates, the others wait for it. The lock is
@@ -112,7 +120,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           insert into sessions (id, user_id, created_at, last_seen_at, user_agent, ip_hash)
           select ${owner.sessionId}, ${conversation.userId}::text, ${now.toISOString()}::timestamptz, ${now.toISOString()}::timestamptz, ${userAgent}::text, ${ipHash}::text
           from allowed
-          on conflict (id) do update set last_seen_at = excluded.last_seen_at
+          on conflict (id) do update set last_seen_at = excluded.last_seen_at, user_id = coalesce(excluded.user_id, sessions.user_id)
         ), made as (
           insert into ${conversations} (${made.names}) select v.* from allowed, ${made.values} returning id
         )${added ? sql`, added as (insert into ${messages} (${added.names}) select v.* from made, ${added.values})` : sql``}
@@ -124,19 +132,19 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       return created;
     },
 
-    async getConversation(owner, id, options) {
+    async getConversation(reader, id, options) {
       const [row] = await db
-        .select()
+        .select(withAccess(reader))
         .from(conversations)
-        .where(and(eq(conversations.id, cleanText(id)), ownedBy(conversations, owner), options?.includeDeleted ? undefined : isNull(conversations.deletedAt)));
+        .where(and(eq(conversations.id, cleanText(id)), readableBy(accessTables, reader), options?.includeDeleted ? undefined : isNull(conversations.deletedAt)));
       return row ?? null;
     },
 
-    async listConversations(owner, options) {
+    async listConversations(reader, options) {
       const rows = await db
-        .select()
+        .select(withAccess(reader))
         .from(conversations)
-        .where(listFilter(conversations, owner, options))
+        .where(listFilter(accessTables, reader, options))
         .orderBy(desc(conversations.createdAt), desc(conversations.id))
         .limit(options.limit + 1);
       return { items: rows.slice(0, options.limit), hasMore: rows.length > options.limit };
@@ -173,14 +181,15 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .limit(limit);
     },
 
-    async appendMessages(owner, conversationId, toAppend, { maxMessages, maxBytes }) {
+    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes }) {
       return db.transaction(async (tx) => {
         const [conversation] = await tx
-          .select()
+          .select(withAccess(writer))
           .from(conversations)
-          .where(and(eq(conversations.id, cleanText(conversationId)), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
-          .for('update');
+          .where(and(eq(conversations.id, cleanText(conversationId)), readableBy(accessTables, writer), isNull(conversations.deletedAt)))
+          .for('update', { of: conversations });
         if (!conversation) throw new ConversationNotFoundError(conversationId);
+        if (conversation.access === 'viewer') throw new ConversationAccessError(conversationId, conversation.access);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
         if (list.length === 0) return [];
         const now = new Date();
@@ -191,7 +200,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           const [live] = await tx
             .select({ bytes: liveBytes })
             .from(conversations)
-            .where(and(ownedBy(conversations, owner), isNull(conversations.deletedAt)));
+            .where(and(ownedBy(conversations, ownerOfRow(conversation)), isNull(conversations.deletedAt)));
           assertWithinLimits({ bytes: live?.bytes ?? 0 }, rows, { maxBytes });
         }
         await tx

@@ -2,11 +2,12 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { and, asc, count, desc, eq, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
 import { createHash } from 'node:crypto';
 import {
+  accessOf,
   assertWithinLimits,
   cleanJson,
   cleanText,
@@ -15,14 +16,29 @@ import {
   messageRow,
   ownedBy,
   ownerOf,
+  ownerOfRow,
+  readableBy,
   sessionColumns,
   sessionHasNothingLeft,
   type Owner,
 } from '../shared.js';
-import { ConversationNotFoundError, type Conversation, type Message, type Principal, type PurgeResult, type Store } from '../store.js';
+import {
+  ConversationAccessError,
+  ConversationNotFoundError,
+  type AccessibleConversation,
+  type Conversation,
+  type Message,
+  type Principal,
+  type PurgeResult,
+  type Store,
+} from '../store.js';
+import { sqliteIdentity } from './identity.js';
 import * as schema from './schema.js';
 
-const { sessions, conversations, messages, serverSettings } = schema;
+const { sessions, conversations, messages, serverSettings, conversationShares } = schema;
+const accessTables = { conversations, shares: conversationShares };
+/** A conversation row with the reader's access, for selects. */
+const withAccess = (reader: Parameters<typeof accessOf>[1]) => ({ ...getTableColumns(conversations), access: accessOf(accessTables, reader) });
 
 /** A message row as better-sqlite3 binds it: dates as epoch ms, JSON as text. */
 function toDriverRow(row: Message): Record<string, unknown> {
@@ -82,7 +98,8 @@ export function createSqliteStore(path: string): Store {
     upsertSession: db
       .insert(sessions)
       .values({ id: p('id'), userId: p('userId'), createdAt: p('now'), lastSeenAt: p('now'), userAgent: p('userAgent'), ipHash: p('ipHash') })
-      .onConflictDoUpdate({ target: sessions.id, set: { lastSeenAt: sql`excluded.last_seen_at` } })
+      // A session a user signs in from becomes theirs (erased with them); it never changes hands back.
+      .onConflictDoUpdate({ target: sessions.id, set: { lastSeenAt: sql`excluded.last_seen_at`, userId: sql`coalesce(excluded.user_id, ${sessions.userId})` } })
       .prepare(),
     insertConversation: db
       .insert(conversations)
@@ -98,11 +115,11 @@ export function createSqliteStore(path: string): Store {
         updatedAt: p('now'),
       })
       .prepare(),
-    ownedConversation: perOwner((owner) =>
+    readableConversation: perOwner((reader) =>
       db
-        .select()
+        .select(withAccess(reader))
         .from(conversations)
-        .where(and(eq(conversations.id, p('id')), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
+        .where(and(eq(conversations.id, p('id')), readableBy(accessTables, reader), isNull(conversations.deletedAt)))
         .prepare(),
     ),
     setLastSeq: db.update(conversations).set({ lastSeq: raw('lastSeq'), updatedAt: raw('nowMs') }).where(eq(conversations.id, p('id'))).prepare(),
@@ -148,15 +165,16 @@ export function createSqliteStore(path: string): Store {
     return rows;
   };
 
-  const findOwned = (owner: Parameters<Store['getConversation']>[0], id: string, includeDeleted = false) =>
+  const findReadable = (reader: Principal, id: string, includeDeleted = false): AccessibleConversation | null =>
     db
-      .select()
+      .select(withAccess(reader))
       .from(conversations)
-      .where(and(eq(conversations.id, id), ownedBy(conversations, owner), includeDeleted ? undefined : isNull(conversations.deletedAt)))
+      .where(and(eq(conversations.id, id), readableBy(accessTables, reader), includeDeleted ? undefined : isNull(conversations.deletedAt)))
       .get() ?? null;
 
   return {
     dialect: 'sqlite',
+    ...sqliteIdentity(db, client),
 
     async migrate() {
       migrate(db, { migrationsFolder });
@@ -189,15 +207,15 @@ export function createSqliteStore(path: string): Store {
       }).immediate();
     },
 
-    async getConversation(owner, id, options) {
-      return findOwned(owner, id, options?.includeDeleted);
+    async getConversation(reader, id, options) {
+      return findReadable(reader, id, options?.includeDeleted);
     },
 
-    async listConversations(owner, options) {
+    async listConversations(reader, options) {
       const rows = db
-        .select()
+        .select(withAccess(reader))
         .from(conversations)
-        .where(listFilter(conversations, owner, options))
+        .where(listFilter(accessTables, reader, options))
         .orderBy(desc(conversations.createdAt), desc(conversations.id))
         .limit(options.limit + 1)
         .all();
@@ -238,18 +256,19 @@ export function createSqliteStore(path: string): Store {
         .all();
     },
 
-    async appendMessages(owner, conversationId, toAppend, { maxMessages, maxBytes }) {
+    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes }) {
       return client.transaction(() => {
-        const who = ownerOf(owner);
-        const conversation = hot().ownedConversation[who.by].get({ id: conversationId, ...who });
+        const who = ownerOf(writer);
+        const conversation = hot().readableConversation[who.by].get({ id: conversationId, ...who });
         if (!conversation) throw new ConversationNotFoundError(conversationId);
+        if (conversation.access === 'viewer') throw new ConversationAccessError(conversationId, conversation.access);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
         if (list.length === 0) return [];
         const now = new Date();
         const rows = list.map((m, i) => messageRow(conversationId, conversation.lastSeq + 1 + i, m, now));
         assertWithinLimits({ lastSeq: conversation.lastSeq }, rows, { maxMessages });
         // The owner's bytes cost a query: only when capped.
-        if (maxBytes !== undefined) assertWithinLimits({ bytes: liveOf(owner).bytes }, rows, { maxBytes });
+        if (maxBytes !== undefined) assertWithinLimits({ bytes: liveOf(ownerOfRow(conversation)).bytes }, rows, { maxBytes });
         hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq + rows.length, nowMs: now.getTime() });
         return insertMessages(rows);
       }).immediate();
