@@ -8,7 +8,9 @@ import { corsPolicy } from './middleware/cors.js';
 import { limitJsonDepth } from './middleware/json-depth.js';
 import { rateLimit } from './rate-limit/middleware.js';
 import { createMemoryRateLimitStore } from './rate-limit/stores.js';
-import { session } from './middleware/session.js';
+import { identify } from './auth/identify.js';
+import { Credentials } from './auth/credentials.js';
+import { createJwtVerifier } from './auth/jwt.js';
 import { SessionIds } from './session-ids.js';
 import { chat } from './chat/route.js';
 import { conversations } from './routes/conversations/index.js';
@@ -32,6 +34,7 @@ export function createApp(input: AppDeps) {
     metrics: input.metrics ?? createMetrics(),
     consents: store ? new Consents(store) : null,
     sessionIds: new SessionIds(config.session, store, input.logger),
+    credentials: new Credentials(store, createJwtVerifier(config.auth.jwt), input.logger),
   };
   const app = new Hono<AppEnv>();
 
@@ -78,7 +81,7 @@ export function createApp(input: AppDeps) {
   app.use(limitJsonDepth(config.limits.jsonDepth));
   app.route('/healthz', health);
   app.route('/metrics', metrics);
-  app.use('/v1/*', session());
+  app.use('/v1/*', identify());
   app.use('/v1/*', rateLimit({ store: deps.rateLimitStore ?? createMemoryRateLimitStore(), ...config.rateLimit }));
   app.route('/v1/chat', chat);
   app.route('/v1/conversations', conversations);

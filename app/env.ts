@@ -132,6 +132,8 @@ const envSchema = z.object({
   METADATA_MAX_BYTES: int(16 * 1024, 2, 1024 * 1024),
   SESSION_SECRET: z.string().min(32, 'must be at least 32 characters (e.g. openssl rand -base64 48)').optional(),
   ALLOW_CLIENT_SESSION_IDS: bool(false),
+  ANONYMOUS_ACCESS: bool(true),
+  ADMIN_API_KEY: z.string().min(32, 'must be at least 32 characters (e.g. openssl rand -base64 48)').optional(),
   HISTORY_BATCH_FLUSH_MS: int(250, 1, 60_000),
   HISTORY_BATCH_FLUSH_CHARS: int(512, 1),
   HISTORY_RETRY_MS: int(30_000, 0, 3_600_000),
@@ -191,6 +193,8 @@ export interface Config {
    * database); `allowClientIds` also accepts ids the client made up, as the first version did.
    */
   session: { secret: string | undefined; allowClientIds: boolean };
+  /** Sign-in: whether callers without credentials may use the API, the admin key, JWT verification (null = off). */
+  auth: { anonymousAccess: boolean; adminApiKey: string | undefined; jwt: null };
   /** Delta write batching, and how long failed writes are retried before text is given up. */
   flush: { ms: number; chars: number; retryMs: number };
   redactSystemPrompts: boolean;
@@ -283,6 +287,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       metadataBytes: e.METADATA_MAX_BYTES,
     },
     session: { secret: e.SESSION_SECRET, allowClientIds: e.ALLOW_CLIENT_SESSION_IDS },
+    auth: { anonymousAccess: e.ANONYMOUS_ACCESS, adminApiKey: e.ADMIN_API_KEY, jwt: null },
     flush: { ms: e.HISTORY_BATCH_FLUSH_MS, chars: e.HISTORY_BATCH_FLUSH_CHARS, retryMs: e.HISTORY_RETRY_MS },
     redactSystemPrompts: e.REDACT_SYSTEM_PROMPTS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,

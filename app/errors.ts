@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { ConversationNotFoundError, LimitExceededError, isTransientDbError } from '../db/store.js';
+import { ConversationAccessError, ConversationNotFoundError, DuplicateError, LimitExceededError, UserNotFoundError, isTransientDbError } from '../db/store.js';
 
 export type ErrorType =
   | 'invalid_request_error'
@@ -40,10 +40,16 @@ export function errorBody(message: string, type: string, code: string | null = n
 export const notFound = (what: string, id: string) =>
   new ApiError(404, 'not_found_error', `No ${what} found with id '${id}'.`, 'not_found', 'id');
 
+/** The caller is known but may not do this (may read a conversation but not change it, not an admin). */
+export const permissionDenied = (message: string) => new ApiError(403, 'permission_error', message, 'permission_denied');
+
 /** Maps anything thrown to an ApiError; unknown errors become a 500 that leaks nothing. */
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof ConversationNotFoundError) return notFound('conversation', err.conversationId);
+  if (err instanceof ConversationAccessError) return permissionDenied(err.message);
+  if (err instanceof UserNotFoundError) return new ApiError(404, 'not_found_error', err.message, 'not_found', 'user_id');
+  if (err instanceof DuplicateError) return new ApiError(409, 'invalid_request_error', err.message, 'conflict');
   if (err instanceof LimitExceededError) return new ApiError(429, 'rate_limit_error', err.message, 'limit_exceeded');
   if (isTransientDbError(err)) {
     return new ApiError(503, 'server_error', 'The conversation database is busy or briefly unavailable. Please retry in a moment.', 'database_unavailable', null, {

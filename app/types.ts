@@ -1,5 +1,6 @@
 import type { Store } from '../db/store.js';
-import type { Principal } from '../db/store.js';
+import type { Principal, User } from '../db/store.js';
+import type { Credentials } from './auth/credentials.js';
 import type { Config } from './env.js';
 import type { Logger } from './logger.js';
 import type { Slot } from './streaming/slots.js';
@@ -29,13 +30,28 @@ export interface Services extends AppDeps {
   consents: Consents | null;
   /** Mints and checks anonymous session ids. */
   sessionIds: SessionIds;
+  /** Checks API keys and JWTs. */
+  credentials: Credentials;
 }
+
+/**
+ * Who the caller is: a signed-in user (with the anonymous session it sent, if any), an
+ * anonymous session (its id as the client holds it), the operator's admin key, or nobody at all
+ * on a public route.
+ */
+export type Identity =
+  | { type: 'user'; user: User; via: 'api_key' | 'jwt'; sessionId: string | null }
+  | { type: 'session'; user: null; sessionId: string }
+  | { type: 'admin'; user: null; sessionId: null }
+  | { type: 'public'; user: null; sessionId: null };
 
 /** Read with `c.get('…')`: Hono's `c.var` copies every variable into a new object per access. */
 export interface AppEnv {
   Variables: {
     services: Services;
     requestId: string;
+    identity: Identity;
+    /** Whose rows the caller reads and writes (the stores' view of the identity). */
     principal: Principal;
     log: Logger;
     /** Set on chat completions by concurrencyLimit(). */

@@ -2,52 +2,50 @@ import { createHash } from 'node:crypto';
 import type { Context } from 'hono';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import type { SessionInfo } from '../../db/store.js';
-import { createMiddleware } from 'hono/factory';
 import { clientAddress, requestIsHttps } from '../client-address.js';
 import { ApiError } from '../errors.js';
-import { hashSessionId } from '../session-ids.js';
 import type { AppEnv } from '../types.js';
 
 export const SESSION_HEADER = 'x-session-id';
 export const SESSION_COOKIE = 'cf_session_id';
 
 /**
- * Anonymous identity: the x-session-id header wins over the cf_session_id cookie; with neither,
- * a new id is minted and handed back in both. An id this server did not sign is refused (a
+ * The caller's anonymous session: the x-session-id header wins over the cf_session_id cookie.
+ * With neither, `mint` makes a new id and hands it back in both; without `mint` (a signed-in
+ * caller needs no session) the answer is null. An id this server did not sign is refused (a
  * cookie holding one is cleared, so a browser gets a fresh id on its next request).
  */
-export const session = () =>
-  createMiddleware<AppEnv>(async (c, next) => {
-    const ids = c.get('services').sessionIds;
-    const header = c.req.header(SESSION_HEADER);
-    const source = header !== undefined ? SESSION_HEADER : SESSION_COOKIE;
-    let id = header ?? getCookie(c, SESSION_COOKIE);
-    if (id === undefined) {
-      id = await ids.mint();
-      setCookie(c, SESSION_COOKIE, id, {
-        path: '/',
-        httpOnly: true,
-        sameSite: 'Lax',
-        secure: requestIsHttps(c),
-        maxAge: 60 * 60 * 24 * 365,
-      });
-    } else if (!(await ids.accepts(id))) {
-      if (source === SESSION_COOKIE) deleteCookie(c, SESSION_COOKIE, { path: '/' });
-      const allowed = c.get('services').config.session.allowClientIds
-        ? `a session id this server issued, or 8 to 128 characters of A-Z, a-z, 0-9, '_' or '-'`
-        : 'a session id this server issued (ids cannot be chosen by the client)';
-      throw new ApiError(
-        400,
-        'invalid_request_error',
-        `The session id in ${source} is not valid: it must be ${allowed}. Send a request without one to get a new id in the ${SESSION_HEADER} response header, and reuse that.`,
-        'invalid_session_id',
-        source,
-      );
-    }
-    c.header(SESSION_HEADER, id);
-    c.set('principal', { sessionId: hashSessionId(id), userId: null });
-    await next();
-  });
+export async function readSession(c: Context<AppEnv>, { mint }: { mint: boolean }): Promise<string | null> {
+  const ids = c.get('services').sessionIds;
+  const header = c.req.header(SESSION_HEADER);
+  const source = header !== undefined ? SESSION_HEADER : SESSION_COOKIE;
+  let id = header ?? getCookie(c, SESSION_COOKIE);
+  if (id === undefined) {
+    if (!mint) return null;
+    id = await ids.mint();
+    setCookie(c, SESSION_COOKIE, id, {
+      path: '/',
+      httpOnly: true,
+      sameSite: 'Lax',
+      secure: requestIsHttps(c),
+      maxAge: 60 * 60 * 24 * 365,
+    });
+  } else if (!(await ids.accepts(id))) {
+    if (source === SESSION_COOKIE) deleteCookie(c, SESSION_COOKIE, { path: '/' });
+    const allowed = c.get('services').config.session.allowClientIds
+      ? `a session id this server issued, or 8 to 128 characters of A-Z, a-z, 0-9, '_' or '-'`
+      : 'a session id this server issued (ids cannot be chosen by the client)';
+    throw new ApiError(
+      400,
+      'invalid_request_error',
+      `The session id in ${source} is not valid: it must be ${allowed}. Send a request without one to get a new id in the ${SESSION_HEADER} response header, and reuse that.`,
+      'invalid_session_id',
+      source,
+    );
+  }
+  c.header(SESSION_HEADER, id);
+  return id;
+}
 
 /**
  * What a session row records about its client: the user agent, and a salted hash of the
