@@ -20,6 +20,8 @@ import { Consents } from './privacy/consents.js';
 import { redactSystemPrompts } from './privacy/redact.js';
 import { metrics } from './routes/metrics.js';
 import { privacy } from './routes/privacy.js';
+import { me } from './routes/me.js';
+import { shared } from './routes/shared.js';
 import type { Logger } from './logger.js';
 import type { AppDeps, AppEnv, Services } from './types.js';
 
@@ -86,6 +88,8 @@ export function createApp(input: AppDeps) {
   app.route('/v1/chat', chat);
   app.route('/v1/conversations', conversations);
   app.route('/v1/privacy', privacy);
+  app.route('/v1/me', me);
+  app.route('/v1/shared', shared);
 
   app.notFound((c) =>
     renderError(

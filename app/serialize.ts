@@ -1,4 +1,4 @@
-import type { Conversation, Message, TokenTotals } from '../db/store.js';
+import type { Access, Conversation, Message, Share, TokenTotals } from '../db/store.js';
 
 const unknownTotals: TokenTotals = { tokensIn: null, tokensOut: null };
 
@@ -6,10 +6,12 @@ const unknownTotals: TokenTotals = { tokensIn: null, tokensOut: null };
  * The API's view of stored rows: snake_case, ISO-8601 UTC timestamps, same in both dialects.
  * `usage` sums the known token counts of the conversation's messages (null when none is known).
  */
-export function conversationJson(c: Conversation, totals: TokenTotals = unknownTotals) {
+export function conversationJson(c: Conversation & { access?: Access }, totals: TokenTotals = unknownTotals) {
   return {
     id: c.id,
     object: 'conversation' as const,
+    // What the caller may do with it: everything (owner), chat and post messages (editor), read (viewer).
+    access: c.access ?? ('owner' as Access),
     title: c.title,
     model: c.model,
     metadata: c.metadata,
@@ -40,5 +42,32 @@ export function messageJson(m: Message) {
     function_call: m.functionCall,
     created_at: m.createdAt.toISOString(),
     updated_at: m.updatedAt.toISOString(),
+  };
+}
+
+export function shareJson(s: Share) {
+  return {
+    object: 'conversation.share' as const,
+    conversation_id: s.conversationId,
+    user_id: s.userId,
+    role: s.role,
+    created_at: s.createdAt.toISOString(),
+  };
+}
+
+/**
+ * A conversation as its public link shows it: the title and what was said, nothing that names a
+ * session, a user or a message, and no metadata.
+ */
+export function sharedMessageJson(m: Message) {
+  return {
+    seq: m.seq,
+    role: m.role,
+    status: m.status,
+    content: m.content,
+    content_json: m.contentJson,
+    tool_calls: m.toolCalls,
+    finish_reason: m.finishReason,
+    created_at: m.createdAt.toISOString(),
   };
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { Json, JsonObject, ListPosition } from '../../../db/store.js';
+import { shareRoles, type Json, type JsonObject, type ListPosition } from '../../../db/store.js';
 import type { Config } from '../../env.js';
 import { ApiError } from '../../errors.js';
 import { jsonDepth } from '../../middleware/json-depth.js';
@@ -81,6 +81,7 @@ const cursorSchema = z.string().transform((raw, ctx): ListPosition => {
 
 export const listQuerySchema = z.object({
   cursor: cursorSchema.optional(),
+  scope: z.enum(['owned', 'shared', 'all'], { error: "must be 'owned', 'shared' or 'all'" }).default('all'),
   limit: intParam(1, 100).default(20),
   include_deleted: flag.default(false),
 });
@@ -100,4 +101,8 @@ export const contentSchema = z.union([z.string(), z.array(z.union([textPart, oth
 export const createMessageSchema = z.strictObject({
   role: z.enum(['user', 'system'], { error: "must be 'user' or 'system'" }),
   content: contentSchema,
+});
+
+export const shareSchema = z.strictObject({
+  role: z.enum(shareRoles, { error: "must be 'viewer' or 'editor'" }),
 });
