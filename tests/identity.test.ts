@@ -97,7 +97,7 @@ describe.each(dialects)('signed-in users on %s', (dialect) => {
       ['GET', '/v1/privacy'],
       ['POST', '/v1/privacy/consent'],
     ])('%s %s without credentials is a 401 missing_credentials and mints no session', async (method, path) => {
-      for (const headers of [{}, { authorization: 'Bearer sk-placeholder' }, { 'x-session-id': newSession() }]) {
+      for (const headers of [{}, { authorization: 'Bearer sk-placeholder' }, { 'x-session-id': newSession() }] as Record<string, string>[]) {
         const res = await call(closed, method, path, { headers, body: method === 'POST' ? {} : undefined });
         expect(res.status).toBe(401);
         expect(res.json.error).toMatchObject({ type: 'authentication_error', code: 'missing_credentials' });
@@ -188,7 +188,7 @@ describe.each(dialects)('signed-in users on %s', (dialect) => {
     let owner: TestUser, viewer: TestUser, editor: TestUser, stranger: TestUser;
     let id: string;
     beforeAll(async () => {
-      [owner, viewer, editor, stranger] = await Promise.all(['owner', 'viewer', 'editor', 'stranger'].map((n) => signedInUser(db.store, n)));
+      [owner, viewer, editor, stranger] = (await Promise.all(['owner', 'viewer', 'editor', 'stranger'].map((n) => signedInUser(db.store, n)))) as [TestUser, TestUser, TestUser, TestUser];
       const made = await chat(owner.auth);
       id = made.headers.get('x-conversation-id')!;
       expect((await call(app, 'PUT', `/v1/conversations/${id}/shares/${viewer.user.id}`, { headers: owner.auth, body: { role: 'viewer' } })).status).toBe(200);
