@@ -6,6 +6,7 @@ import { ApiError, renderError, toApiError } from './errors.js';
 import { accessLog } from './middleware/access-log.js';
 import { corsPolicy } from './middleware/cors.js';
 import { limitJsonDepth } from './middleware/json-depth.js';
+import { jsonOnly } from './middleware/json-only.js';
 import { rateLimit } from './rate-limit/middleware.js';
 import { createMemoryRateLimitStore } from './rate-limit/stores.js';
 import { identify } from './auth/identify.js';
@@ -36,7 +37,7 @@ export function createApp(input: AppDeps) {
     metrics: input.metrics ?? createMetrics(),
     consents: store ? new Consents(store) : null,
     sessionIds: new SessionIds(config.session, store, input.logger),
-    credentials: new Credentials(store, createJwtVerifier(config.auth.jwt), input.logger),
+    credentials: new Credentials(store, createJwtVerifier(config.auth), input.logger),
   };
   const app = new Hono<AppEnv>();
 
@@ -81,6 +82,7 @@ export function createApp(input: AppDeps) {
   );
 
   app.use(limitJsonDepth(config.limits.jsonDepth));
+  app.use('/v1/*', jsonOnly());
   app.route('/healthz', health);
   app.route('/metrics', metrics);
   app.use('/v1/*', identify());

@@ -59,6 +59,38 @@ const httpUrl = z
   })
   .transform((v) => v.replace(/\/+$/, ''));
 
+/** The asymmetric algorithms a JWKS may sign with (AUTH_JWT_ALGORITHMS picks among them). */
+export const JWKS_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+export type JwksAlgorithm = (typeof JWKS_ALGORITHMS)[number];
+const isJwksAlgorithm = (v: string): v is JwksAlgorithm => (JWKS_ALGORITHMS as readonly string[]).includes(v);
+
+const jwtAlgorithms = z.string().transform((v, ctx) => {
+  const list = [...new Set(v.split(',').map((a) => a.trim()).filter(Boolean))];
+  const shared = list.filter((a) => /^HS\d+$/i.test(a));
+  if (shared.length) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${shared.join(',')} is signed with a shared secret, which a public key set cannot verify (and accepting it invites HS/RS key confusion); for HS256 set AUTH_JWT_SECRET instead of AUTH_JWKS_URL`,
+    });
+    return z.NEVER;
+  }
+  if (!list.length || !list.every(isJwksAlgorithm)) {
+    ctx.addIssue({ code: 'custom', message: `must be algorithms from ${JWKS_ALGORITHMS.join(', ')}, comma-separated (case matters)` });
+    return z.NEVER;
+  }
+  return list;
+});
+
+const jwksUrl = z
+  .string()
+  .trim()
+  .refine((v) => /^https?:\/\/[^\s]+$/.test(v) && URL.canParse(v), {
+    message: 'must be an http:// or https:// URL, e.g. https://idp.example.com/.well-known/jwks.json',
+  })
+  .refine((v) => !URL.canParse(v) || (!new URL(v).username && !new URL(v).password), {
+    message: 'must not contain user:password@ (fetch refuses such URLs)',
+  });
+
 const redisUrl = z
   .string()
   .trim()
@@ -132,8 +164,6 @@ const envSchema = z.object({
   METADATA_MAX_BYTES: int(16 * 1024, 2, 1024 * 1024),
   SESSION_SECRET: z.string().min(32, 'must be at least 32 characters (e.g. openssl rand -base64 48)').optional(),
   ALLOW_CLIENT_SESSION_IDS: bool(false),
-  ANONYMOUS_ACCESS: bool(true),
-  ADMIN_API_KEY: z.string().min(32, 'must be at least 32 characters (e.g. openssl rand -base64 48)').optional(),
   HISTORY_BATCH_FLUSH_MS: int(250, 1, 60_000),
   HISTORY_BATCH_FLUSH_CHARS: int(512, 1),
   HISTORY_RETRY_MS: int(30_000, 0, 3_600_000),
@@ -148,6 +178,16 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   LOG_FORMAT: z.enum(['json', 'pretty']).default('json'),
   METRICS_TOKEN: z.string().trim().min(16, 'must be at least 16 characters (e.g. openssl rand -hex 32)').optional(),
+  ANONYMOUS_ACCESS: bool(true),
+  ADMIN_API_KEY: z.string().min(32, 'must be at least 32 characters (e.g. openssl rand -base64 48)').optional(),
+  AUTH_JWT_SECRET: z.string().min(32, 'must be at least 32 characters (e.g. openssl rand -base64 48): it is the HS256 key').optional(),
+  AUTH_JWKS_URL: jwksUrl.optional(),
+  AUTH_JWT_ISSUER: z.string().trim().min(1).max(2048, 'must be at most 2048 characters').optional(),
+  AUTH_JWT_AUDIENCE: z.string().trim().min(1).max(2048, 'must be at most 2048 characters').optional(),
+  AUTH_JWT_ALGORITHMS: jwtAlgorithms.optional(),
+  AUTH_JWT_CLOCK_TOLERANCE_SEC: int(60, 0, 60),
+  AUTH_JWKS_COOLDOWN_MS: int(30_000, 0, 3_600_000),
+  AUTH_JWKS_TIMEOUT_MS: int(5_000, 100, 60_000),
 });
 
 // DEFAULT_MODEL fills in requests that name no model, so it must be allowed itself.
@@ -157,6 +197,22 @@ const checkedEnvSchema = envSchema.superRefine((e, ctx) => {
       code: 'custom',
       path: ['DEFAULT_MODEL'],
       message: `${JSON.stringify(e.DEFAULT_MODEL)} is not in MODEL_ALLOWLIST (${e.MODEL_ALLOWLIST.join(',')}): add it there or set DEFAULT_MODEL to an allowed model`,
+    });
+  }
+  // One kind of key, so the accepted algorithms follow from it: a server that took both would
+  // have to guess from the token's own header which key to use, the HS/RS confusion attack.
+  if (e.AUTH_JWT_SECRET && e.AUTH_JWKS_URL) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['AUTH_JWT_SECRET'],
+      message: 'AUTH_JWT_SECRET and AUTH_JWKS_URL are both set: pick one (AUTH_JWT_SECRET for HS256 tokens signed with a shared secret, AUTH_JWKS_URL for an identity provider that publishes its public keys)',
+    });
+  }
+  if (e.AUTH_JWT_ALGORITHMS && e.AUTH_JWT_SECRET) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['AUTH_JWT_ALGORITHMS'],
+      message: 'applies to AUTH_JWKS_URL only: with AUTH_JWT_SECRET tokens are HS256; leave it unset',
     });
   }
 });
@@ -193,8 +249,6 @@ export interface Config {
    * database); `allowClientIds` also accepts ids the client made up, as the first version did.
    */
   session: { secret: string | undefined; allowClientIds: boolean };
-  /** Sign-in: whether callers without credentials may use the API, the admin key, JWT verification (null = off). */
-  auth: { anonymousAccess: boolean; adminApiKey: string | undefined; jwt: null };
   /** Delta write batching, and how long failed writes are retried before text is given up. */
   flush: { ms: number; chars: number; retryMs: number };
   redactSystemPrompts: boolean;
@@ -223,7 +277,29 @@ export interface Config {
   logFormat: 'json' | 'pretty';
   /** When set, /metrics needs it as a bearer token and /healthz shows only its status without it. */
   metricsToken: string | undefined;
+  /**
+   * Who may call: anonymous sessions (`anonymousAccess`), the operator with `adminApiKey`, and
+   * users signed in by JWT (`jwt`, null when neither AUTH_JWT_SECRET nor AUTH_JWKS_URL is set).
+   */
+  auth: { anonymousAccess: boolean; adminApiKey: string | undefined; jwt: JwtConfig | null };
 }
+
+/**
+ * How JWTs are verified: with a shared secret (HS256 only) or an identity provider's published
+ * key set (the listed asymmetric algorithms only). `issuer` and `audience` are checked when set;
+ * `exp` and `nbf` with `clockToleranceSec` of leeway.
+ */
+export type JwtConfig = { issuer: string | undefined; audience: string | undefined; clockToleranceSec: number } & (
+  | { kind: 'secret'; secret: string; algorithms: ['HS256'] }
+  | {
+      kind: 'jwks';
+      url: string;
+      algorithms: JwksAlgorithm[];
+      /** Least time between refetches of the key set when a token names a key id it lacks. */
+      cooldownMs: number;
+      timeoutMs: number;
+    }
+);
 
 /** `http://LOCALHOST:3000/` → `http://localhost:3000`; null when it is not an origin. */
 function normalizeOrigin(raw: string): string | null {
@@ -287,7 +363,6 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       metadataBytes: e.METADATA_MAX_BYTES,
     },
     session: { secret: e.SESSION_SECRET, allowClientIds: e.ALLOW_CLIENT_SESSION_IDS },
-    auth: { anonymousAccess: e.ANONYMOUS_ACCESS, adminApiKey: e.ADMIN_API_KEY, jwt: null },
     flush: { ms: e.HISTORY_BATCH_FLUSH_MS, chars: e.HISTORY_BATCH_FLUSH_CHARS, retryMs: e.HISTORY_RETRY_MS },
     redactSystemPrompts: e.REDACT_SYSTEM_PROMPTS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
@@ -309,5 +384,22 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     trustProxy: e.TRUST_PROXY,
     logFormat: e.LOG_FORMAT,
     metricsToken: e.METRICS_TOKEN,
+    auth: { anonymousAccess: e.ANONYMOUS_ACCESS, adminApiKey: e.ADMIN_API_KEY, jwt: jwtConfig(e) },
   };
+}
+
+function jwtConfig(e: z.infer<typeof envSchema>): JwtConfig | null {
+  const claims = { issuer: e.AUTH_JWT_ISSUER, audience: e.AUTH_JWT_AUDIENCE, clockToleranceSec: e.AUTH_JWT_CLOCK_TOLERANCE_SEC };
+  if (e.AUTH_JWT_SECRET) return { ...claims, kind: 'secret', secret: e.AUTH_JWT_SECRET, algorithms: ['HS256'] };
+  if (e.AUTH_JWKS_URL) {
+    return {
+      ...claims,
+      kind: 'jwks',
+      url: e.AUTH_JWKS_URL,
+      algorithms: e.AUTH_JWT_ALGORITHMS ?? ['RS256', 'ES256'],
+      cooldownMs: e.AUTH_JWKS_COOLDOWN_MS,
+      timeoutMs: e.AUTH_JWKS_TIMEOUT_MS,
+    };
+  }
+  return null;
 }

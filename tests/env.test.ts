@@ -58,6 +58,74 @@ describe('configuration', () => {
   });
 });
 
+describe('identity settings', () => {
+  const SECRET = 's'.repeat(32);
+
+  it('defaults to anonymous access, no admin key and no JWT sign-in', () => {
+    expect(loadConfig({}).auth).toEqual({ anonymousAccess: true, adminApiKey: undefined, jwt: null });
+  });
+
+  it('reads a shared secret as HS256 only, with the claim checks', () => {
+    const c = loadConfig({ AUTH_JWT_SECRET: SECRET, AUTH_JWT_ISSUER: 'https://idp.test', AUTH_JWT_AUDIENCE: 'chat', AUTH_JWT_CLOCK_TOLERANCE_SEC: '0', ANONYMOUS_ACCESS: 'false' });
+    expect(c.auth).toEqual({
+      anonymousAccess: false,
+      adminApiKey: undefined,
+      jwt: { kind: 'secret', secret: SECRET, algorithms: ['HS256'], issuer: 'https://idp.test', audience: 'chat', clockToleranceSec: 0 },
+    });
+  });
+
+  it('reads a key set URL with its algorithms, cooldown and timeout', () => {
+    expect(loadConfig({ AUTH_JWKS_URL: 'https://idp.test/jwks.json' }).auth.jwt).toEqual({
+      kind: 'jwks',
+      url: 'https://idp.test/jwks.json',
+      algorithms: ['RS256', 'ES256'],
+      cooldownMs: 30_000,
+      timeoutMs: 5_000,
+      issuer: undefined,
+      audience: undefined,
+      clockToleranceSec: 60,
+    });
+    const c = loadConfig({ AUTH_JWKS_URL: 'http://127.0.0.1:9/jwks.json', AUTH_JWT_ALGORITHMS: 'EdDSA, PS256,EdDSA', AUTH_JWKS_COOLDOWN_MS: '0', AUTH_JWKS_TIMEOUT_MS: '250' });
+    expect(c.auth.jwt).toMatchObject({ algorithms: ['EdDSA', 'PS256'], cooldownMs: 0, timeoutMs: 250 });
+  });
+
+  it.each([
+    [{ AUTH_JWT_SECRET: 'short' }, /AUTH_JWT_SECRET: must be at least 32 characters/],
+    [{ ADMIN_API_KEY: 'short' }, /ADMIN_API_KEY: must be at least 32 characters/],
+    [{ AUTH_JWT_SECRET: SECRET, AUTH_JWKS_URL: 'https://idp.test/jwks.json' }, /AUTH_JWT_SECRET and AUTH_JWKS_URL are both set: pick one/],
+    [{ AUTH_JWKS_URL: 'idp.test/jwks.json' }, /AUTH_JWKS_URL \(got "idp.test\/jwks.json"\): must be an http:\/\/ or https:\/\/ URL/],
+    [{ AUTH_JWKS_URL: 'ftp://idp.test/jwks.json' }, /AUTH_JWKS_URL .*http:\/\/ or https:\/\//],
+    [{ AUTH_JWKS_URL: 'https://u:p@idp.test/jwks.json' }, /AUTH_JWKS_URL .*user:password@/],
+    [{ AUTH_JWKS_URL: 'https://idp.test/jwks.json', AUTH_JWT_ALGORITHMS: 'RS256,HS256' }, /AUTH_JWT_ALGORITHMS .*HS256 is signed with a shared secret.*AUTH_JWT_SECRET/],
+    [{ AUTH_JWKS_URL: 'https://idp.test/jwks.json', AUTH_JWT_ALGORITHMS: 'none' }, /AUTH_JWT_ALGORITHMS .*must be algorithms from RS256/],
+    [{ AUTH_JWKS_URL: 'https://idp.test/jwks.json', AUTH_JWT_ALGORITHMS: 'rs256' }, /AUTH_JWT_ALGORITHMS .*case matters/],
+    [{ AUTH_JWKS_URL: 'https://idp.test/jwks.json', AUTH_JWT_ALGORITHMS: ' , ' }, /AUTH_JWT_ALGORITHMS .*must be algorithms/],
+    [{ AUTH_JWT_SECRET: SECRET, AUTH_JWT_ALGORITHMS: 'RS256' }, /AUTH_JWT_ALGORITHMS .*with AUTH_JWT_SECRET tokens are HS256/],
+    [{ AUTH_JWT_CLOCK_TOLERANCE_SEC: '61' }, /AUTH_JWT_CLOCK_TOLERANCE_SEC .*from 0 to 60/],
+    [{ AUTH_JWT_CLOCK_TOLERANCE_SEC: '-1' }, /AUTH_JWT_CLOCK_TOLERANCE_SEC .*from 0 to 60/],
+    [{ AUTH_JWKS_COOLDOWN_MS: 'soon' }, /AUTH_JWKS_COOLDOWN_MS .*whole number/],
+    [{ AUTH_JWKS_TIMEOUT_MS: '0' }, /AUTH_JWKS_TIMEOUT_MS .*from 100 to 60000/],
+    [{ ANONYMOUS_ACCESS: 'nope' }, /ANONYMOUS_ACCESS .*must be one of true, false/],
+  ])('refuses to start with %j', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it('never echoes the admin key or the JWT secret', () => {
+    for (const env of [{ ADMIN_API_KEY: 'hunter2-admin' }, { AUTH_JWT_SECRET: 'hunter2-secret' }, { AUTH_JWT_SECRET: `hunter2-${SECRET}`, AUTH_JWKS_URL: 'https://idp.test/k' }]) {
+      const err = (() => {
+        try {
+          loadConfig(env);
+        } catch (e) {
+          return e as Error;
+        }
+      })();
+      expect(err).toBeInstanceOf(ConfigError);
+      expect(err!.message).not.toContain('hunter2');
+    }
+  });
+});
+
 describe('DB_URL', () => {
   it.each([
     ['file:./data/dev.db', { dialect: 'sqlite', path: './data/dev.db' }],

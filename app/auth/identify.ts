@@ -46,8 +46,9 @@ async function identityOf(c: Context<AppEnv>): Promise<Identity> {
   const { credentials, config } = c.get('services');
   const bearer = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header('authorization') ?? '')?.[1];
   if (bearer !== undefined) {
-    if (looksLikeApiKey(bearer)) return signedIn(c, await credentials.apiKey(bearer));
+    // The admin key first: an operator may well have chosen one that starts with cpk_.
     if (config.auth.adminApiKey && sameSecret(bearer, config.auth.adminApiKey)) return { type: 'admin', user: null, sessionId: null };
+    if (looksLikeApiKey(bearer)) return signedIn(c, await credentials.apiKey(bearer));
     if (credentials.jwtEnabled && looksLikeJwt(bearer)) return signedIn(c, await credentials.token(bearer));
   }
   if (!config.auth.anonymousAccess) {
