@@ -13,6 +13,7 @@ import { Credentials } from './auth/credentials.js';
 import { createJwtVerifier } from './auth/jwt.js';
 import { SessionIds } from './session-ids.js';
 import { chat } from './chat/route.js';
+import { admin } from './routes/admin.js';
 import { conversations } from './routes/conversations/index.js';
 import { health } from './routes/health.js';
 import { createMetrics } from './metrics.js';
@@ -86,6 +87,7 @@ export function createApp(input: AppDeps) {
   app.route('/v1/chat', chat);
   app.route('/v1/conversations', conversations);
   app.route('/v1/privacy', privacy);
+  app.route('/v1/admin', admin);
 
   app.notFound((c) =>
     renderError(
