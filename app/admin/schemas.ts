@@ -53,3 +53,4 @@ export const listUsersQuerySchema = z.object({
   cursor: cursorSchema.optional(),
   limit: intParam(1, 100).default(20),
 });
+export type ListUsersQuery = z.infer<typeof listUsersQuerySchema>;

@@ -1,9 +1,9 @@
-import type { ApiKey, ListPosition, Store, User } from '../../db/store.js';
+import type { ApiKey, Store, User } from '../../db/store.js';
 import { newApiKey } from '../auth/api-keys.js';
 import type { Config } from '../env.js';
 import { notFound } from '../errors.js';
 import { encodeCursor } from '../routes/conversations/schemas.js';
-import type { CreateApiKeyInput, CreateUserInput } from './schemas.js';
+import type { CreateApiKeyInput, CreateUserInput, ListUsersQuery } from './schemas.js';
 
 /*
  * What an administrator can do, for the admin API and `npm run admin` alike: the store calls, the
@@ -63,9 +63,9 @@ export function adminService(store: Store, config: AdminConfig) {
       return userJson(user);
     },
 
-    /** One page, oldest first. */
-    async listUsers(options: { limit: number; after?: ListPosition | null | undefined }) {
-      const page = await store.listUsers({ limit: options.limit, after: options.after ?? null });
+    /** One page, oldest first, after `cursor` (a previous page's next_cursor, decoded). */
+    async listUsers({ limit, cursor }: ListUsersQuery) {
+      const page = await store.listUsers({ limit, after: cursor ?? null });
       const last = page.items.at(-1);
       return { object: 'list' as const, items: page.items.map(userJson), next_cursor: page.hasMore && last ? encodeCursor(last) : null };
     },

@@ -24,8 +24,7 @@ export const admin = new Hono<Env>()
   })
 
   .get('/users', validate('query', listUsersQuerySchema), async (c) => {
-    const { cursor, limit } = c.req.valid('query');
-    return c.json(await service(c).listUsers({ limit, after: cursor }));
+    return c.json(await service(c).listUsers(c.req.valid('query')));
   })
 
   .patch('/users/:id', validate('json', patchUserSchema), async (c) => {
