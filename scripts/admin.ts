@@ -15,7 +15,7 @@ const USAGE = `Usage: npm run admin -- <command> [options]
 
   create-user --name NAME [--admin] [--external-id SUBJECT [--issuer ISSUER]]
       a user; --external-id ties it to the identity provider's subject (issuer: --issuer, else
-      AUTH_JWT_ISSUER, else '')
+      the configured JWT issuer, AUTH_JWT_ISSUER, else '')
   create-key --user USER_ID [--name NAME] [--expires ISO-8601 | UNIX_SECONDS]
       an API key for the user; the key is printed this once and never again
   revoke-key KEY_ID
