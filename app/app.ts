@@ -14,6 +14,7 @@ import { Credentials } from './auth/credentials.js';
 import { createJwtVerifier } from './auth/jwt.js';
 import { SessionIds } from './session-ids.js';
 import { chat } from './chat/route.js';
+import { admin } from './routes/admin.js';
 import { conversations } from './routes/conversations/index.js';
 import { health } from './routes/health.js';
 import { createMetrics } from './metrics.js';
@@ -92,6 +93,7 @@ export function createApp(input: AppDeps) {
   app.route('/v1/privacy', privacy);
   app.route('/v1/me', me);
   app.route('/v1/shared', shared);
+  app.route('/v1/admin', admin);
 
   app.notFound((c) =>
     renderError(

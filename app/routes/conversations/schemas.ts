@@ -44,7 +44,8 @@ export const patchConversationSchema = z.strictObject({
 });
 
 const flag = z.enum(['1', '0', 'true', 'false']).transform((v) => v === '1' || v === 'true');
-const intParam = (min: number, max: number) =>
+/** A query parameter that is a whole number in [min, max]. */
+export const intParam = (min: number, max: number) =>
   z
     .string()
     .regex(/^\d+$/, 'must be a whole number')
@@ -58,7 +59,8 @@ export function encodeCursor(position: ListPosition): string {
 
 // Timestamps between 1970 and year 9999 (Postgres cannot parse the extended-year ISO form).
 const MAX_TIME = 253_402_300_799_999;
-const cursorSchema = z.string().transform((raw, ctx): ListPosition => {
+/** Reads back what encodeCursor made; anything else is a 400 naming the parameter. */
+export const cursorSchema = z.string().transform((raw, ctx): ListPosition => {
   try {
     const value: unknown = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'));
     if (
