@@ -1,3 +1,4 @@
+import { SignJWT } from 'jose';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashSessionId } from '../app/session-ids.js';
@@ -98,6 +99,52 @@ describe.each(dialects)('secret hygiene on %s', (dialect) => {
     }
     // The upstream, on the other hand, did get the server's key, and only that.
     expect(mock.requests.every((r) => r.headers.authorization === `Bearer ${CANARIES.upstreamKey}`)).toBe(true);
+  });
+
+  it('stores and logs none of the API keys, JWTs or the admin key, accepted or refused', async () => {
+    const adminKey = 'CANARY-ADMIN-KEY-0123456789-abcdefghijkl';
+    const jwtSecret = 'CANARY-JWT-SECRET-0123456789-abcdefghijk';
+    const capture = capturingLogger();
+    const config = testConfig({ OPENAI_BASE_URL: mock.url, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'debug', ADMIN_API_KEY: adminKey, AUTH_JWT_SECRET: jwtSecret });
+    const running = await startServer(config, { store: db.store, logger: capture.logger });
+    const secrets: Record<string, string> = { adminKey, jwtSecret };
+    try {
+      const send = (path: string, authorization: string, body?: unknown) =>
+        fetch(`${running.url}${path}`, {
+          method: body === undefined ? 'GET' : 'POST',
+          headers: { authorization: `Bearer ${authorization}`, 'content-type': 'application/json' },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+      const made = await send('/v1/admin/users', adminKey, { name: 'canary user' });
+      expect(made.status).toBe(201);
+      const key = await send(`/v1/admin/users/${((await made.json()) as { id: string }).id}/api_keys`, adminKey, { name: 'canary key' });
+      secrets.apiKey = ((await key.json()) as { key: string }).key;
+      secrets.jwt = await new SignJWT({ name: 'Canary' }).setProtectedHeader({ alg: 'HS256' }).setSubject('canary-subject').setExpirationTime('5m').sign(new TextEncoder().encode(jwtSecret));
+      secrets.badKey = 'cpk_CANARYBADKEY0123456789abcdefghijklmnopqrstu';
+      secrets.badJwt = `${secrets.jwt.slice(0, -6)}AAAAAA`;
+      const chat = { messages: [{ role: 'user', content: 'hello' }] };
+      expect((await send('/v1/chat/completions', secrets.apiKey, chat)).status).toBe(200);
+      expect((await send('/v1/chat/completions', secrets.jwt, chat)).status).toBe(200);
+      expect((await send('/v1/conversations', secrets.badKey)).status).toBe(401);
+      expect((await send('/v1/conversations', secrets.badJwt)).status).toBe(401);
+      expect((await send('/v1/me', adminKey)).status).toBe(200);
+    } finally {
+      await running.close();
+    }
+    const tables =
+      dialect === 'sqlite'
+        ? (await db.sql(`select name from sqlite_master where type = 'table'`)).map((r) => String(r.name))
+        : (await db.sql(`select table_name as name from information_schema.tables where table_schema = 'public'`)).map((r) => String(r.name));
+    expect(tables).toEqual(expect.arrayContaining(['users', 'api_keys']));
+    let everything = '';
+    for (const table of tables) everything += JSON.stringify(await db.sql(`select * from ${table}`));
+    expect(everything).toContain('canary-subject'); // the JWT's user is there, by its subject only
+    const logs = capture.text();
+    expect(logs).toContain('"msg":"request"');
+    for (const [name, value] of Object.entries(secrets)) {
+      expect(everything, `${name} found in the database`).not.toContain(value);
+      expect(logs, `${name} found in the logs`).not.toContain(value);
+    }
   });
 
   it('logs no message content when the database fails under a stream and a request', async () => {
