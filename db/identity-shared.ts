@@ -1,5 +1,6 @@
 import { and, eq, gt, isNull, or, sql, type AnyColumn, type SQL, type Table } from 'drizzle-orm';
-import type { ListPosition } from './store.js';
+import { cleanText } from './shared.js';
+import type { ApiKey, ListPosition, NewApiKey, NewUser, User } from './store.js';
 
 /** Oldest first, keyset on (created_at, id): the rows after `after`, or all when null. */
 export function keysetAfter(table: { createdAt: AnyColumn; id: AnyColumn }, after: ListPosition | null | undefined): SQL | undefined {
@@ -26,4 +27,31 @@ export function usageKey(groupBy: 'day' | 'model' | null, columns: { day: SQL<st
   if (groupBy === 'day') return columns.day;
   if (groupBy === 'model') return sql<string | null>`${columns.model}`;
   return sql<string | null>`null`;
+}
+
+/** A new user's row, as both dialects insert it. */
+export function userRow(input: NewUser): User {
+  return {
+    id: crypto.randomUUID(),
+    name: cleanText(input.name),
+    issuer: input.issuer == null ? null : cleanText(input.issuer),
+    subject: input.subject == null ? null : cleanText(input.subject),
+    isAdmin: input.isAdmin ?? false,
+    createdAt: new Date(),
+  };
+}
+
+/** A new API key's row, as both dialects insert it (the key itself is never part of it). */
+export function apiKeyRow(input: NewApiKey): ApiKey {
+  return {
+    id: crypto.randomUUID(),
+    userId: cleanText(input.userId),
+    name: input.name == null ? null : cleanText(input.name),
+    prefix: input.prefix,
+    hash: input.hash,
+    createdAt: new Date(),
+    lastUsedAt: null,
+    expiresAt: input.expiresAt ?? null,
+    revokedAt: null,
+  };
 }

@@ -10,6 +10,7 @@ import {
   type Store,
 } from '../db/store.js';
 import { dialects, sharedTestStore, testStore, type TestStore } from './helpers/dialects.js';
+import { anon, rejection, roomy, signedIn } from './helpers/principals.js';
 
 /**
  * The Store contract: one suite, run against each dialect through the interface alone (as the
@@ -17,9 +18,6 @@ import { dialects, sharedTestStore, testStore, type TestStore } from './helpers/
  * interface cannot (equal creation times). Whatever one dialect does here, the other must too.
  */
 
-const anon = (): Principal => ({ sessionId: `s-${crypto.randomUUID()}`, userId: null });
-const signedIn = (userId: string, sessionId = `s-${crypto.randomUUID()}`): Principal => ({ sessionId, userId });
-const roomy = { maxPerSession: 1_000 };
 const appendRoomy = { maxMessages: 1_000 };
 const bytes = (s: string) => Buffer.byteLength(s, 'utf8');
 const jsonBytes = (v: Json) => bytes(JSON.stringify(v));
@@ -32,13 +30,6 @@ const stored = (s: string) => `${s}${FFFD}${s}${FFFD}${s}${FFFD}`;
 async function clockPast(t: Date): Promise<Date> {
   while (Date.now() <= t.getTime()) await new Promise((r) => setImmediate(r));
   return new Date();
-}
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(
-    () => expect.unreachable('expected a rejection'),
-    (err: unknown) => err,
-  );
 }
 
 async function expectLimit(promise: Promise<unknown>, limit: LimitExceededError['limit'], max: number) {

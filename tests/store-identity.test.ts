@@ -5,27 +5,17 @@ import {
   DuplicateError,
   LimitExceededError,
   UserNotFoundError,
-  type Principal,
   type Store,
 } from '../db/store.js';
 import { dialects, sharedTestStore } from './helpers/dialects.js';
+import { anon, rejection, roomy, signedIn as as } from './helpers/principals.js';
 
 /**
  * The identity half of the Store contract, on each dialect through the interface: users, keys,
  * shares and what they let a principal do, links, claims, erasure and usage.
  */
 
-const anon = (): Principal => ({ sessionId: `s-${crypto.randomUUID()}`, userId: null });
-const as = (userId: string, sessionId = `s-${crypto.randomUUID()}`): Principal => ({ sessionId, userId });
-const roomy = { maxPerSession: 1_000 };
 const hex = () => crypto.randomUUID().replaceAll('-', '') + crypto.randomUUID().replaceAll('-', '');
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(
-    () => expect.unreachable('expected a rejection'),
-    (err: unknown) => err,
-  );
-}
 
 describe.each(dialects)('Identity store contract on %s', (dialect) => {
   let db: Awaited<ReturnType<typeof sharedTestStore>>;

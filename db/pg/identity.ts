@@ -1,6 +1,6 @@
 import { and, asc, count, eq, getTableColumns, inArray, isNull, lt, or, sql, sum } from 'drizzle-orm';
 import type { PostgresJsDatabase } from 'drizzle-orm/postgres-js';
-import { erasableConversations, keysetAfter, usageKey } from '../identity-shared.js';
+import { apiKeyRow, erasableConversations, keysetAfter, usageKey, userRow } from '../identity-shared.js';
 import { cleanText, ownedBy } from '../shared.js';
 import { ConversationNotFoundError, DuplicateError, UserNotFoundError, dbErrorCode, type IdentityStore, type User } from '../store.js';
 import * as schema from './schema.js';
@@ -16,14 +16,7 @@ export function pgIdentity(db: PostgresJsDatabase<typeof schema>): IdentityStore
 
   return {
     async createUser(input) {
-      const user: User = {
-        id: crypto.randomUUID(),
-        name: cleanText(input.name),
-        issuer: input.issuer == null ? null : cleanText(input.issuer),
-        subject: input.subject == null ? null : cleanText(input.subject),
-        isAdmin: input.isAdmin ?? false,
-        createdAt: new Date(),
-      };
+      const user = userRow(input);
       try {
         await db.insert(users).values(user);
       } catch (err) {
@@ -100,17 +93,7 @@ export function pgIdentity(db: PostgresJsDatabase<typeof schema>): IdentityStore
     },
 
     async createApiKey(input) {
-      const key = {
-        id: crypto.randomUUID(),
-        userId: cleanText(input.userId),
-        name: input.name == null ? null : cleanText(input.name),
-        prefix: input.prefix,
-        hash: input.hash,
-        createdAt: new Date(),
-        lastUsedAt: null,
-        expiresAt: input.expiresAt ?? null,
-        revokedAt: null,
-      };
+      const key = apiKeyRow(input);
       try {
         await db.insert(apiKeys).values(key);
       } catch (err) {

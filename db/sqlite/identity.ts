@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3';
 import { and, asc, count, eq, getTableColumns, inArray, isNull, or, sql, sum } from 'drizzle-orm';
 import type { BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
-import { erasableConversations, keysetAfter, usageKey } from '../identity-shared.js';
+import { apiKeyRow, erasableConversations, keysetAfter, usageKey, userRow } from '../identity-shared.js';
 import { cleanText, ownedBy } from '../shared.js';
 import { ConversationNotFoundError, DuplicateError, UserNotFoundError, dbErrorCode, type IdentityStore, type User } from '../store.js';
 import * as schema from './schema.js';
@@ -14,14 +14,7 @@ export function sqliteIdentity(db: BetterSQLite3Database<typeof schema>, client:
 
   return {
     async createUser(input) {
-      const user: User = {
-        id: crypto.randomUUID(),
-        name: cleanText(input.name),
-        issuer: input.issuer == null ? null : cleanText(input.issuer),
-        subject: input.subject == null ? null : cleanText(input.subject),
-        isAdmin: input.isAdmin ?? false,
-        createdAt: new Date(),
-      };
+      const user = userRow(input);
       try {
         db.insert(users).values(user).run();
       } catch (err) {
@@ -97,17 +90,7 @@ export function sqliteIdentity(db: BetterSQLite3Database<typeof schema>, client:
     },
 
     async createApiKey(input) {
-      const key = {
-        id: crypto.randomUUID(),
-        userId: input.userId,
-        name: input.name == null ? null : cleanText(input.name),
-        prefix: input.prefix,
-        hash: input.hash,
-        createdAt: new Date(),
-        lastUsedAt: null,
-        expiresAt: input.expiresAt ?? null,
-        revokedAt: null,
-      };
+      const key = apiKeyRow(input);
       if (!userById(input.userId)) throw new UserNotFoundError(input.userId);
       db.insert(apiKeys).values(key).run();
       return key;
