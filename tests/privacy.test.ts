@@ -44,6 +44,7 @@ describe.each(dialects)('privacy controls on %s', (dialect) => {
         notice: 'We keep chats for two weeks.',
       });
       expect(res.json.stored).toContain('system prompts');
+      expect(res.json.stored.join(' ')).toContain('hash of each API key');
       expect(res.json.never_stored).toEqual(expect.arrayContaining(['API keys', 'Authorization headers', 'cookies']));
       const redacted = await call(appWith({ REDACT_SYSTEM_PROMPTS: 'true' }), 'GET', '/v1/privacy', { session: newSession() });
       expect(redacted.json.stored).not.toContain('system prompts');

@@ -25,6 +25,7 @@ export const privacy = new Hono<AppEnv>()
             ...(config.redactSystemPrompts ? [] : ['system prompts']),
             'token counts, finish reasons and timestamps',
             'your session id and browser user agent',
+            'when signed in: your display name, your identity provider subject, and a hash of each API key',
             ...(config.ipHashSalt ? ['a salted hash of your network address'] : []),
           ]
         : [],
