@@ -61,7 +61,8 @@ describe('token estimates', () => {
     await estimateTokens('warm up', { maxChars: DEFAULT_MAX });
   });
 
-  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  // Cut below maxChars: these cases check the exact count, and the README keeps growing.
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8').slice(0, DEFAULT_MAX - 1_024);
   const code = readFileSync(new URL('../app/chat/turn.ts', import.meta.url), 'utf8');
   const prose =
     'The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore, ' +
