@@ -1,5 +1,6 @@
-// Reference proxies for the benchmark: the physical floor (node:http pipe) and the floor of our
-// design (Hono + @hono/node-server + fetch + one TransformStream), both without any of our features.
+// Reference proxies for the benchmark, none with any of our features: the physical floor
+// (node:http pipe), the floor of our design (`floor`: Hono + @hono/node-server + undici.request +
+// one identity TransformStream; the ratios' base), and the same with the global fetch (`bare`).
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -66,4 +67,42 @@ export async function startBare(upstreamBase: string): Promise<Baseline> {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s as http.Server));
   });
   return { baseUrl: listenUrl(server), close: () => closeServer(server) };
+}
+
+/**
+ * `floor`: the strongest proxy our design allows, the base every ratio is taken against. Hono
+ * receives, `undici.request` (no WHATWG Request/Response on the upstream side, unlike fetch)
+ * calls the upstream, and one identity TransformStream carries the body back.
+ */
+export async function startFloor(upstreamBase: string): Promise<Baseline> {
+  const [{ Hono }, { serve }, { Agent, request }, { Readable }] = await Promise.all([
+    import('hono'),
+    import('@hono/node-server'),
+    import('undici'),
+    import('node:stream'),
+  ]);
+  const target = `${upstreamBase}/chat/completions`;
+  const dispatcher = new Agent({ connections: null, pipelining: 1 });
+  const app = new Hono().post('/v1/chat/completions', async (c) => {
+    const upstream = await request(target, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer k' },
+      body: await c.req.text(),
+      signal: c.req.raw.signal,
+      dispatcher,
+    });
+    const body = (Readable.toWeb(upstream.body) as ReadableStream<Uint8Array>).pipeThrough(new TransformStream());
+    const type = upstream.headers['content-type'];
+    return new Response(body, { status: upstream.statusCode, headers: { 'content-type': (Array.isArray(type) ? type[0] : type) ?? 'application/json' } });
+  });
+  const server = await new Promise<http.Server>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s as http.Server));
+  });
+  return {
+    baseUrl: listenUrl(server),
+    close: async () => {
+      await closeServer(server);
+      await dispatcher.close();
+    },
+  };
 }

@@ -4,7 +4,7 @@
 //
 // Env overrides: BENCH_ROUNDS (default 3), BENCH_LEVELS (default "1,16,64,256,json64"; a number
 // is a streaming concurrency, jsonN is non-streaming at concurrency N), BENCH_TARGETS (default
-// all: direct,node-pipe,bare,ours-off,ours-sqlite,ours-pg), BENCH_SERVER_LOG (our server's log
+// all: direct,node-pipe,floor,bare,ours-off,ours-sqlite,ours-pg), BENCH_SERVER_LOG (our server's log
 // level, default silent; `error` shows why requests fail), BENCH_CODE_VERSION (header label when
 // run from a tree without .git). Exits 1 if any request failed.
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
@@ -23,7 +23,7 @@ const MOCK_DEFAULTS = { chunks: 64, chunk_size: 16, delay_ms: 5 };
 // Longer than HISTORY_BATCH_FLUSH_MS (250) so deferred transcript writes land in the CPU window.
 const SETTLE_MS = 400;
 
-const ALL_TARGETS = ['direct', 'node-pipe', 'bare', 'ours-off', 'ours-sqlite', 'ours-pg'] as const;
+const ALL_TARGETS = ['direct', 'node-pipe', 'floor', 'bare', 'ours-off', 'ours-sqlite', 'ours-pg'] as const;
 type Target = (typeof ALL_TARGETS)[number];
 
 interface Level {
@@ -57,7 +57,7 @@ function parseTargets(raw: string | undefined): Target[] {
   if (!raw) return [...ALL_TARGETS];
   const list = raw.split(',').map((s) => s.trim()).filter(Boolean);
   for (const t of list) if (!(ALL_TARGETS as readonly string[]).includes(t)) throw new Error(`BENCH_TARGETS: unknown target ${t} (known: ${ALL_TARGETS.join(', ')})`);
-  // Keep the canonical order so `bare` (the ratio base) and the table read the same every run.
+  // Keep the canonical order so `floor` (the ratio base) and the table read the same every run.
   return ALL_TARGETS.filter((t) => list.includes(t));
 }
 
@@ -308,13 +308,13 @@ function render(rows: Row[], startedAt: Date, elapsedS: number, version: string)
       `Median of ${rounds} round(s), targets alternating; each run a fresh process. ` +
       `Counts: ${levels.map((l) => `${l.label}: ${l.count}`).join(', ')}. ` +
       `CPU and RSS are the target process only (for ours-pg the Postgres server is not counted); ` +
-      `ratios are to \`bare\`. Wall time ${elapsedS.toFixed(0)} s.`,
+      `ratios are to \`floor\` (Hono + undici.request + one TransformStream). Wall time ${elapsedS.toFixed(0)} s.`,
     '',
     '| load | target | TTFB p50 (ms) | TTFB p99 (ms) | streams or req /s | CPU (ms/req) | peak RSS (MB) | failed |',
     '|---|---|---:|---:|---:|---:|---:|---:|',
   ];
   for (const row of rows) {
-    const base = rows.find((r) => r.level === row.level && r.target === 'bare' && r.samples.length > 0);
+    const base = rows.find((r) => r.level === row.level && r.target === 'floor' && r.samples.length > 0);
     const failed = row.samples.reduce((n, s) => n + s.failed, 0);
     const total = row.samples.reduce((n, s) => n + s.ok + s.failed, 0);
     const cells = row.error && row.samples.length === 0

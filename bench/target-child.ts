@@ -7,9 +7,9 @@ if (!target || !upstream) throw new Error('usage: target-child.ts <target> <upst
 
 await runChild(async () => {
   // Dynamic imports: each process loads only its own target's code, so peak RSS is its own.
-  if (target === 'node-pipe' || target === 'bare') {
-    const { startBare, startNodePipe } = await import('./baselines.js');
-    const s = await (target === 'bare' ? startBare : startNodePipe)(upstream);
+  if (target === 'node-pipe' || target === 'bare' || target === 'floor') {
+    const { startBare, startFloor, startNodePipe } = await import('./baselines.js');
+    const s = await (target === 'floor' ? startFloor : target === 'bare' ? startBare : startNodePipe)(upstream);
     return { endpoint: `${s.baseUrl}/v1/chat/completions`, baseUrl: s.baseUrl, close: () => s.close() };
   }
   const [{ loadConfig }, { createLogger }, { startServer }] = await Promise.all([
