@@ -1,4 +1,3 @@
-import { fileURLToPath } from 'node:url';
 import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
@@ -21,13 +20,14 @@ import {
 } from '../shared.js';
 import { ConversationAccessError, ConversationNotFoundError, type Conversation, type Principal, type PurgeResult, type Store } from '../store.js';
 import { pgIdentity } from './identity.js';
+import { migrationsFolder as findMigrations } from '../migrations-folder.js';
 import * as schema from './schema.js';
 
 const { sessions, conversations, messages, serverSettings, conversationShares } = schema;
 const accessTables = { conversations, shares: conversationShares };
 /** A conversation row with the reader's access, for selects. */
 const withAccess = (reader: Principal) => ({ ...getTableColumns(conversations), access: accessOf(accessTables, reader) });
-const migrationsFolder = fileURLToPath(new URL('../../drizzle/pg', import.meta.url));
+const migrationsFolder = findMigrations('pg');
 // Any constant works; it only has to be the same in every process of this application.
 const MIGRATION_LOCK_KEY = 7_341_920_113;
 

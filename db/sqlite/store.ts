@@ -1,6 +1,5 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/better-sqlite3';
@@ -33,6 +32,7 @@ import {
   type Store,
 } from '../store.js';
 import { sqliteIdentity } from './identity.js';
+import { migrationsFolder as findMigrations } from '../migrations-folder.js';
 import * as schema from './schema.js';
 
 const { sessions, conversations, messages, serverSettings, conversationShares } = schema;
@@ -53,7 +53,7 @@ function toDriverRow(row: Message): Record<string, unknown> {
     leaseExpiresAt: row.leaseExpiresAt?.getTime() ?? null,
   };
 }
-const migrationsFolder = fileURLToPath(new URL('../../drizzle/sqlite', import.meta.url));
+const migrationsFolder = findMigrations('sqlite');
 
 /**
  * better-sqlite3 is synchronous, so every method runs to completion before it returns and
