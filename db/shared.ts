@@ -1,8 +1,13 @@
-import { and, eq, isNull, lt, or, sql, type AnyColumn, type Placeholder, type SQL, type Table } from 'drizzle-orm';
+import { and, eq, gt, isNull, lt, or, sql, type AnyColumn, type Placeholder, type SQL, type Table } from 'drizzle-orm';
+import { fingerprintOf, planTurn, type TreeNode } from './tree.js';
 import {
   LimitExceededError,
   type Access,
+  type ChatTurn,
   type Conversation,
+  type IdempotencyRecord,
+  type MessageView,
+  type RecordedTurn,
   type Json,
   type JsonObject,
   type ListOptions,
@@ -40,7 +45,7 @@ export function cleanJson<T extends Json | JsonObject | null | undefined>(value:
 }
 
 /** A new conversation's row, shared by both dialects. */
-export function conversationRow(owner: Principal, input: NewConversation, lastSeq: number, now: Date): Conversation {
+export function conversationRow(owner: Principal, input: NewConversation, lastSeq: number, now: Date, activeMessageId: string | null = null): Conversation {
   const who = ownerOf(owner);
   return {
     id: crypto.randomUUID(),
@@ -50,6 +55,7 @@ export function conversationRow(owner: Principal, input: NewConversation, lastSe
     model: input.model == null ? null : cleanText(input.model),
     metadata: cleanJson(input.metadata ?? {}),
     lastSeq,
+    activeMessageId,
     // Counted by the database as messages are written (see the byte triggers), never inserted.
     storedBytes: 0,
     createdAt: now,
@@ -59,15 +65,47 @@ export function conversationRow(owner: Principal, input: NewConversation, lastSe
 }
 
 /**
- * A new conversation and its first messages (seqs 1..n), as both dialects insert them.
- * `conversation` is the row to insert; `created` is what reads back once the messages are in
- * (their bytes counted), which is what createConversation returns.
+ * A new conversation and its first messages (seqs 1..n), as both dialects insert them: a chain,
+ * each following the one before (unless it names its parent, as an imported tree does), the
+ * last the active leaf unless another is named. `conversation` is the row to insert; `created`
+ * is what reads back once the messages are in (their bytes counted), which createConversation returns.
  */
-export function firstTurn(owner: Principal, input: NewConversation, first: NewMessage[], now: Date) {
-  const conversation = conversationRow(owner, input, first.length, now);
-  const rows = first.map((m, i) => messageRow(conversation.id, i + 1, m, now));
+export function firstTurn(owner: Principal, input: NewConversation, first: NewMessage[], now: Date, activeMessageId?: string | null) {
+  const rows = chainRows('', 1, first, null, now);
+  const conversation = conversationRow(owner, input, first.length, now, activeMessageId !== undefined ? activeMessageId : (rows.at(-1)?.id ?? null));
+  for (const row of rows) row.conversationId = conversation.id;
   return { conversation, rows, created: { ...conversation, storedBytes: storedBytesOf(rows) } };
 }
+
+/**
+ * Rows for a list of messages that follow one another: seqs from `firstSeq`, the first message
+ * after `parentId` and each next one after the one before, unless a message names its parent.
+ */
+export function chainRows(conversationId: string, firstSeq: number, list: NewMessage[], parentId: string | null, now: Date): Message[] {
+  const rows: Message[] = [];
+  let previous = parentId;
+  for (const [i, m] of list.entries()) {
+    const row = messageRow(conversationId, firstSeq + i, m.parentMessageId !== undefined ? m : { ...m, parentMessageId: previous }, now);
+    rows.push(row);
+    previous = row.id;
+  }
+  return rows;
+}
+
+/** What a message is stored as (messageRow's cleaning), for matching a request against stored rows. */
+export function storedForm(m: NewMessage): Pick<Message, 'role' | 'content' | 'contentJson' | 'toolCalls' | 'functionCall' | 'clientId'> {
+  return {
+    role: m.role,
+    content: cleanText(m.content ?? ''),
+    contentJson: cleanJson(m.contentJson ?? null),
+    toolCalls: cleanJson(m.toolCalls ?? null),
+    functionCall: cleanJson(m.functionCall ?? null),
+    clientId: m.clientId == null ? null : cleanText(m.clientId),
+  };
+}
+
+/** Messages still being written: their text is not final, so they have no fingerprint yet. */
+export const isOpen = (status: Message['status']) => status === 'draft' || status === 'streaming';
 
 /**
  * The message row to insert, shared by both dialects (seq and ids are decided by the caller).
@@ -75,22 +113,26 @@ export function firstTurn(owner: Principal, input: NewConversation, first: NewMe
  * here until it is given a value, and both stores insert every key of this row.
  */
 export function messageRow(conversationId: string, seq: number, m: NewMessage, now: Date): Message {
+  const stored = storedForm(m);
+  const status = m.status ?? 'final';
   return {
     id: m.id ?? crypto.randomUUID(),
     conversationId,
     role: m.role,
-    status: m.status ?? 'final',
-    content: cleanText(m.content ?? ''),
-    contentJson: cleanJson(m.contentJson ?? null),
+    status,
+    content: stored.content,
+    contentJson: stored.contentJson,
     seq,
     parentMessageId: m.parentMessageId ?? null,
+    clientId: stored.clientId,
+    fingerprint: isOpen(status) ? null : fingerprintOf(stored),
     tokensIn: m.tokensIn ?? null,
     tokensOut: m.tokensOut ?? null,
     tokensSource: m.tokensSource ?? null,
     // From the upstream, so anything: cleaned like any other text.
     finishReason: m.finishReason == null ? null : cleanText(m.finishReason),
-    toolCalls: cleanJson(m.toolCalls ?? null),
-    functionCall: cleanJson(m.functionCall ?? null),
+    toolCalls: stored.toolCalls,
+    functionCall: stored.functionCall,
     createdAt: now,
     updatedAt: now,
     leaseOwner: m.lease?.holder ?? null,
@@ -240,4 +282,89 @@ export function sessionHasNothingLeft(
   conversationsTable: Table & { sessionId: AnyColumn },
 ): SQL {
   return sql`(${sessionsTable.consent} is null or ${sessionsTable.consent} <> 'denied') and not exists (select 1 from ${conversationsTable} where ${conversationsTable.sessionId} = ${sessionsTable.id})`;
+}
+
+// ---------- The message tree: what both dialects run to match, read and steer branches ----------
+
+/** What planning a turn needs of a stored message (the row of treeNodes), status to tell open ones. */
+export type TreeRow = TreeNode & { status: Message['status'] };
+
+/**
+ * A turn as rows: the request matched against the tree (planTurn), the rest of it and the answer
+ * as a chain after the match, with seqs after the conversation's counter. The request's own
+ * `parentMessageId`s are ignored: where its messages go is what matching decides.
+ */
+export function turnRows(conversation: Pick<Conversation, 'id' | 'lastSeq' | 'activeMessageId'>, nodes: readonly TreeNode[], turn: ChatTurn, now: Date) {
+  const steps = turn.messages.map((m) => {
+    const stored = storedForm(m);
+    return { fingerprint: fingerprintOf(stored), clientId: stored.clientId };
+  });
+  const plan = planTurn(nodes, conversation.activeMessageId, steps);
+  const rest = turn.messages.slice(plan.matched.length).map(({ parentMessageId: _, ...m }) => m);
+  const chain = turn.answer ? [...rest, (({ parentMessageId: _, ...m }) => m)(turn.answer)] : rest;
+  const rows = chainRows(conversation.id, conversation.lastSeq + 1, chain, plan.parentId, now);
+  const path = [...plan.matched, ...rows.slice(0, rest.length).map((r) => r.id)];
+  const answerParentId = path.at(-1) ?? null;
+  const recorded: Omit<RecordedTurn, 'inserted'> = { path, matched: plan.matched.length, answerParentId };
+  return { rows, adopt: plan.adopt, recorded, activeMessageId: rows.at(-1)?.id ?? answerParentId ?? conversation.activeMessageId };
+}
+
+/**
+ * Nodes whose fingerprint is unknown but final (a streamed answer once finished, a row of an
+ * older version): the ids to read whole and fingerprint. Open messages stay unmatched.
+ */
+export const unfingerprinted = (nodes: readonly TreeRow[]) => nodes.filter((n) => n.fingerprint === null && !isOpen(n.status)).map((n) => n.id);
+
+/**
+ * The tree's queries, in SQL both dialects accept (double-quoted names, WITH RECURSIVE). Every
+ * walk stays inside one conversation and goes strictly down (or up) in seq, so it ends even on
+ * rows that were imported with parents pointing anywhere.
+ */
+export const treeSql = {
+  /** The conversation's active leaf. */
+  activeLeaf: (conversationId: string) => sql`(select "active_message_id" from "conversations" where "id" = ${conversationId})`,
+  /** Ids of the messages from the root to `leaf` (an id or a subquery yielding one). */
+  pathIds: (conversationId: string, leaf: SQL | string) => sql`(with recursive path(id, parent, seq) as (
+      select m."id", m."parent_message_id", m."seq" from "messages" m where m."conversation_id" = ${conversationId} and m."id" = ${leaf}
+      union all
+      select m."id", m."parent_message_id", m."seq" from "messages" m join path on m."id" = path.parent
+      where m."conversation_id" = ${conversationId} and m."seq" < path.seq
+    ) select id from path)`,
+  /** The newest message (highest seq) of the subtree under `messageId`: necessarily a leaf. */
+  newestLeaf: (conversationId: string, messageId: string) => sql`(with recursive sub(id, seq) as (
+      select m."id", m."seq" from "messages" m where m."conversation_id" = ${conversationId} and m."id" = ${messageId}
+      union all
+      select m."id", m."seq" from "messages" m join sub on m."parent_message_id" = sub.id
+      where m."conversation_id" = ${conversationId} and m."seq" > sub.seq
+    ) select id from sub order by seq desc limit 1)`,
+  /** Messages with the same parent as the selected "messages" row (roots: the other roots), and those of them before it. */
+  siblingCount: sql<number>`(case when "messages"."parent_message_id" is null
+      then (select count(*) from "messages" s where s."conversation_id" = "messages"."conversation_id" and s."parent_message_id" is null)
+      else (select count(*) from "messages" s where s."conversation_id" = "messages"."conversation_id" and s."parent_message_id" = "messages"."parent_message_id") end)`.mapWith(Number),
+  siblingIndex: sql<number>`(case when "messages"."parent_message_id" is null
+      then (select count(*) from "messages" s where s."conversation_id" = "messages"."conversation_id" and s."parent_message_id" is null and s."seq" < "messages"."seq")
+      else (select count(*) from "messages" s where s."conversation_id" = "messages"."conversation_id" and s."parent_message_id" = "messages"."parent_message_id" and s."seq" < "messages"."seq") end)`.mapWith(Number),
+};
+
+/** The filter of a page of messages: the conversation, after a seq, and (active view) on the active path. */
+export function messagePage(messagesTable: { conversationId: AnyColumn; seq: AnyColumn; id: AnyColumn }, conversationId: string, view: MessageView, afterSeq: number): SQL {
+  return and(
+    eq(messagesTable.conversationId, conversationId),
+    gt(messagesTable.seq, afterSeq),
+    view === 'active' ? sql`${messagesTable.id} in ${treeSql.pathIds(conversationId, treeSql.activeLeaf(conversationId))}` : undefined,
+  ) as SQL;
+}
+
+// ---------- Idempotency-Key ----------
+
+/** Whose keys these are: a user's across their sessions, else the session's. */
+export function idempotencyOwner(principal: Principal): string {
+  const who = ownerOf(principal);
+  return who.by === 'user' ? `user:${who.userId}` : `session:${who.sessionId}`;
+}
+
+/** Whether a stored key may be taken by a new request: expired, or a claim whose process is gone. */
+export function mayTakeOver(record: IdempotencyRecord, requestHash: string, { expiredBefore, staleBefore }: { expiredBefore: Date; staleBefore: Date }): boolean {
+  if (record.createdAt < expiredBefore) return true;
+  return record.status === null && record.requestHash === requestHash && record.createdAt < staleBefore;
 }

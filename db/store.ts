@@ -104,6 +104,11 @@ export interface Conversation {
   model: string | null;
   metadata: JsonObject;
   lastSeq: number;
+  /**
+   * The leaf of the branch shown as the conversation: its path from the root is the conversation
+   * as it stands. Null while the conversation has no message.
+   */
+  activeMessageId: string | null;
   /** Bytes its messages hold (text, parts, tool calls); streamed answers count once finished. */
   storedBytes: number;
   createdAt: Date;
@@ -119,7 +124,15 @@ export interface Message {
   content: string;
   contentJson: Json | null;
   seq: number;
+  /** The message this one follows in its branch; null for a first message (a root). */
   parentMessageId: string | null;
+  /** The client's own id for the message (`id` on a chat message), matched on later requests. */
+  clientId: string | null;
+  /**
+   * SHA-256 of what the message says (fingerprintOf in db/fingerprint.ts), to match a request's
+   * history against the tree; null until known (a streamed answer, a row of an older version).
+   */
+  fingerprint: string | null;
   tokensIn: number | null;
   tokensOut: number | null;
   tokensSource: TokensSource | null;
@@ -130,6 +143,13 @@ export interface Message {
   updatedAt: Date;
   leaseOwner: string | null;
   leaseExpiresAt: Date | null;
+}
+
+/** A message with its place among its siblings (the messages of the same parent, by seq), for "2 / 3". */
+export interface PlacedMessage extends Message {
+  siblingCount: number;
+  /** 0-based, in seq order. */
+  siblingIndex: number;
 }
 
 /**
@@ -153,7 +173,12 @@ export interface NewMessage {
   status?: MessageStatus;
   content?: string;
   contentJson?: Json | null;
+  /**
+   * The message it follows. Left out, a message follows the one before it in its list, and the
+   * first of a list the conversation's active leaf (createConversation: none).
+   */
   parentMessageId?: string | null;
+  clientId?: string | null;
   tokensIn?: number | null;
   tokensOut?: number | null;
   tokensSource?: TokensSource | null;
@@ -204,6 +229,42 @@ export interface ListOptions {
  * transaction (so "only if empty" decisions cannot race another writer).
  */
 export type MessagesToAppend = NewMessage[] | ((conversation: Conversation) => NewMessage[]);
+
+/** One proxied exchange as appendTurn records it. */
+export interface ChatTurn {
+  /** The request's messages as they would be stored (system ones already left out when redacted), root first. */
+  messages: NewMessage[];
+  /** The answer to hang at the end of their path now (a stream's placeholder); null when it is written later. */
+  answer: NewMessage | null;
+}
+
+/** What appendTurn did: the path the upstream is sent, and what it had to insert for it. */
+export interface RecordedTurn {
+  /** Ids of the request's messages as stored, root first: matched ones, then inserted ones. */
+  path: string[];
+  /** How many of the request's messages were already stored (the first `matched` of `path`). */
+  matched: number;
+  /** The messages inserted, in order; the answer last when there was one. */
+  inserted: Message[];
+  /** The message the answer follows: the last of `path` (null when the path is empty). */
+  answerParentId: string | null;
+}
+
+/** What a conversation shows: the active path (root to active leaf) or every message. */
+export type MessageView = 'active' | 'tree';
+
+/** A retried write's first outcome, kept under its Idempotency-Key for 24 hours. */
+export interface IdempotencyRecord {
+  /** SHA-256 of the request (method, path, body) that first used the key. */
+  requestHash: string;
+  /** Null while the first request is still running. */
+  status: number | null;
+  /** The response body, or for a chat completion a pointer to its answer. */
+  response: Json | null;
+  createdAt: Date;
+}
+
+export type IdempotencyClaim = { claimed: true } | { claimed: false; record: IdempotencyRecord };
 
 /** Users, their keys, sharing and claims: the identity half of the store. */
 export interface IdentityStore {
@@ -268,7 +329,15 @@ export interface Store extends IdentityStore {
   createConversation(
     owner: Principal,
     input: NewConversation,
-    options: { maxPerSession: number; session?: SessionInfo; messages?: NewMessage[]; maxMessages?: number; maxBytes?: number },
+    options: {
+      maxPerSession: number;
+      session?: SessionInfo;
+      messages?: NewMessage[];
+      maxMessages?: number;
+      maxBytes?: number;
+      /** The active leaf (an imported tree's); default the last of `messages`. */
+      activeMessageId?: string | null;
+    },
   ): Promise<Conversation>;
   /** A conversation the principal may read (owned or shared with it), with its access; null otherwise. */
   getConversation(reader: Principal, id: string, options?: { includeDeleted?: boolean }): Promise<AccessibleConversation | null>;
@@ -278,13 +347,30 @@ export interface Store extends IdentityStore {
   /** Soft delete, owner only; false when not found, not owned or already deleted. */
   deleteConversation(owner: Principal, id: string): Promise<boolean>;
 
+  /** Every message of the conversation (all branches), by seq. */
   listMessages(conversationId: string, options: { afterSeq: number; limit: number }): Promise<Message[]>;
   /**
+   * A page of the conversation's messages by seq, each with its place among its siblings: the
+   * active path (`active`: seqs grow along any path, so paging by seq works) or every message
+   * (`tree`). `hasMore` when messages of the view follow the page.
+   */
+  readMessages(conversationId: string, options: { view: MessageView; afterSeq: number; limit: number }): Promise<{ items: PlacedMessage[]; hasMore: boolean }>;
+  /** The path from the root to `messageId`, root first; null when the message is not in the conversation. */
+  pathTo(conversationId: string, messageId: string): Promise<Message[] | null>;
+  /**
+   * Makes the branch through `messageId` active: the conversation's active leaf becomes the
+   * newest message (highest seq) of its subtree. Owner or editor, as appendMessages; throws
+   * MessageNotFoundError when the message is not in the conversation.
+   */
+  setActiveMessage(writer: Principal, conversationId: string, messageId: string): Promise<Conversation>;
+  /**
    * Appends messages with dense seqs allocated from the conversation's counter inside one
-   * transaction, for its owner or an editor. Throws ConversationNotFoundError (missing, deleted
-   * or not readable by `writer`), ConversationAccessError (a viewer) and LimitExceededError (would
-   * pass `maxMessages`, or the conversation owner's live conversations would hold more than
-   * `maxBytes`: an editor writes into the owner's allowance).
+   * transaction, for its owner or an editor. The list is a chain: its first message follows its
+   * `parentMessageId` when given (MessageNotFoundError when that is not in the conversation),
+   * else the active leaf; the last becomes the active leaf. Throws ConversationNotFoundError
+   * (missing, deleted or not readable by `writer`), ConversationAccessError (a viewer) and
+   * LimitExceededError (would pass `maxMessages`, or the conversation owner's live conversations
+   * would hold more than `maxBytes`: an editor writes into the owner's allowance).
    */
   appendMessages(
     writer: Principal,
@@ -292,6 +378,14 @@ export interface Store extends IdentityStore {
     messages: MessagesToAppend,
     options: { maxMessages: number; maxBytes?: number },
   ): Promise<Message[]>;
+  /**
+   * Records one proxied exchange in the conversation's tree, in one transaction under the
+   * conversation's lock (concurrent turns queue): the request's messages are matched from the
+   * root (planTurn in db/tree.ts), what is not stored yet is inserted where the match ended
+   * (a new branch when that point already has other children), the answer after them, and the
+   * answer (else the path's end) becomes the active leaf. Same access and limits as appendMessages.
+   */
+  appendTurn(writer: Principal, conversationId: string, turn: ChatTurn, options: { maxMessages: number; maxBytes?: number }): Promise<RecordedTurn>;
   /** Appends text to a message's content (used for batched stream deltas). */
   appendContent(messageId: string, text: string): Promise<void>;
   /** Moves a message to its terminal status; a message already final or error is left alone. */
@@ -315,7 +409,7 @@ export interface Store extends IdentityStore {
    * is kept). Call again while either count reaches `batchSize`. A conversation whose metadata
    * cannot be read is never deleted for being idle, and is reported in `unreadable`.
    */
-  purgeExpired(options: { idleBefore: Date | null; deletedBefore: Date; batchSize: number }): Promise<PurgeResult>;
+  purgeExpired(options: { idleBefore: Date | null; deletedBefore: Date; batchSize: number; keysBefore?: Date }): Promise<PurgeResult>;
   /** Live conversations and all their messages, for health reporting. */
   counts(): Promise<{ conversations: number; messages: number }>;
   /** Sums of known token counts per conversation; a conversation with none known has nulls. */
@@ -330,11 +424,23 @@ export interface Store extends IdentityStore {
    */
   sharedSetting(key: string, candidate: string): Promise<string>;
 
+  /**
+   * Takes an Idempotency-Key for the first request that uses it: `claimed` when this request
+   * may run (no record, one older than `expiredBefore`, or a claim still running since before
+   * `staleBefore` with the same request: its process died), else the record as it stands.
+   */
+  claimIdempotencyKey(owner: Principal, key: string, requestHash: string, options: { expiredBefore: Date; staleBefore: Date }): Promise<IdempotencyClaim>;
+  /** Records the first outcome under a claimed key. */
+  completeIdempotencyKey(owner: Principal, key: string, outcome: { status: number; response: Json }): Promise<void>;
+  /** Gives a claimed key up (the request failed and wrote nothing): a retry runs again. */
+  releaseIdempotencyKey(owner: Principal, key: string): Promise<void>;
 }
 
 export interface PurgeResult {
   conversations: number;
   sessions: number;
+  /** Idempotency keys past their 24 hours (with `keysBefore`). */
+  idempotencyKeys?: number;
   /** Ids of idle conversations kept because their metadata cannot be read. */
   unreadable: string[];
 }
@@ -359,6 +465,19 @@ export class ConversationAccessError extends Error {
     readonly access: Access,
   ) {
     super(`You have ${access} access to conversation '${conversationId}': only its owner or an editor may add to it.`);
+  }
+}
+
+/** A message named by id (a parent, a branch to switch to, a fork point) is not in the conversation. */
+export class MessageNotFoundError extends Error {
+  override name = 'MessageNotFoundError';
+  constructor(
+    readonly conversationId: string,
+    readonly messageId: string,
+    /** The request field that named it. */
+    readonly param: string = 'message_id',
+  ) {
+    super(`No message '${messageId}' in conversation '${conversationId}'.`);
   }
 }
 

@@ -29,6 +29,8 @@ export const conversations = pgTable(
     model: text('model'),
     metadata: jsonb('metadata').$type<JsonObject>().notNull().default(sql`'{}'::jsonb`),
     lastSeq: integer('last_seq').notNull().default(0),
+    // The leaf of the branch the conversation shows; set with every append.
+    activeMessageId: text('active_message_id'),
     // Bytes of the messages' stored text, kept by a database trigger as messages are written
     // whole or finish streaming (see the migration): MAX_BYTES_PER_SESSION is checked against it.
     storedBytes: integer('stored_bytes').notNull().default(0),
@@ -57,6 +59,10 @@ export const messages = pgTable(
     contentJson: jsonb('content_json').$type<Json>(),
     seq: integer('seq').notNull(),
     parentMessageId: text('parent_message_id'),
+    // The client's own id for the message, and what the message says (db/tree.ts): how a
+    // request's history is matched against the tree.
+    clientId: text('client_id'),
+    fingerprint: text('fingerprint'),
     tokensIn: integer('tokens_in'),
     tokensOut: integer('tokens_out'),
     tokensSource: text('tokens_source').$type<TokensSource>(),
@@ -72,6 +78,8 @@ export const messages = pgTable(
   (t) => [
     uniqueIndex('messages_conversation_seq_uq').on(t.conversationId, t.seq),
     index('messages_status_lease_idx').on(t.status, t.leaseExpiresAt),
+    // A message's siblings (its parent's children, by seq), for matching and for "2 / 3".
+    index('messages_conversation_parent_idx').on(t.conversationId, t.parentMessageId, t.seq),
   ],
 );
 
@@ -142,4 +150,22 @@ export const shareLinks = pgTable(
     createdAt: timestamp('created_at').notNull(),
   },
   (t) => [uniqueIndex('share_links_conversation_uq').on(t.conversationId)],
+);
+
+/**
+ * Idempotency-Key: a write's first outcome, per owner and key, for 24 hours. `owner` is
+ * `user:<id>` or `session:<hash>`; `status` is null while the first request runs; `response` is
+ * the body it answered, or for a chat completion where its answer is stored.
+ */
+export const idempotencyKeys = pgTable(
+  'idempotency_keys',
+  {
+    owner: text('owner').notNull(),
+    key: text('key').notNull(),
+    requestHash: text('request_hash').notNull(),
+    status: integer('status'),
+    response: jsonb('response').$type<Json>(),
+    createdAt: timestamp('created_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.owner, t.key] }), index('idempotency_keys_created_idx').on(t.createdAt)],
 );

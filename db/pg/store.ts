@@ -6,24 +6,43 @@ import type { PgTable } from 'drizzle-orm/pg-core';
 import {
   accessOf,
   assertWithinLimits,
+  chainRows,
   cleanJson,
   cleanText,
   firstTurn,
   headroom,
+  idempotencyOwner,
   listFilter,
-  messageRow,
+  mayTakeOver,
+  messagePage,
   ownedBy,
   ownerOfRow,
   readableBy,
   sessionColumns,
   sessionHasNothingLeft,
+  treeSql,
+  turnRows,
+  unfingerprinted,
+  type TreeRow,
 } from '../shared.js';
-import { ConversationAccessError, ConversationNotFoundError, type Conversation, type Principal, type PurgeResult, type Store } from '../store.js';
+import { fingerprintOf } from '../tree.js';
+import {
+  ConversationAccessError,
+  ConversationNotFoundError,
+  MessageNotFoundError,
+  type Conversation,
+  type IdempotencyRecord,
+  type Message,
+  type Principal,
+  type PurgeResult,
+  type Store,
+} from '../store.js';
 import { pgIdentity } from './identity.js';
 import { migrationsFolder as findMigrations } from '../migrations-folder.js';
 import * as schema from './schema.js';
 
-const { sessions, conversations, messages, serverSettings, conversationShares } = schema;
+const { sessions, conversations, messages, serverSettings, conversationShares, idempotencyKeys } = schema;
+type Tx = Parameters<Parameters<ReturnType<typeof drizzle<typeof schema>>['transaction']>[0]>[0];
 const accessTables = { conversations, shares: conversationShares };
 /** A conversation row with the reader's access, for selects. */
 const withAccess = (reader: Principal) => ({ ...getTableColumns(conversations), access: accessOf(accessTables, reader) });
@@ -67,6 +86,59 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
   const open = inArray(messages.status, ['draft', 'streaming']);
   const liveBytes = sql<number>`coalesce(sum(${conversations.storedBytes}), 0)`.mapWith(Number);
 
+  /**
+   * The conversation `writer` may add to, locked FOR UPDATE: writers in any process queue on its
+   * row, and each then sees what the previous one committed (READ COMMITTED: a new snapshot per statement).
+   */
+  const writable = async (tx: Tx, writer: Principal, conversationId: string) => {
+    const [conversation] = await tx
+      .select(withAccess(writer))
+      .from(conversations)
+      .where(and(eq(conversations.id, cleanText(conversationId)), readableBy(accessTables, writer), isNull(conversations.deletedAt)))
+      .for('update', { of: conversations });
+    if (!conversation) throw new ConversationNotFoundError(conversationId);
+    if (conversation.access === 'viewer') throw new ConversationAccessError(conversationId, conversation.access);
+    return conversation;
+  };
+
+  const assertBytes = async (tx: Tx, conversation: Conversation, rows: Message[], maxBytes: number | undefined) => {
+    // The owner's bytes cost a query: only when capped.
+    if (maxBytes === undefined) return;
+    const [live] = await tx
+      .select({ bytes: liveBytes })
+      .from(conversations)
+      .where(and(ownedBy(conversations, ownerOfRow(conversation)), isNull(conversations.deletedAt)));
+    assertWithinLimits({ bytes: live?.bytes ?? 0 }, rows, { maxBytes });
+  };
+
+  /**
+   * The tree of a conversation for matching, with the fingerprints not yet known computed; those,
+   * and the client ids matched messages take, written back in one statement by `touch`.
+   */
+  const treeOf = async (tx: Tx, conversationId: string): Promise<{ nodes: TreeRow[]; fingerprints: Map<string, string> }> => {
+    const nodes: TreeRow[] = await tx
+      .select({ id: messages.id, parentId: messages.parentMessageId, fingerprint: messages.fingerprint, seq: messages.seq, clientId: messages.clientId, status: messages.status })
+      .from(messages)
+      .where(eq(messages.conversationId, conversationId));
+    const missing = unfingerprinted(nodes);
+    const fingerprints = new Map<string, string>();
+    if (!missing.length) return { nodes, fingerprints };
+    for (let i = 0; i < missing.length; i += 500) {
+      for (const row of await tx.select().from(messages).where(inArray(messages.id, missing.slice(i, i + 500)))) fingerprints.set(row.id, fingerprintOf(row));
+    }
+    return { nodes: nodes.map((n) => (fingerprints.has(n.id) ? { ...n, fingerprint: fingerprints.get(n.id)! } : n)), fingerprints };
+  };
+
+  const touch = async (tx: Tx, fingerprints: Map<string, string>, adopt: { id: string; clientId: string }[]) => {
+    const changes = new Map<string, { fingerprint: string | null; clientId: string | null }>();
+    for (const [id, fingerprint] of fingerprints) changes.set(id, { fingerprint, clientId: null });
+    for (const { id, clientId } of adopt) changes.set(id, { fingerprint: changes.get(id)?.fingerprint ?? null, clientId });
+    if (!changes.size) return;
+    const values = sql.join([...changes].map(([id, c]) => sql`(${id}::text, ${c.fingerprint}::text, ${c.clientId}::text)`), sql`, `);
+    await tx.execute(sql`update ${messages} set fingerprint = coalesce(v.fingerprint, ${messages.fingerprint}), client_id = coalesce(v.client_id, ${messages.clientId})
+      from (values ${values}) as v(id, fingerprint, client_id) where ${messages.id} = v.id`);
+  };
+
   return {
     dialect: 'postgres',
     ...pgIdentity(db),
@@ -98,10 +170,10 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       await client.end({ timeout: 5 });
     },
 
-    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes }) {
+    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes, activeMessageId }) {
       const limits = { maxPerSession, maxMessages, maxBytes };
       const now = new Date();
-      const { conversation, rows, created } = firstTurn(owner, input, first ?? [], now);
+      const { conversation, rows, created } = firstTurn(owner, input, first ?? [], now, activeMessageId);
       // One statement, one round trip: the session row, the conversation and the first turn's
       // messages, all only while the owner is within its limits (the ceilings of headroom()).
       // The count is read without a lock, so conversations created at the very same moment by
@@ -181,33 +253,82 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .limit(limit);
     },
 
+    async readMessages(conversationId, { view, afterSeq, limit }) {
+      const rows = await db
+        .select({ ...getTableColumns(messages), siblingCount: treeSql.siblingCount, siblingIndex: treeSql.siblingIndex })
+        .from(messages)
+        .where(messagePage(messages, cleanText(conversationId), view, afterSeq))
+        .orderBy(asc(messages.seq))
+        .limit(limit + 1);
+      return { items: rows.slice(0, limit), hasMore: rows.length > limit };
+    },
+
+    async pathTo(conversationId, messageId) {
+      const id = cleanText(conversationId);
+      const rows = await db
+        .select()
+        .from(messages)
+        .where(and(eq(messages.conversationId, id), sql`${messages.id} in ${treeSql.pathIds(id, cleanText(messageId))}`))
+        .orderBy(asc(messages.seq));
+      return rows.length ? rows : null;
+    },
+
+    async setActiveMessage(writer, conversationId, messageId) {
+      return db.transaction(async (tx) => {
+        const conversation = await writable(tx, writer, conversationId);
+        const [leaf] = await tx.execute<{ id: string | null }>(sql`select ${treeSql.newestLeaf(conversation.id, cleanText(messageId))} as id`);
+        if (!leaf?.id) throw new MessageNotFoundError(conversationId, messageId);
+        const [updated] = await tx
+          .update(conversations)
+          .set({ activeMessageId: leaf.id, updatedAt: new Date() })
+          .where(eq(conversations.id, conversation.id))
+          .returning();
+        return updated!;
+      });
+    },
+
     async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes }) {
       return db.transaction(async (tx) => {
-        const [conversation] = await tx
-          .select(withAccess(writer))
-          .from(conversations)
-          .where(and(eq(conversations.id, cleanText(conversationId)), readableBy(accessTables, writer), isNull(conversations.deletedAt)))
-          .for('update', { of: conversations });
-        if (!conversation) throw new ConversationNotFoundError(conversationId);
-        if (conversation.access === 'viewer') throw new ConversationAccessError(conversationId, conversation.access);
+        const conversation = await writable(tx, writer, conversationId);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
         if (list.length === 0) return [];
-        const now = new Date();
-        const rows = list.map((m, i) => messageRow(conversation.id, conversation.lastSeq + 1 + i, m, now));
-        assertWithinLimits({ lastSeq: conversation.lastSeq }, rows, { maxMessages });
-        // The owner's bytes cost a query: only when capped.
-        if (maxBytes !== undefined) {
-          const [live] = await tx
-            .select({ bytes: liveBytes })
-            .from(conversations)
-            .where(and(ownedBy(conversations, ownerOfRow(conversation)), isNull(conversations.deletedAt)));
-          assertWithinLimits({ bytes: live?.bytes ?? 0 }, rows, { maxBytes });
+        const named = list[0]!.parentMessageId;
+        if (named != null) {
+          const [found] = await tx
+            .select({ id: messages.id })
+            .from(messages)
+            .where(and(eq(messages.id, cleanText(named)), eq(messages.conversationId, conversation.id)));
+          if (!found) throw new MessageNotFoundError(conversationId, named, 'parent_message_id');
         }
+        const now = new Date();
+        // One chain, after the named parent or the active leaf.
+        const chain = list.map(({ parentMessageId: _, ...m }) => m);
+        const rows = chainRows(conversation.id, conversation.lastSeq + 1, chain, named !== undefined ? named : conversation.activeMessageId, now);
+        assertWithinLimits({ lastSeq: conversation.lastSeq }, rows, { maxMessages });
+        await assertBytes(tx, conversation, rows, maxBytes);
         await tx
           .update(conversations)
-          .set({ lastSeq: conversation.lastSeq + rows.length, updatedAt: now })
+          .set({ lastSeq: conversation.lastSeq + rows.length, activeMessageId: rows.at(-1)!.id, updatedAt: now })
           .where(eq(conversations.id, conversation.id));
         return tx.insert(messages).values(rows).returning();
+      });
+    },
+
+    async appendTurn(writer, conversationId, turn, { maxMessages, maxBytes }) {
+      return db.transaction(async (tx) => {
+        const conversation = await writable(tx, writer, conversationId);
+        const now = new Date();
+        const { nodes, fingerprints } = await treeOf(tx, conversation.id);
+        const { rows, adopt, recorded, activeMessageId } = turnRows(conversation, nodes, turn, now);
+        assertWithinLimits({ lastSeq: conversation.lastSeq }, rows, { maxMessages });
+        if (rows.length) await assertBytes(tx, conversation, rows, maxBytes);
+        await touch(tx, fingerprints, adopt);
+        await tx
+          .update(conversations)
+          .set({ lastSeq: conversation.lastSeq + rows.length, activeMessageId, updatedAt: now })
+          .where(eq(conversations.id, conversation.id));
+        const inserted = rows.length ? await tx.insert(messages).values(rows).returning() : [];
+        return { ...recorded, inserted };
       });
     },
 
@@ -255,7 +376,12 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       return rows.length;
     },
 
-    async purgeExpired({ idleBefore, deletedBefore, batchSize }): Promise<PurgeResult> {
+    async purgeExpired({ idleBefore, deletedBefore, batchSize, keysBefore }): Promise<PurgeResult> {
+      let keys = 0;
+      if (keysBefore) {
+        const batch = db.select({ key: idempotencyKeys.key, owner: idempotencyKeys.owner }).from(idempotencyKeys).where(lt(idempotencyKeys.createdAt, keysBefore)).limit(batchSize);
+        keys = (await db.delete(idempotencyKeys).where(sql`(${idempotencyKeys.key}, ${idempotencyKeys.owner}) in ${batch}`).returning({ key: idempotencyKeys.key })).length;
+      }
       // jsonb is always readable: no row can make this sweep fail, so none is reported unreadable.
       const expired = or(
         and(isNotNull(conversations.deletedAt), lt(conversations.deletedAt, deletedBefore)),
@@ -266,14 +392,14 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       // A bounded batch keeps each statement's locks short on a large table.
       const batch = db.select({ id: conversations.id }).from(conversations).where(expired).limit(batchSize);
       const rows = await db.delete(conversations).where(inArray(conversations.id, batch)).returning({ id: conversations.id });
-      if (!idleBefore) return { conversations: rows.length, sessions: 0, unreadable: [] };
+      if (!idleBefore) return { conversations: rows.length, sessions: 0, unreadable: [], ...(keysBefore && { idempotencyKeys: keys }) };
       const idleSessions = db
         .select({ id: sessions.id })
         .from(sessions)
         .where(and(lt(sessions.lastSeenAt, idleBefore), sessionHasNothingLeft(sessions, conversations)))
         .limit(batchSize);
       const purged = await db.delete(sessions).where(inArray(sessions.id, idleSessions)).returning({ id: sessions.id });
-      return { conversations: rows.length, sessions: purged.length, unreadable: [] };
+      return { conversations: rows.length, sessions: purged.length, unreadable: [], ...(keysBefore && { idempotencyKeys: keys }) };
     },
 
     async counts() {
@@ -309,6 +435,38 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       await db.insert(serverSettings).values({ key, value: candidate, createdAt: new Date() }).onConflictDoNothing();
       const [row] = await db.select({ value: serverSettings.value }).from(serverSettings).where(eq(serverSettings.key, key));
       return row!.value;
+    },
+
+    async claimIdempotencyKey(principal, key, requestHash, options) {
+      const owner = idempotencyOwner(principal);
+      const claim = { requestHash, status: null, response: null, createdAt: new Date() };
+      return db.transaction(async (tx) => {
+        const inserted = await tx.insert(idempotencyKeys).values({ owner, key, ...claim }).onConflictDoNothing().returning({ key: idempotencyKeys.key });
+        if (inserted.length) return { claimed: true as const };
+        // Taken already: decide on the row as it stands, locked so two retries cannot both take it over.
+        const where = and(eq(idempotencyKeys.owner, owner), eq(idempotencyKeys.key, key));
+        const [record]: IdempotencyRecord[] = await tx
+          .select({ requestHash: idempotencyKeys.requestHash, status: idempotencyKeys.status, response: idempotencyKeys.response, createdAt: idempotencyKeys.createdAt })
+          .from(idempotencyKeys)
+          .where(where)
+          .for('update');
+        if (record && !mayTakeOver(record, requestHash, options)) return { claimed: false as const, record };
+        await tx.update(idempotencyKeys).set(claim).where(where);
+        return { claimed: true as const };
+      });
+    },
+
+    async completeIdempotencyKey(principal, key, { status, response }) {
+      await db
+        .update(idempotencyKeys)
+        .set({ status, response: cleanJson(response) })
+        .where(and(eq(idempotencyKeys.owner, idempotencyOwner(principal)), eq(idempotencyKeys.key, key)));
+    },
+
+    async releaseIdempotencyKey(principal, key) {
+      await db
+        .delete(idempotencyKeys)
+        .where(and(eq(idempotencyKeys.owner, idempotencyOwner(principal)), eq(idempotencyKeys.key, key), isNull(idempotencyKeys.status)));
     },
   };
 }

@@ -10,8 +10,12 @@ import {
   assertWithinLimits,
   cleanJson,
   cleanText,
+  chainRows,
   firstTurn,
+  idempotencyOwner,
   listFilter,
+  mayTakeOver,
+  messagePage,
   messageRow,
   ownedBy,
   ownerOf,
@@ -19,13 +23,20 @@ import {
   readableBy,
   sessionColumns,
   sessionHasNothingLeft,
+  treeSql,
+  turnRows,
+  unfingerprinted,
   type Owner,
+  type TreeRow,
 } from '../shared.js';
+import { fingerprintOf } from '../tree.js';
 import {
   ConversationAccessError,
   ConversationNotFoundError,
+  MessageNotFoundError,
   type AccessibleConversation,
   type Conversation,
+  type IdempotencyRecord,
   type Message,
   type Principal,
   type PurgeResult,
@@ -35,7 +46,7 @@ import { sqliteIdentity } from './identity.js';
 import { migrationsFolder as findMigrations } from '../migrations-folder.js';
 import * as schema from './schema.js';
 
-const { sessions, conversations, messages, serverSettings, conversationShares } = schema;
+const { sessions, conversations, messages, serverSettings, conversationShares, idempotencyKeys } = schema;
 const accessTables = { conversations, shares: conversationShares };
 /** A conversation row with the reader's access, for selects. */
 const withAccess = (reader: Parameters<typeof accessOf>[1]) => ({ ...getTableColumns(conversations), access: accessOf(accessTables, reader) });
@@ -111,6 +122,7 @@ export function createSqliteStore(path: string): Store {
         model: p('model'),
         metadata: p('metadata'),
         lastSeq: p('lastSeq'),
+        activeMessageId: p('activeMessageId'),
         createdAt: p('now'),
         updatedAt: p('now'),
       })
@@ -122,7 +134,24 @@ export function createSqliteStore(path: string): Store {
         .where(and(eq(conversations.id, p('id')), readableBy(accessTables, reader), isNull(conversations.deletedAt)))
         .prepare(),
     ),
-    setLastSeq: db.update(conversations).set({ lastSeq: raw('lastSeq'), updatedAt: raw('nowMs') }).where(eq(conversations.id, p('id'))).prepare(),
+    setLastSeq: db
+      .update(conversations)
+      .set({ lastSeq: raw('lastSeq'), activeMessageId: raw('activeMessageId'), updatedAt: raw('nowMs') })
+      .where(eq(conversations.id, p('id')))
+      .prepare(),
+    // What matching a turn reads of the tree: no text, only ids, links and fingerprints.
+    treeNodes: db
+      .select({ id: messages.id, parentId: messages.parentMessageId, fingerprint: messages.fingerprint, seq: messages.seq, clientId: messages.clientId, status: messages.status })
+      .from(messages)
+      .where(eq(messages.conversationId, p('id')))
+      .prepare(),
+    messageIn: db
+      .select({ id: messages.id })
+      .from(messages)
+      .where(and(eq(messages.id, p('id')), eq(messages.conversationId, p('conversationId'))))
+      .prepare(),
+    setFingerprint: db.update(messages).set({ fingerprint: sql`${p('fingerprint')}` }).where(eq(messages.id, p('id'))).prepare(),
+    adoptClientId: db.update(messages).set({ clientId: sql`${p('clientId')}` }).where(eq(messages.id, p('id'))).prepare(),
     // Raw placeholders: values arrive as the driver stores them (see toDriverRow).
     insertMessage: db
       .insert(messages)
@@ -165,6 +194,36 @@ export function createSqliteStore(path: string): Store {
     return rows;
   };
 
+  /** The conversation `writer` may add to, read inside the caller's transaction (locked: BEGIN IMMEDIATE). */
+  const writable = (writer: Principal, conversationId: string) => {
+    const who = ownerOf(writer);
+    const conversation = hot().readableConversation[who.by].get({ id: conversationId, ...who });
+    if (!conversation) throw new ConversationNotFoundError(conversationId);
+    if (conversation.access === 'viewer') throw new ConversationAccessError(conversationId, conversation.access);
+    return conversation;
+  };
+
+  /** The tree of a conversation for matching, with the fingerprints not yet known computed and kept. */
+  const treeOf = (conversationId: string): TreeRow[] => {
+    const nodes = hot().treeNodes.all({ id: conversationId }) as TreeRow[];
+    const missing = unfingerprinted(nodes);
+    if (!missing.length) return nodes;
+    const known = new Map<string, string>();
+    for (let i = 0; i < missing.length; i += 500) {
+      for (const row of db.select().from(messages).where(inArray(messages.id, missing.slice(i, i + 500))).all()) {
+        const fingerprint = fingerprintOf(row);
+        known.set(row.id, fingerprint);
+        hot().setFingerprint.run({ id: row.id, fingerprint });
+      }
+    }
+    return nodes.map((n) => (known.has(n.id) ? { ...n, fingerprint: known.get(n.id)! } : n));
+  };
+
+  const purgeKeys = (before: Date, batchSize: number) => {
+    const batch = db.select({ key: idempotencyKeys.key, owner: idempotencyKeys.owner }).from(idempotencyKeys).where(lt(idempotencyKeys.createdAt, before)).limit(batchSize);
+    return db.delete(idempotencyKeys).where(sql`(${idempotencyKeys.key}, ${idempotencyKeys.owner}) in ${batch}`).run().changes;
+  };
+
   const findReadable = (reader: Principal, id: string, includeDeleted = false): AccessibleConversation | null =>
     db
       .select(withAccess(reader))
@@ -193,11 +252,11 @@ export function createSqliteStore(path: string): Store {
       if (client.open) client.close();
     },
 
-    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes }) {
+    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes, activeMessageId }) {
       return client.transaction(() => {
         const { upsertSession, insertConversation } = hot();
         const now = new Date();
-        const { conversation, rows, created } = firstTurn(owner, input, first ?? [], now);
+        const { conversation, rows, created } = firstTurn(owner, input, first ?? [], now, activeMessageId);
         const live = liveOf(owner);
         assertWithinLimits({ conversations: live.n, lastSeq: 0, bytes: live.bytes }, rows, { maxPerSession, maxMessages, maxBytes });
         upsertSession.run({ id: owner.sessionId, userId: conversation.userId, now, ...sessionColumns(session) });
@@ -256,21 +315,68 @@ export function createSqliteStore(path: string): Store {
         .all();
     },
 
+    async readMessages(conversationId, { view, afterSeq, limit }) {
+      const rows = db
+        .select({ ...getTableColumns(messages), siblingCount: treeSql.siblingCount, siblingIndex: treeSql.siblingIndex })
+        .from(messages)
+        .where(messagePage(messages, conversationId, view, afterSeq))
+        .orderBy(asc(messages.seq))
+        .limit(limit + 1)
+        .all();
+      return { items: rows.slice(0, limit), hasMore: rows.length > limit };
+    },
+
+    async pathTo(conversationId, messageId) {
+      const rows = db
+        .select()
+        .from(messages)
+        .where(and(eq(messages.conversationId, conversationId), sql`${messages.id} in ${treeSql.pathIds(conversationId, messageId)}`))
+        .orderBy(asc(messages.seq))
+        .all();
+      return rows.length ? rows : null;
+    },
+
+    async setActiveMessage(writer, conversationId, messageId) {
+      return client.transaction(() => {
+        const conversation = writable(writer, conversationId);
+        const leaf = db.get<{ id: string } | undefined>(sql`select ${treeSql.newestLeaf(conversationId, messageId)} as id`);
+        if (!leaf?.id) throw new MessageNotFoundError(conversationId, messageId);
+        const now = new Date();
+        hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq, activeMessageId: leaf.id, nowMs: now.getTime() });
+        const { access: _, ...updated } = conversation;
+        return { ...updated, activeMessageId: leaf.id, updatedAt: now };
+      }).immediate();
+    },
+
     async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes }) {
       return client.transaction(() => {
-        const who = ownerOf(writer);
-        const conversation = hot().readableConversation[who.by].get({ id: conversationId, ...who });
-        if (!conversation) throw new ConversationNotFoundError(conversationId);
-        if (conversation.access === 'viewer') throw new ConversationAccessError(conversationId, conversation.access);
+        const conversation = writable(writer, conversationId);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
         if (list.length === 0) return [];
+        const named = list[0]!.parentMessageId;
+        if (named != null && !hot().messageIn.get({ id: named, conversationId })) throw new MessageNotFoundError(conversationId, named, 'parent_message_id');
         const now = new Date();
-        const rows = list.map((m, i) => messageRow(conversationId, conversation.lastSeq + 1 + i, m, now));
+        // One chain, after the named parent or the active leaf.
+        const chain = list.map(({ parentMessageId: _, ...m }) => m);
+        const rows = chainRows(conversationId, conversation.lastSeq + 1, chain, named !== undefined ? named : conversation.activeMessageId, now);
         assertWithinLimits({ lastSeq: conversation.lastSeq }, rows, { maxMessages });
         // The owner's bytes cost a query: only when capped.
         if (maxBytes !== undefined) assertWithinLimits({ bytes: liveOf(ownerOfRow(conversation)).bytes }, rows, { maxBytes });
-        hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq + rows.length, nowMs: now.getTime() });
+        hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq + rows.length, activeMessageId: rows.at(-1)!.id, nowMs: now.getTime() });
         return insertMessages(rows);
+      }).immediate();
+    },
+
+    async appendTurn(writer, conversationId, turn, { maxMessages, maxBytes }) {
+      return client.transaction(() => {
+        const conversation = writable(writer, conversationId);
+        const now = new Date();
+        const { rows, adopt, recorded, activeMessageId } = turnRows(conversation, treeOf(conversationId), turn, now);
+        assertWithinLimits({ lastSeq: conversation.lastSeq }, rows, { maxMessages });
+        if (maxBytes !== undefined && rows.length) assertWithinLimits({ bytes: liveOf(ownerOfRow(conversation)).bytes }, rows, { maxBytes });
+        for (const { id, clientId } of adopt) hot().adoptClientId.run({ id, clientId });
+        hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq + rows.length, activeMessageId, nowMs: now.getTime() });
+        return { ...recorded, inserted: insertMessages(rows) };
       }).immediate();
     },
 
@@ -309,7 +415,8 @@ export function createSqliteStore(path: string): Store {
         .run().changes;
     },
 
-    async purgeExpired({ idleBefore, deletedBefore, batchSize }): Promise<PurgeResult> {
+    async purgeExpired({ idleBefore, deletedBefore, batchSize, keysBefore }): Promise<PurgeResult> {
+      const keys = keysBefore ? purgeKeys(keysBefore, batchSize) : 0;
       // json_type fails on metadata SQLite cannot parse (e.g. nested past its limit), and one
       // such row would fail every sweep: CASE evaluates json_type only for readable metadata.
       const readable = sql`json_valid(${conversations.metadata})`;
@@ -321,7 +428,7 @@ export function createSqliteStore(path: string): Store {
       const batch = db.select({ id: conversations.id }).from(conversations).where(expired).limit(batchSize);
       // Messages go with their conversation (ON DELETE CASCADE).
       const deleted = db.delete(conversations).where(inArray(conversations.id, batch)).run().changes;
-      if (!idleBefore) return { conversations: deleted, sessions: 0, unreadable: [] };
+      if (!idleBefore) return { conversations: deleted, sessions: 0, unreadable: [], ...(keysBefore && { idempotencyKeys: keys }) };
       const unreadable = db
         .select({ id: conversations.id })
         .from(conversations)
@@ -335,7 +442,7 @@ export function createSqliteStore(path: string): Store {
         .where(and(lt(sessions.lastSeenAt, idleBefore), sessionHasNothingLeft(sessions, conversations)))
         .limit(batchSize);
       const purgedSessions = db.delete(sessions).where(inArray(sessions.id, idleSessions)).run().changes;
-      return { conversations: deleted, sessions: purgedSessions, unreadable };
+      return { conversations: deleted, sessions: purgedSessions, unreadable, ...(keysBefore && { idempotencyKeys: keys }) };
     },
 
     async counts() {
@@ -370,6 +477,35 @@ export function createSqliteStore(path: string): Store {
     async sharedSetting(key, candidate) {
       db.insert(serverSettings).values({ key, value: candidate, createdAt: new Date() }).onConflictDoNothing().run();
       return db.select({ value: serverSettings.value }).from(serverSettings).where(eq(serverSettings.key, key)).get()!.value;
+    },
+
+    async claimIdempotencyKey(principal, key, requestHash, options) {
+      const owner = idempotencyOwner(principal);
+      const where = and(eq(idempotencyKeys.owner, owner), eq(idempotencyKeys.key, key));
+      return client.transaction(() => {
+        const record: IdempotencyRecord | undefined = db
+          .select({ requestHash: idempotencyKeys.requestHash, status: idempotencyKeys.status, response: idempotencyKeys.response, createdAt: idempotencyKeys.createdAt })
+          .from(idempotencyKeys)
+          .where(where)
+          .get();
+        if (record && !mayTakeOver(record, requestHash, options)) return { claimed: false as const, record };
+        const claim = { requestHash, status: null, response: null, createdAt: new Date() };
+        db.insert(idempotencyKeys).values({ owner, key, ...claim }).onConflictDoUpdate({ target: [idempotencyKeys.owner, idempotencyKeys.key], set: claim }).run();
+        return { claimed: true as const };
+      }).immediate();
+    },
+
+    async completeIdempotencyKey(principal, key, { status, response }) {
+      db.update(idempotencyKeys)
+        .set({ status, response: cleanJson(response) })
+        .where(and(eq(idempotencyKeys.owner, idempotencyOwner(principal)), eq(idempotencyKeys.key, key)))
+        .run();
+    },
+
+    async releaseIdempotencyKey(principal, key) {
+      db.delete(idempotencyKeys)
+        .where(and(eq(idempotencyKeys.owner, idempotencyOwner(principal)), eq(idempotencyKeys.key, key), isNull(idempotencyKeys.status)))
+        .run();
     },
   };
 }

@@ -1,0 +1,24 @@
+CREATE TABLE "idempotency_keys" (
+	"owner" text NOT NULL,
+	"key" text NOT NULL,
+	"request_hash" text NOT NULL,
+	"status" integer,
+	"response" jsonb,
+	"created_at" timestamp (3) with time zone NOT NULL,
+	CONSTRAINT "idempotency_keys_owner_key_pk" PRIMARY KEY("owner","key")
+);
+--> statement-breakpoint
+ALTER TABLE "conversations" ADD COLUMN "active_message_id" text;--> statement-breakpoint
+ALTER TABLE "messages" ADD COLUMN "client_id" text;--> statement-breakpoint
+ALTER TABLE "messages" ADD COLUMN "fingerprint" text;--> statement-breakpoint
+CREATE INDEX "idempotency_keys_created_idx" ON "idempotency_keys" USING btree ("created_at");--> statement-breakpoint
+CREATE INDEX "messages_conversation_parent_idx" ON "messages" USING btree ("conversation_id","parent_message_id","seq");--> statement-breakpoint
+-- Conversations written before messages formed a tree are one branch: each message follows the
+-- one before it (by seq), and the last is the active leaf. Fingerprints stay null: the store
+-- computes them from the rows the first time a request is matched against the conversation.
+UPDATE "messages" SET "parent_message_id" = prev."parent"
+FROM (SELECT "id", lag("id") OVER (PARTITION BY "conversation_id" ORDER BY "seq") AS "parent" FROM "messages") AS prev
+WHERE prev."id" = "messages"."id" AND "messages"."parent_message_id" IS NULL AND prev."parent" IS NOT NULL;--> statement-breakpoint
+UPDATE "conversations" SET "active_message_id" = last."id"
+FROM (SELECT DISTINCT ON ("conversation_id") "conversation_id", "id" FROM "messages" ORDER BY "conversation_id", "seq" DESC) AS last
+WHERE last."conversation_id" = "conversations"."id";
