@@ -9,6 +9,8 @@ export const chatMessageSchema = z
       error: "must be one of 'system', 'developer', 'user', 'assistant', 'tool', 'function'",
     }),
     content: z.union([z.string(), z.array(part), z.null()]).optional(),
+    // The client's own id for the message: matched against what is stored, never sent upstream.
+    id: z.string().min(1, 'must not be empty').max(128, 'must be at most 128 characters').optional(),
   })
   .loose();
 
@@ -26,3 +28,5 @@ export type ChatRequest = z.infer<typeof chatRequestSchema>;
 
 /** Fields this server consumes; they never reach the upstream. */
 export const LOCAL_FIELDS = ['conversation_id'] as const;
+/** Fields of a message this server consumes (the client's message id). */
+export const LOCAL_MESSAGE_FIELDS = ['id'] as const;

@@ -18,29 +18,15 @@ function storedRole(role: ChatMessage['role']): MessageRole {
   return role;
 }
 
-function toStored(m: ChatMessage): NewMessage {
+/** A request message as the conversation stores it; its `id` is the client's, kept to match it by later. */
+export function toStored(m: ChatMessage): NewMessage {
   const extra: Partial<NewMessage> = {};
+  if (typeof m.id === 'string') extra.clientId = m.id;
   if (m.tool_calls != null) extra.toolCalls = m.tool_calls as Json;
   if (m.function_call != null) extra.functionCall = m.function_call as Json;
   // A tool result is only meaningful with the call it answers.
   if (typeof m.tool_call_id === 'string') extra.contentJson = { tool_call_id: m.tool_call_id };
   return toNewMessage(storedRole(m.role), m.content as Parameters<typeof toNewMessage>[1], extra);
-}
-
-/**
- * What a request adds to its conversation: the whole request when the conversation is empty,
- * otherwise what follows the request's last assistant message (the new user turn, tool results).
- */
-export function messagesToStore(messages: ChatMessage[], conversationIsEmpty: boolean): NewMessage[] {
-  if (conversationIsEmpty) return messages.map(toStored);
-  let lastAssistant = -1;
-  for (let i = messages.length - 1; i >= 0; i--) {
-    if (messages[i]!.role === 'assistant') {
-      lastAssistant = i;
-      break;
-    }
-  }
-  return messages.slice(lastAssistant + 1).map(toStored);
 }
 
 function titleFrom(messages: ChatMessage[]): string | null {
@@ -63,32 +49,41 @@ export interface TurnContext {
 }
 
 /**
- * One proxied exchange, as the conversation records it. For a stream, the assistant message is
- * created up front (status `streaming`) and filled as the answer arrives; for a plain request it
- * is written once, when the answer is in.
+ * One proxied exchange, as the conversation records it. The request's messages are matched
+ * against the conversation's tree (db/tree.ts): what is already stored is not stored again, and
+ * the answer hangs exactly after the messages the upstream is sent, on a new branch when the
+ * request edits or regenerates. For a stream, the assistant message is created up front (status
+ * `streaming`) and filled as the answer arrives; for a plain request it is written once, when
+ * the answer is in.
  */
 export class ProxiedTurn {
   private constructor(
     private readonly ctx: TurnContext,
     private readonly request: ChatRequest,
     readonly conversationId: string,
-    readonly assistantMessageId: string | null,
+    /** The answer's id: a stream's message from the start, a plain request's once it is written. */
+    readonly answerId: string,
+    readonly stream: boolean,
+    /** The message the answer follows: the last of the request's messages as stored. */
+    private readonly answerParentId: string | null,
   ) {}
+
+  /** The stream's assistant message, created with the turn; null for a plain request. */
+  get assistantMessageId(): string | null {
+    return this.stream ? this.answerId : null;
+  }
 
   static async begin(ctx: TurnContext, request: ChatRequest, conversationId: string | null, stream: boolean): Promise<ProxiedTurn> {
     const { store, owner, config } = ctx;
     // A stream's answer is created with the request's messages, under a known id and a lease.
-    const answerId = stream ? crypto.randomUUID() : null;
-    const withAnswer = (list: NewMessage[]) =>
-      answerId ? [...list, { id: answerId, role: 'assistant' as const, status: 'streaming' as const, content: '', lease: ctx.lease }] : list;
+    const answerId = crypto.randomUUID();
+    const answer = stream ? { id: answerId, role: 'assistant' as const, status: 'streaming' as const, content: '', lease: ctx.lease } : null;
     // A plain request writes its answer afterwards: keep a place for it under the limit.
     const maxMessages = config.limits.messagesPerConversation - (stream ? 0 : 1);
+    const messages = request.messages.map(toStored);
     if (conversationId) {
-      await store.appendMessages(owner, conversationId, (conversation) => withAnswer(messagesToStore(request.messages, conversation.lastSeq === 0)), {
-        maxMessages,
-        maxBytes: config.limits.bytesPerSession,
-      });
-      return new ProxiedTurn(ctx, request, conversationId, answerId);
+      const recorded = await store.appendTurn(owner, conversationId, { messages, answer }, { maxMessages, maxBytes: config.limits.bytesPerSession });
+      return new ProxiedTurn(ctx, request, conversationId, answerId, stream, recorded.answerParentId);
     }
     const created = await store.createConversation(
       owner,
@@ -97,11 +92,13 @@ export class ProxiedTurn {
         maxPerSession: config.limits.conversationsPerSession,
         maxBytes: config.limits.bytesPerSession,
         session: ctx.session,
-        messages: withAnswer(messagesToStore(request.messages, true)),
+        messages: answer ? [...messages, answer] : messages,
         maxMessages,
       },
     );
-    return new ProxiedTurn(ctx, request, created.id, answerId);
+    // The first turn is one chain: the answer follows the last message kept (the active leaf before it).
+    const parent = answer ? null : created.activeMessageId;
+    return new ProxiedTurn(ctx, request, created.id, answerId, stream, parent);
   }
 
   /** Watches a relayed stream and records the assistant message from it. */
@@ -218,7 +215,7 @@ export class ProxiedTurn {
 
   private async appendAssistant(message: NewMessage): Promise<void> {
     try {
-      await this.ctx.store.appendMessages(this.ctx.owner, this.conversationId, [message], {
+      await this.ctx.store.appendMessages(this.ctx.owner, this.conversationId, [{ ...message, id: this.answerId, parentMessageId: this.answerParentId }], {
         // The answer to a turn that was admitted is always kept, even at the limit.
         maxMessages: Number.MAX_SAFE_INTEGER,
       });
