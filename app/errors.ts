@@ -1,7 +1,15 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { ConversationAccessError, ConversationNotFoundError, DuplicateError, LimitExceededError, UserNotFoundError, isTransientDbError } from '../db/store.js';
+import {
+  ConversationAccessError,
+  ConversationNotFoundError,
+  DuplicateError,
+  LimitExceededError,
+  MessageNotFoundError,
+  UserNotFoundError,
+  isTransientDbError,
+} from '../db/store.js';
 
 export type ErrorType =
   | 'invalid_request_error'
@@ -48,6 +56,7 @@ export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof ConversationNotFoundError) return notFound('conversation', err.conversationId);
   if (err instanceof ConversationAccessError) return permissionDenied(err.message);
+  if (err instanceof MessageNotFoundError) return new ApiError(404, 'not_found_error', err.message, 'not_found', err.param);
   if (err instanceof UserNotFoundError) return new ApiError(404, 'not_found_error', err.message, 'not_found', 'user_id');
   if (err instanceof DuplicateError) return new ApiError(409, 'invalid_request_error', err.message, 'conflict');
   if (err instanceof LimitExceededError) return new ApiError(429, 'rate_limit_error', err.message, 'limit_exceeded');

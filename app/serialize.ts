@@ -1,4 +1,4 @@
-import type { Access, Conversation, Message, Share, TokenTotals } from '../db/store.js';
+import type { Access, Conversation, Message, PlacedMessage, Share, TokenTotals } from '../db/store.js';
 
 const unknownTotals: TokenTotals = { tokensIn: null, tokensOut: null };
 
@@ -16,6 +16,8 @@ export function conversationJson(c: Conversation & { access?: Access }, totals: 
     model: c.model,
     metadata: c.metadata,
     message_count: c.lastSeq,
+    // The leaf of the branch the conversation shows (its messages are the path to it).
+    active_message_id: c.activeMessageId,
     usage: { tokens_in: totals.tokensIn, tokens_out: totals.tokensOut },
     created_at: c.createdAt.toISOString(),
     updated_at: c.updatedAt.toISOString(),
@@ -23,7 +25,8 @@ export function conversationJson(c: Conversation & { access?: Access }, totals: 
   };
 }
 
-export function messageJson(m: Message) {
+/** A message; read as part of a conversation, with its place among its siblings ("2 / 3"). */
+export function messageJson(m: Message | PlacedMessage) {
   return {
     id: m.id,
     object: 'conversation.message' as const,
@@ -34,6 +37,8 @@ export function messageJson(m: Message) {
     content: m.content,
     content_json: m.contentJson,
     parent_message_id: m.parentMessageId,
+    client_id: m.clientId,
+    ...('siblingCount' in m && { sibling_count: m.siblingCount, sibling_index: m.siblingIndex }),
     tokens_in: m.tokensIn,
     tokens_out: m.tokensOut,
     tokens_source: m.tokensSource,

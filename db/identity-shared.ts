@@ -55,3 +55,8 @@ export function apiKeyRow(input: NewApiKey): ApiKey {
     revokedAt: null,
   };
 }
+
+/** A user's Idempotency-Keys, and those of the sessions they signed in from (see idempotencyOwner). */
+export function erasedKeys(keys: { owner: AnyColumn }, sessionsTable: Table & { id: AnyColumn; userId: AnyColumn }, userId: string): SQL {
+  return sql`(${keys.owner} = ${`user:${userId}`} or ${keys.owner} in (select 'session:' || ${sessionsTable.id} from ${sessionsTable} where ${sessionsTable.userId} = ${userId}))`;
+}

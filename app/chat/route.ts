@@ -1,6 +1,8 @@
 import type { Context } from 'hono';
 import { Hono } from 'hono';
-import { ApiError } from '../errors.js';
+import type { IdempotencyRecord, Message, Store } from '../../db/store.js';
+import { ApiError, notFound } from '../errors.js';
+import { claimKey, idempotencyKeyOf, requestHash, sleep, type Claimed } from '../idempotency.js';
 import { concurrencyLimit } from '../middleware/concurrency.js';
 import { sessionInfo } from '../middleware/session.js';
 import { mayStore } from '../privacy/policy.js';
@@ -12,20 +14,52 @@ import { chatCompletionsUrl, maskUrl } from '../upstream/base-url.js';
 import { callChatCompletions } from '../upstream/client.js';
 import { upstreamErrorAnswer } from '../upstream/error-text.js';
 import { validate } from '../validate.js';
+import { completionJson, completionSse } from './replay.js';
 import { buildUpstreamRequest } from './request.js';
-import { chatRequestSchema } from './schemas.js';
+import { chatRequestSchema, type ChatRequest } from './schemas.js';
 import { ProxiedTurn } from './turn.js';
 
 const CONVERSATION_HEADER = 'x-conversation-id';
 const ignore: StreamObserver = { push() {}, end() {} };
 type ChatContext = Context<AppEnv>;
 
+/** Where a chat completion's answer is stored, as its Idempotency-Key keeps it. */
+interface AnswerPointer {
+  conversation_id: string;
+  message_id: string;
+  stream: boolean;
+}
+type Run = Extract<Claimed, { kind: 'run' }>;
+
 /** `POST /v1/chat/completions`: the proxy, recording the exchange when it may. */
 export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), concurrencyLimit(), async (c) => {
-  const startedAt = performance.now();
   const request = c.req.valid('json');
-  const { config, store, inFlight, metrics } = c.get('services');
+  const { config, store } = c.get('services');
   const recording = await mayStore(c);
+  const conversationId = request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null;
+  // A retry with the first request's Idempotency-Key gets that request's answer, from the store:
+  // only a recorded exchange has one to give, so a request that is not recorded ignores its key.
+  const key = idempotencyKeyOf(c);
+  if (key === null || !recording) return proxy(c, request, recording, conversationId, null);
+  // The first request may wait for the upstream's first byte for UPSTREAM_TIMEOUT_MS.
+  const patience = config.upstream.timeoutMs + 30_000;
+  const claim = await claimKey(store!, c.get('principal'), key, requestHash('POST', c.req.path, request, conversationId), {
+    staleMs: patience,
+    waitMs: patience,
+    signal: c.req.raw.signal,
+  });
+  if (claim.kind === 'replay') return replay(c, claim.record, request);
+  try {
+    return await proxy(c, request, recording, conversationId, claim);
+  } catch (err) {
+    await claim.release().catch((e: unknown) => c.get('log').error({ err: e }, 'could not give up an Idempotency-Key'));
+    throw err;
+  }
+});
+
+async function proxy(c: ChatContext, request: ChatRequest, recording: boolean, conversationId: string | null, claim: Run | null): Promise<Response> {
+  const startedAt = performance.now();
+  const { config, store, inFlight, metrics } = c.get('services');
   const upstreamRequest = buildUpstreamRequest(request, config, { recording });
 
   // Recorded first, then sent: a request that cannot be recorded (not the caller's
@@ -36,7 +70,7 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
     ? await ProxiedTurn.begin(
         { store: store!, owner: c.get('principal'), config, log: c.get('log'), metrics, lease: inFlight.lease(), session: sessionInfo(c) },
         request,
-        request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null,
+        conversationId,
         upstreamRequest.stream,
       )
     : null;
@@ -61,10 +95,14 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
     } finally {
       await turn?.recordFailure('upstream_error');
     }
+    // The upstream refused: nothing was answered, so a retry may try again.
+    await claim?.release();
     return passError(c, upstream, text);
   }
-  if (!upstreamRequest.stream) return plainAnswer(c, upstream, turn);
+  if (!upstreamRequest.stream) return plainAnswer(c, upstream, turn, claim);
 
+  // From here the answer is the one a retry gets, streaming or not.
+  if (claim) await keep(c, claim, 200, { conversation_id: turn!.conversationId, message_id: turn!.answerId, stream: true });
   const observer = withTelemetry(turn?.observer() ?? ignore, metrics, c.get('log'), startedAt);
   const relayed = relay(upstream.body!, {
     observer: c.get('slot').holdUntilEnd(observer),
@@ -79,10 +117,44 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
     'cache-control': 'no-cache',
     'x-accel-buffering': 'no',
   });
-});
+}
+
+/** Keeps where the answer is under the request's key; failing that is logged, never the client's failure. */
+async function keep(c: ChatContext, claim: Run, status: number, pointer: AnswerPointer): Promise<void> {
+  await claim.complete(status, { ...pointer }).catch((err: unknown) => c.get('log').error({ err }, 'could not record the outcome of an Idempotency-Key'));
+}
+
+/**
+ * The first request's answer for a retry: JSON, or a stream rebuilt from the stored message
+ * once it has ended (a retry that comes while the first stream runs waits for its end).
+ */
+async function replay(c: ChatContext, record: IdempotencyRecord, request: ChatRequest): Promise<Response> {
+  const { store, config } = c.get('services');
+  const pointer = record.response as unknown as AnswerPointer;
+  c.header(CONVERSATION_HEADER, pointer.conversation_id);
+  c.header('idempotent-replayed', 'true');
+  if (!(await store!.getConversation(c.get('principal'), pointer.conversation_id))) throw notFound('conversation', pointer.conversation_id);
+  const message = await endedMessage(store!, pointer.message_id, c.req.raw.signal);
+  if (!message) {
+    throw new ApiError(404, 'not_found_error', 'The answer to the first request with this Idempotency-Key is no longer stored.', 'not_found', 'Idempotency-Key');
+  }
+  const model = request.model ?? config.upstream.defaultModel;
+  if (!pointer.stream) return c.json(completionJson(message, { model }), record.status as 200);
+  const includeUsage = (request.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
+  return c.body(completionSse(message, { model, includeUsage }), 200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+}
+
+/** The message once it is no longer streaming (polled with backoff), or null when it is gone. */
+async function endedMessage(store: Store, id: string, signal: AbortSignal): Promise<Message | null> {
+  for (let attempt = 0; ; attempt++) {
+    const message = await store.getMessage(id);
+    if (!message || (message.status !== 'streaming' && message.status !== 'draft') || signal.aborted) return message;
+    await sleep(Math.min(25 * 2 ** attempt, 500), signal);
+  }
+}
 
 /** A non-streaming answer: read whole, recorded once, passed on as it came. */
-async function plainAnswer(c: ChatContext, upstream: Response, turn: ProxiedTurn | null): Promise<Response> {
+async function plainAnswer(c: ChatContext, upstream: Response, turn: ProxiedTurn | null, claim: Run | null): Promise<Response> {
   let text: string;
   try {
     text = await readAll(upstream, c.get('services').config.upstream.timeoutMs);
@@ -94,6 +166,7 @@ async function plainAnswer(c: ChatContext, upstream: Response, turn: ProxiedTurn
   if (turn && (await turn.recordAnswer(upstream.status, text)) === 'not_json') {
     throw new ApiError(502, 'upstream_error', 'The upstream provider answered with a body that is not JSON.', 'upstream_invalid_response');
   }
+  if (claim) await keep(c, claim, upstream.status, { conversation_id: turn!.conversationId, message_id: turn!.answerId, stream: false });
   return c.body(text, upstream.status as 200, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
 }
 

@@ -1,4 +1,5 @@
 import type { Store } from '../../db/store.js';
+import { KEY_LIFETIME_MS } from '../idempotency.js';
 import type { Logger } from '../logger.js';
 
 export interface RetentionOptions {
@@ -20,15 +21,19 @@ const DAY_MS = 86_400_000;
 export async function sweepRetention(store: Store, options: RetentionOptions, log: Logger, now = new Date()): Promise<number> {
   const idleBefore = options.days > 0 ? new Date(now.getTime() - options.days * DAY_MS) : null;
   const deletedBefore = new Date(now.getTime() - options.deletedDays * DAY_MS);
+  // Idempotency keys answer retries for 24 hours, then go.
+  const keysBefore = new Date(now.getTime() - KEY_LIFETIME_MS);
   let conversations = 0;
   let sessions = 0;
+  let keys = 0;
   const unreadable = new Set<string>();
   for (;;) {
-    const batch = await store.purgeExpired({ idleBefore, deletedBefore, batchSize: options.batchSize });
+    const batch = await store.purgeExpired({ idleBefore, deletedBefore, batchSize: options.batchSize, keysBefore });
     conversations += batch.conversations;
     sessions += batch.sessions;
+    keys += batch.idempotencyKeys ?? 0;
     for (const id of batch.unreadable) unreadable.add(id);
-    if (batch.conversations < options.batchSize && batch.sessions < options.batchSize) break;
+    if (batch.conversations < options.batchSize && batch.sessions < options.batchSize && (batch.idempotencyKeys ?? 0) < options.batchSize) break;
     // Let other work reach the database between batches.
     await new Promise((r) => setTimeout(r, 10));
   }
@@ -38,7 +43,7 @@ export async function sweepRetention(store: Store, options: RetentionOptions, lo
       'retention kept idle conversations whose metadata the database cannot read; delete them by id to reclaim the space',
     );
   }
-  if (conversations || sessions) log.info({ deleted_conversations: conversations, deleted_sessions: sessions }, 'retention sweep');
+  if (conversations || sessions || keys) log.info({ deleted_conversations: conversations, deleted_sessions: sessions, deleted_idempotency_keys: keys }, 'retention sweep');
   return conversations;
 }
 

@@ -23,8 +23,8 @@ export const shared = new Hono<AppEnv & { Variables: { store: Store } }>()
     const conversation = await c.get('store').sharedConversation(hashShareToken(token));
     if (!conversation) throw noSuchLink();
     const { after_seq, limit } = c.req.valid('query');
-    const messages = await c.get('store').listMessages(conversation.id, { afterSeq: after_seq, limit });
-    const last = messages.at(-1);
+    // The conversation as it stands: its active path.
+    const messages = await c.get('store').readMessages(conversation.id, { view: 'active', afterSeq: after_seq, limit });
     // Not for search engines or shared caches: the link is the only key to it.
     c.header('cache-control', 'private, no-store');
     c.header('x-robots-tag', 'noindex');
@@ -32,7 +32,7 @@ export const shared = new Hono<AppEnv & { Variables: { store: Store } }>()
     return c.json({
       object: 'shared_conversation',
       title: conversation.title,
-      messages: messages.map(sharedMessageJson),
-      next_after_seq: last && last.seq < conversation.lastSeq ? last.seq : null,
+      messages: messages.items.map(sharedMessageJson),
+      next_after_seq: messages.hasMore ? messages.items.at(-1)!.seq : null,
     });
   });

@@ -1,11 +1,11 @@
 import { and, asc, count, eq, getTableColumns, inArray, isNull, lt, or, sql, sum } from 'drizzle-orm';
 import type { PostgresJsDatabase } from 'drizzle-orm/postgres-js';
-import { apiKeyRow, erasableConversations, keysetAfter, usageKey, userRow } from '../identity-shared.js';
+import { apiKeyRow, erasableConversations, erasedKeys, keysetAfter, usageKey, userRow } from '../identity-shared.js';
 import { cleanText, ownedBy } from '../shared.js';
 import { ConversationNotFoundError, DuplicateError, UserNotFoundError, dbErrorCode, type IdentityStore, type User } from '../store.js';
 import * as schema from './schema.js';
 
-const { users, apiKeys, conversationShares: shares, shareLinks, sessions, conversations, messages } = schema;
+const { users, apiKeys, conversationShares: shares, shareLinks, sessions, conversations, messages, idempotencyKeys } = schema;
 
 /**
  * The identity half of the Postgres store: users, keys, shares, links, claims and usage. Ids from
@@ -86,6 +86,8 @@ export function pgIdentity(db: PostgresJsDatabase<typeof schema>): IdentityStore
       await db.transaction(async (tx) => {
         erased.shares += (await tx.delete(shares).where(eq(shares.userId, id)).returning({ id: shares.conversationId })).length;
         erased.apiKeys += (await tx.delete(apiKeys).where(eq(apiKeys.userId, id)).returning({ id: apiKeys.id })).length;
+        // Their idempotency keys keep what their writes answered (titles, messages).
+        await tx.delete(idempotencyKeys).where(erasedKeys(idempotencyKeys, sessions, id));
         await tx.delete(sessions).where(eq(sessions.userId, id));
         await tx.delete(users).where(eq(users.id, id));
       });

@@ -1,12 +1,12 @@
 import type Database from 'better-sqlite3';
 import { and, asc, count, eq, getTableColumns, inArray, isNull, or, sql, sum } from 'drizzle-orm';
 import type { BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
-import { apiKeyRow, erasableConversations, keysetAfter, usageKey, userRow } from '../identity-shared.js';
+import { apiKeyRow, erasableConversations, erasedKeys, keysetAfter, usageKey, userRow } from '../identity-shared.js';
 import { cleanText, ownedBy } from '../shared.js';
 import { ConversationNotFoundError, DuplicateError, UserNotFoundError, dbErrorCode, type IdentityStore, type User } from '../store.js';
 import * as schema from './schema.js';
 
-const { users, apiKeys, conversationShares: shares, shareLinks, sessions, conversations, messages } = schema;
+const { users, apiKeys, conversationShares: shares, shareLinks, sessions, conversations, messages, idempotencyKeys } = schema;
 
 /** The identity half of the SQLite store: users, keys, shares, links, claims and usage. */
 export function sqliteIdentity(db: BetterSQLite3Database<typeof schema>, client: Database.Database): IdentityStore {
@@ -82,6 +82,8 @@ export function sqliteIdentity(db: BetterSQLite3Database<typeof schema>, client:
         .transaction(() => {
           erased.shares += db.delete(shares).where(eq(shares.userId, id)).run().changes;
           erased.apiKeys += db.delete(apiKeys).where(eq(apiKeys.userId, id)).run().changes;
+          // Their idempotency keys keep what their writes answered (titles, messages).
+          db.delete(idempotencyKeys).where(erasedKeys(idempotencyKeys, sessions, id)).run();
           db.delete(sessions).where(eq(sessions.userId, id)).run();
           db.delete(users).where(eq(users.id, id)).run();
         })

@@ -1,9 +1,10 @@
 import { Hono, type Context } from 'hono';
-import type { Store } from '../../../db/store.js';
+import { MessageNotFoundError, type AccessibleConversation, type Message, type MessageView, type NewMessage, type Store } from '../../../db/store.js';
 import { assertAllowed, type Action } from '../../access.js';
 import { newShareToken } from '../../auth/api-keys.js';
 import { requestIsHttps } from '../../client-address.js';
 import { ApiError, notFound } from '../../errors.js';
+import { idempotent } from '../../idempotency.js';
 import { toNewMessage } from '../../messages.js';
 import { requirePersistence, requireStorable } from '../../middleware/persistence.js';
 import { sessionInfo } from '../../middleware/session.js';
@@ -12,11 +13,12 @@ import type { AppEnv } from '../../types.js';
 import { validate } from '../../validate.js';
 import {
   assertMetadataFits,
+  conversationQuerySchema,
   createConversationSchema,
   createMessageSchema,
   encodeCursor,
-  getQuerySchema,
   listQuerySchema,
+  messageIdSchema,
   patchConversationSchema,
   shareSchema,
 } from './schemas.js';
@@ -34,10 +36,47 @@ async function conversationFor(c: Context<Env>, id: string, action: Action) {
   return conversation;
 }
 
+/**
+ * A conversation with a page of its messages: the active path (the conversation as it stands,
+ * root to active leaf) or the whole tree, each message with its place among its siblings.
+ */
+async function withMessages(c: Context<Env>, conversation: AccessibleConversation, page: { view: MessageView; after_seq: number; limit: number }) {
+  const store = c.get('store');
+  const { view, after_seq, limit } = page;
+  // One after the other: run side by side on two Postgres connections, the totals could be
+  // read before an answer's counts landed while the messages show it finished.
+  const messages = await store.readMessages(conversation.id, { view, afterSeq: after_seq, limit });
+  const totals = await store.tokenTotals([conversation.id]);
+  return {
+    ...conversationJson(conversation, totals.get(conversation.id)),
+    view,
+    messages: messages.items.map(messageJson),
+    next_after_seq: messages.hasMore ? messages.items.at(-1)!.seq : null,
+  };
+}
+
+const firstPage = { view: 'active', after_seq: 0, limit: 100 } as const;
+
+/** A message of another conversation, copied for a fork: what it says, not what it cost (the fork cost nothing). */
+function copied(m: Message): NewMessage {
+  const open = m.status === 'draft' || m.status === 'streaming';
+  return {
+    role: m.role,
+    // An answer still streaming is copied as far as it got, like one its writer never finished.
+    status: open ? 'error' : m.status,
+    finishReason: open ? 'interrupted' : m.finishReason,
+    content: m.content,
+    contentJson: m.contentJson,
+    clientId: m.clientId,
+    toolCalls: m.toolCalls,
+    functionCall: m.functionCall,
+  };
+}
+
 export const conversations = new Hono<Env>()
   .use(requirePersistence())
 
-  .post('/', requireStorable(), validate('json', createConversationSchema), async (c) => {
+  .post('/', requireStorable(), validate('json', createConversationSchema), idempotent(), async (c) => {
     const { config } = c.get('services');
     const input = c.req.valid('json');
     assertMetadataFits(input.metadata, config.limits);
@@ -61,21 +100,39 @@ export const conversations = new Hono<Env>()
     });
   })
 
-  .get('/:id', validate('query', getQuerySchema), async (c) => {
+  .get('/:id', validate('query', conversationQuerySchema), async (c) => {
+    const conversation = await conversationFor(c, c.req.param('id'), 'read');
+    return c.json(await withMessages(c, conversation, c.req.valid('query')));
+  })
+
+  // Switch branches: the path through the message, to its newest leaf, becomes the conversation.
+  .post('/:id/active', validate('json', messageIdSchema), async (c) => {
     const id = c.req.param('id');
-    const conversation = await conversationFor(c, id, 'read');
-    const { after_seq, limit } = c.req.valid('query');
-    // One after the other: run side by side on two Postgres connections, the totals could be
-    // read before an answer's counts landed while the messages show it finished.
-    const messages = await c.get('store').listMessages(id, { afterSeq: after_seq, limit });
-    const totals = await c.get('store').tokenTotals([id]);
-    const last = messages.at(-1);
-    return c.json({
-      ...conversationJson(conversation, totals.get(id)),
-      messages: messages.map(messageJson),
-      // Seqs are dense, so the page is the last one exactly when it reaches the counter.
-      next_after_seq: last && last.seq < conversation.lastSeq ? last.seq : null,
-    });
+    const conversation = await conversationFor(c, id, 'write');
+    const updated = await c.get('store').setActiveMessage(c.get('principal'), id, c.req.valid('json').message_id);
+    return c.json(await withMessages(c, { ...updated, access: conversation.access }, firstPage));
+  })
+
+  // A new conversation of the caller's, holding a copy of the path up to the message.
+  .post('/:id/fork', requireStorable(), validate('json', messageIdSchema), idempotent(), async (c) => {
+    const id = c.req.param('id');
+    const { message_id } = c.req.valid('json');
+    const source = await conversationFor(c, id, 'read');
+    const path = await c.get('store').pathTo(id, message_id);
+    if (!path) throw new MessageNotFoundError(id, message_id);
+    const { limits } = c.get('services').config;
+    const forked = await c.get('store').createConversation(
+      c.get('principal'),
+      { title: source.title, model: source.model, metadata: { forked_from: { conversation_id: id, message_id } } },
+      {
+        maxPerSession: limits.conversationsPerSession,
+        maxMessages: limits.messagesPerConversation,
+        maxBytes: limits.bytesPerSession,
+        session: sessionInfo(c),
+        messages: path.map(copied),
+      },
+    );
+    return c.json(await withMessages(c, { ...forked, access: 'owner' }, firstPage), 201);
   })
 
   .patch('/:id', requireStorable(), validate('json', patchConversationSchema), async (c) => {
@@ -96,21 +153,22 @@ export const conversations = new Hono<Env>()
     return c.body(null, 204);
   })
 
-  .post('/:id/messages', requireStorable(), validate('json', createMessageSchema), async (c) => {
-    const { role, content } = c.req.valid('json');
+  .post('/:id/messages', requireStorable(), validate('json', createMessageSchema), idempotent(), async (c) => {
+    const { role, content, parent_message_id } = c.req.valid('json');
     const { limits } = c.get('services').config;
-    const [message] = await c.get('store').appendMessages(c.get('principal'), c.req.param('id'), [toNewMessage(role, content)], {
+    const message: NewMessage = { ...toNewMessage(role, content), ...(parent_message_id !== undefined && { parentMessageId: parent_message_id }) };
+    const [stored] = await c.get('store').appendMessages(c.get('principal'), c.req.param('id'), [message], {
       maxMessages: limits.messagesPerConversation,
       maxBytes: limits.bytesPerSession,
     });
-    if (!message) {
+    if (!stored) {
       // REDACT_SYSTEM_PROMPTS: the conversation exists and is the caller's, but nothing was kept.
       return c.json(
         { object: 'conversation.message', stored: false, role, reason: 'System prompts are not stored on this server (REDACT_SYSTEM_PROMPTS=true).' },
         202,
       );
     }
-    return c.json(messageJson(message), 201);
+    return c.json(messageJson(stored), 201);
   })
 
   // Sharing: the owner grants other users read (viewer) or read-and-write (editor) access.

@@ -96,6 +96,16 @@ export const getQuerySchema = z.object({
   limit: intParam(1, 200).default(100),
 });
 
+/** GET /v1/conversations/:id: the active path (the conversation as it stands) or every message. */
+export const conversationQuerySchema = getQuerySchema.extend({
+  view: z.enum(['active', 'tree'], { error: "must be 'active' or 'tree'" }).default('active'),
+});
+
+const messageId = z.string().min(1, 'must not be empty').max(128, 'must be at most 128 characters');
+
+/** POST …/active and …/fork: the message whose branch to show, or where to fork. */
+export const messageIdSchema = z.strictObject({ message_id: messageId });
+
 const textPart = z.object({ type: z.literal('text'), text: z.string() }).loose();
 const otherPart = z.object({ type: z.string().min(1) }).loose();
 export const contentSchema = z.union([z.string(), z.array(z.union([textPart, otherPart])).min(1)]);
@@ -103,6 +113,8 @@ export const contentSchema = z.union([z.string(), z.array(z.union([textPart, oth
 export const createMessageSchema = z.strictObject({
   role: z.enum(['user', 'system'], { error: "must be 'user' or 'system'" }),
   content: contentSchema,
+  // The message it follows; left out, the active leaf; null, none (a new first message).
+  parent_message_id: messageId.nullable().optional(),
 });
 
 export const shareSchema = z.strictObject({
