@@ -23,6 +23,8 @@ const badCredentials = ['revoked key', 'expired JWT', 'tampered signature', 'alg
 
 interface Fixture {
   id: string;
+  /** Its one message. */
+  messageId: string;
   linkToken: string;
   someoneElse: TestUser;
 }
@@ -48,6 +50,14 @@ const endpoints: Endpoint[] = [
   { name: 'list conversations', request: () => ({ method: 'GET', path: '/v1/conversations' }), expect: everyone(200) },
   { name: 'create a conversation', request: () => ({ method: 'POST', path: '/v1/conversations', body: { title: 't' } }), expect: everyone(201) },
   { name: 'read the conversation', request: (f) => ({ method: 'GET', path: `/v1/conversations/${f.id}` }), expect: on(200, 200, 200) },
+  { name: 'read its whole tree', request: (f) => ({ method: 'GET', path: `/v1/conversations/${f.id}?view=tree` }), expect: on(200, 200, 200) },
+  {
+    name: 'switch its branch',
+    request: (f) => ({ method: 'POST', path: `/v1/conversations/${f.id}/active`, body: { message_id: f.messageId } }),
+    expect: on(200, 200, 403),
+  },
+  // Whoever may read it may copy it into a conversation of their own.
+  { name: 'fork it', request: (f) => ({ method: 'POST', path: `/v1/conversations/${f.id}/fork`, body: { message_id: f.messageId } }), expect: on(201, 201, 201) },
   { name: 'rename the conversation', request: (f) => ({ method: 'PATCH', path: `/v1/conversations/${f.id}`, body: { title: 'renamed' } }), expect: on(200, 403, 403) },
   { name: 'delete the conversation', request: (f) => ({ method: 'DELETE', path: `/v1/conversations/${f.id}` }), expect: on(204, 403, 403) },
   {
@@ -143,7 +153,7 @@ describe.each(dialects)('access matrix on %s', (dialect) => {
     await db.store.setShare(c.id, people.someoneElse.user.id, 'viewer');
     const link = newShareToken();
     await db.store.setShareLink(c.id, link.hash);
-    fixture = { id: c.id, linkToken: link.token, someoneElse: people.someoneElse };
+    fixture = { id: c.id, messageId: c.activeMessageId!, linkToken: link.token, someoneElse: people.someoneElse };
   });
 
   const snapshot = async () => Object.fromEntries(await Promise.all(Object.entries(TABLES).map(async ([t, q]) => [t, JSON.stringify(await db.sql(q))])));

@@ -2,6 +2,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import {
   ConversationNotFoundError,
   LimitExceededError,
+  MessageNotFoundError,
   type Conversation,
   type Json,
   type Message,
@@ -345,6 +346,189 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       await expectNotFound(store.appendMessages(owner, made.id, [user('x')], appendRoomy));
       const err = await rejection(store.appendMessages(owner, made.id, [user('x')], appendRoomy));
       expect(err).toMatchObject({ conversationId: made.id });
+    });
+  });
+
+  describe('the message tree', () => {
+    const answer = (content: string): NewMessage => ({ role: 'assistant', content });
+    const turn = (owner: Principal, id: string, messages: NewMessage[], answerOf: NewMessage | null = streaming()) => store.appendTurn(owner, id, { messages, answer: answerOf }, appendRoomy);
+    const parents = async (id: string) => {
+      const list = await all(id);
+      return list.map((m) => (m.parentMessageId ? list.findIndex((p) => p.id === m.parentMessageId) + 1 : null));
+    };
+
+    it('a first turn is one chain, its last message the active leaf; an imported tree keeps its parents', async () => {
+      const owner = anon();
+      const made = await create(owner, [user('a'), answer('b'), user('c')]);
+      const list = await all(made.id);
+      expect(await parents(made.id)).toEqual([null, 1, 2]);
+      expect(made.activeMessageId).toBe(list[2]!.id);
+      expect((await store.getConversation(owner, made.id))?.activeMessageId).toBe(list[2]!.id);
+      const [r, x, y] = [crypto.randomUUID(), crypto.randomUUID(), crypto.randomUUID()];
+      const imported = await store.createConversation(owner, {}, { ...roomy, messages: [{ ...user('root'), id: r }, { ...answer('x'), id: x }, { ...answer('y'), id: y, parentMessageId: r }], activeMessageId: x });
+      expect(await parents(imported.id)).toEqual([null, 1, 1]);
+      expect(imported.activeMessageId).toBe(x);
+      expect((await store.createConversation(owner, {}, roomy)).activeMessageId).toBeNull();
+    });
+
+    it('appendMessages chains after the active leaf, or under the parent it is given, and moves the leaf', async () => {
+      const owner = anon();
+      const made = await create(owner, [user('1')]);
+      const [two, three] = await store.appendMessages(owner, made.id, [user('2'), user('3')], appendRoomy);
+      expect(two!.parentMessageId).toBe(made.activeMessageId);
+      expect(three!.parentMessageId).toBe(two!.id);
+      const [other] = await store.appendMessages(owner, made.id, [{ ...user('2 again'), parentMessageId: made.activeMessageId }], appendRoomy);
+      expect(other!.parentMessageId).toBe(made.activeMessageId);
+      expect((await store.getConversation(owner, made.id))?.activeMessageId).toBe(other!.id);
+      const [root] = await store.appendMessages(owner, made.id, [{ ...user('root'), parentMessageId: null }], appendRoomy);
+      expect(root!.parentMessageId).toBeNull();
+      const elsewhere = await create(owner, [user('elsewhere')]);
+      const err = await rejection(store.appendMessages(owner, made.id, [{ ...user('x'), parentMessageId: elsewhere.activeMessageId }], appendRoomy));
+      expect(err).toBeInstanceOf(MessageNotFoundError);
+      expect(err).toMatchObject({ param: 'parent_message_id' });
+      expect(await seqs(made.id)).toEqual([1, 2, 3, 4, 5]);
+    });
+
+    it('appendTurn stores what is new where the match ends: extension, regenerate, edit', async () => {
+      const owner = anon();
+      const made = await create(owner, [user('u1'), answer('a1')]);
+      const [u1, a1] = await all(made.id);
+      const extended = await turn(owner, made.id, [user('u1'), answer('a1'), user('u2')]);
+      expect(extended).toMatchObject({ matched: 2, answerParentId: extended.inserted[0]!.id });
+      expect(extended.path).toEqual([u1!.id, a1!.id, extended.inserted[0]!.id]);
+      expect(extended.inserted.map((m) => [m.seq, m.role, m.content, m.status])).toEqual([
+        [3, 'user', 'u2', 'final'],
+        [4, 'assistant', '', 'streaming'],
+      ]);
+      const regenerated = await turn(owner, made.id, [user('u1'), answer('a1'), user('u2')], answer('plain'));
+      expect(regenerated).toMatchObject({ matched: 3, answerParentId: extended.inserted[0]!.id });
+      expect(regenerated.inserted.map((m) => [m.seq, m.parentMessageId])).toEqual([[5, extended.inserted[0]!.id]]);
+      // A plain request's answer comes later: only the path is stored, and it becomes active.
+      const later = await turn(owner, made.id, [user('u1'), answer('a1'), user('u2 edited')], null);
+      expect(later).toMatchObject({ matched: 2 });
+      expect(later.inserted.map((m) => [m.seq, m.content, m.parentMessageId])).toEqual([[6, 'u2 edited', a1!.id]]);
+      expect((await store.getConversation(owner, made.id))?.activeMessageId).toBe(later.inserted[0]!.id);
+      expect(await parents(made.id)).toEqual([null, 1, 2, 3, 3, 2]);
+    });
+
+    it('appendTurn matches a streamed answer once it is finished, and rows of an older version without fingerprints', async () => {
+      const owner = anon();
+      const made = await create(owner, [user('q'), streaming({ id: crypto.randomUUID() })]);
+      const [, open] = await all(made.id);
+      // Still streaming: not matched, so the resent text is a new branch.
+      await store.appendContent(open!.id, 'partial');
+      expect((await turn(owner, made.id, [user('q'), answer('partial')], null)).matched).toBe(1);
+      await store.appendContent(open!.id, ' and the rest');
+      await store.finishMessage(open!.id, { status: 'final', finishReason: 'stop', toolCalls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] });
+      const resent: NewMessage = { role: 'assistant', content: 'partial and the rest', toolCalls: [{ function: { arguments: '{}', name: 'f' }, id: 'c', index: 0 } as Json] };
+      expect((await turn(owner, made.id, [user('q'), resent, user('next')], null)).matched).toBe(2);
+      // As a conversation migrated from before fingerprints reads.
+      await db.sql(`update messages set fingerprint = null where conversation_id = '${made.id}'`);
+      expect((await turn(owner, made.id, [user('q'), resent, user('next')], null)).matched).toBe(3);
+      const rows = await db.sql(`select fingerprint from messages where conversation_id = '${made.id}' and status = 'final'`);
+      expect(rows.every((r) => typeof r.fingerprint === 'string' && r.fingerprint.length === 64)).toBe(true);
+    });
+
+    it('appendTurn adopts client ids, refuses viewers and limits, and writes nothing when it refuses', async () => {
+      const owner = anon();
+      const made = await create(owner, [{ ...user('u1'), clientId: 'c1' }, answer('a1')]);
+      await turn(owner, made.id, [{ ...user('u1'), clientId: 'c1' }, { ...answer('a1'), clientId: 'c2' }, { ...user('u2'), clientId: 'c3' }], null);
+      expect((await all(made.id)).map((m) => m.clientId)).toEqual(['c1', 'c2', 'c3']);
+      await expectNotFound(turn(anon(), made.id, [user('u1')]));
+      await expectLimit(store.appendTurn(owner, made.id, { messages: [user('u1'), answer('a1'), user('new')], answer: streaming() }, { maxMessages: 4 }), 'messages_per_conversation', 4);
+      expect(await seqs(made.id)).toEqual([1, 2, 3]);
+    });
+
+    it('appendTurn under concurrency: regenerations become siblings, the new user message is stored once, seqs stay dense', async () => {
+      const owner = anon();
+      const made = await create(owner, [user('u1'), answer('a1')]);
+      const results = await Promise.all(Array.from({ length: 8 }, () => turn(owner, made.id, [user('u1'), answer('a1'), user('u2')])));
+      const list = await all(made.id);
+      expect(list.map((m) => m.seq)).toEqual(Array.from({ length: 11 }, (_, i) => i + 1));
+      const u2 = list.filter((m) => m.content === 'u2');
+      expect(u2).toHaveLength(1);
+      expect(list.filter((m) => m.parentMessageId === u2[0]!.id)).toHaveLength(8);
+      expect(results.map((r) => r.answerParentId)).toEqual(Array(8).fill(u2[0]!.id));
+      expect(results.filter((r) => r.matched === 2)).toHaveLength(1);
+    });
+
+    it('readMessages pages the active path or the tree, with each message placed among its siblings', async () => {
+      const owner = anon();
+      const made = await create(owner, [user('u1'), answer('a1')]);
+      await turn(owner, made.id, [user('u1'), answer('b1')], null);
+      await turn(owner, made.id, [user('u1'), answer('c1'), user('u2')], null);
+      // Tree: u1(1) → a1(2), b1(3), c1(4) → u2(5); active: u1, c1, u2.
+      const activePath = await store.readMessages(made.id, { view: 'active', afterSeq: 0, limit: 10 });
+      expect(activePath.items.map((m) => [m.seq, m.content, m.siblingIndex, m.siblingCount])).toEqual([
+        [1, 'u1', 0, 1],
+        [4, 'c1', 2, 3],
+        [5, 'u2', 0, 1],
+      ]);
+      expect(activePath.hasMore).toBe(false);
+      const page = await store.readMessages(made.id, { view: 'active', afterSeq: 1, limit: 1 });
+      expect(page).toMatchObject({ items: [{ seq: 4 }], hasMore: true });
+      const tree = await store.readMessages(made.id, { view: 'tree', afterSeq: 0, limit: 4 });
+      expect(tree.items.map((m) => [m.content, m.siblingIndex, m.siblingCount])).toEqual([
+        ['u1', 0, 1],
+        ['a1', 0, 3],
+        ['b1', 1, 3],
+        ['c1', 2, 3],
+      ]);
+      expect(tree.hasMore).toBe(true);
+    });
+
+    it('pathTo reads root to message; setActiveMessage goes to the newest leaf under a message', async () => {
+      const owner = anon();
+      const made = await create(owner, [user('u1'), answer('a1'), user('u2'), answer('a2')]);
+      const [u1, a1, u2, a2] = await all(made.id);
+      const edit = await turn(owner, made.id, [user('u1'), answer('a1'), user('u2 edited')], answer('a3'));
+      expect((await store.pathTo(made.id, a2!.id))?.map((m) => m.content)).toEqual(['u1', 'a1', 'u2', 'a2']);
+      expect(await store.pathTo(made.id, crypto.randomUUID())).toBeNull();
+      expect(await store.pathTo(crypto.randomUUID(), a2!.id)).toBeNull();
+      const switched = await store.setActiveMessage(owner, made.id, u2!.id);
+      expect(switched.activeMessageId).toBe(a2!.id);
+      expect((await store.getConversation(owner, made.id))?.activeMessageId).toBe(a2!.id);
+      // From the root, the newest leaf of all: the edit's answer.
+      expect((await store.setActiveMessage(owner, made.id, u1!.id)).activeMessageId).toBe(edit.inserted.at(-1)!.id);
+      expect(await rejection(store.setActiveMessage(owner, made.id, crypto.randomUUID()))).toBeInstanceOf(MessageNotFoundError);
+      await expectNotFound(store.setActiveMessage(anon(), made.id, a1!.id));
+    });
+  });
+
+  describe('idempotency keys', () => {
+    const times = () => ({ expiredBefore: new Date(Date.now() - 86_400_000), staleBefore: new Date(Date.now() - 60_000) });
+
+    it('the first claim runs; later ones see the record, with its outcome once complete', async () => {
+      const owner = anon();
+      expect(await store.claimIdempotencyKey(owner, 'k', 'hash-1', times())).toEqual({ claimed: true });
+      const running = await store.claimIdempotencyKey(owner, 'k', 'hash-1', times());
+      expect(running).toMatchObject({ claimed: false, record: { requestHash: 'hash-1', status: null, response: null } });
+      await store.completeIdempotencyKey(owner, 'k', { status: 201, response: { id: 'x', n: [1] } });
+      expect(await store.claimIdempotencyKey(owner, 'k', 'hash-2', times())).toMatchObject({ claimed: false, record: { requestHash: 'hash-1', status: 201, response: { id: 'x', n: [1] } } });
+      // Another owner has its own keys.
+      expect(await store.claimIdempotencyKey(anon(), 'k', 'hash-2', times())).toEqual({ claimed: true });
+    });
+
+    it('a released, expired or stale claim is taken again; a stale one only by the same request', async () => {
+      const owner = anon();
+      await store.claimIdempotencyKey(owner, 'released', 'h', times());
+      await store.releaseIdempotencyKey(owner, 'released');
+      expect(await store.claimIdempotencyKey(owner, 'released', 'h', times())).toEqual({ claimed: true });
+      await store.claimIdempotencyKey(owner, 'stale', 'h', times());
+      const later = { expiredBefore: new Date(Date.now() - 86_400_000), staleBefore: new Date(Date.now() + 1000) };
+      expect((await store.claimIdempotencyKey(owner, 'stale', 'other', later)).claimed).toBe(false);
+      expect(await store.claimIdempotencyKey(owner, 'stale', 'h', later)).toEqual({ claimed: true });
+      await store.completeIdempotencyKey(owner, 'stale', { status: 200, response: null });
+      // A completed key is never released, only outlived.
+      await store.releaseIdempotencyKey(owner, 'stale');
+      expect((await store.claimIdempotencyKey(owner, 'stale', 'h', later)).claimed).toBe(false);
+      expect(await store.claimIdempotencyKey(owner, 'stale', 'other', { ...later, expiredBefore: new Date(Date.now() + 1000) })).toEqual({ claimed: true });
+    });
+
+    it('concurrent claims of one key: exactly one runs', async () => {
+      const owner = anon();
+      const claims = await Promise.all(Array.from({ length: 8 }, () => store.claimIdempotencyKey(owner, 'race', 'h', times())));
+      expect(claims.filter((c) => c.claimed)).toHaveLength(1);
     });
   });
 

@@ -111,6 +111,9 @@ export async function sharedTestStore(
     /** Applies the migrations of another folder (e.g. an older version's) on a connection of its own. */
     async migrateWith(folder) {
       if (raw instanceof Database) {
+        // As the SQLite store registers it before it migrates (0003 hashes session ids with it).
+        const { createHash } = await import('node:crypto');
+        raw.function('chat_proxy_sha256_hex', { deterministic: true }, (v: unknown) => (v == null ? null : createHash('sha256').update(String(v)).digest('hex')));
         const { drizzle } = await import('drizzle-orm/better-sqlite3');
         const { migrate } = await import('drizzle-orm/better-sqlite3/migrator');
         migrate(drizzle(raw), { migrationsFolder: folder });
