@@ -92,6 +92,8 @@ describe.each(dialects)('fuzzing every endpoint on %s', (dialect) => {
   interface Fixture {
     session: string;
     own: string;
+    /** The one message of `own`. */
+    message: string;
     deleted: string;
   }
 
@@ -99,10 +101,10 @@ describe.each(dialects)('fuzzing every endpoint on %s', (dialect) => {
   async function seed(): Promise<Fixture> {
     const session = newSession();
     const own = (await call(app, 'POST', '/v1/conversations', { session, body: { title: 'seed', metadata: { pinned: false, tags: ['a'] } } })).json.id;
-    await call(app, 'POST', `/v1/conversations/${own}/messages`, { session, body: { role: 'user', content: 'hello é漢🙂' } });
+    const message = (await call(app, 'POST', `/v1/conversations/${own}/messages`, { session, body: { role: 'user', content: 'hello é漢🙂' } })).json.id;
     const deleted = (await call(app, 'POST', '/v1/conversations', { session, body: { title: 'gone' } })).json.id;
     await call(app, 'DELETE', `/v1/conversations/${deleted}`, { session });
-    return { session, own, deleted };
+    return { session, own, message, deleted };
   }
 
   const resolve = (ref: Ref, fx: Fixture): string => {
@@ -196,6 +198,18 @@ describe.each(dialects)('fuzzing every endpoint on %s', (dialect) => {
       async (reply, fx) => {
         expect(reply.status).toBe(201);
         expectConsistent(await readConversation(app, fx.own, fx.session));
+      },
+    );
+  });
+
+  it('POST /v1/conversations/:id/active and …/fork: any id, any body', { timeout: PROPERTY_TIMEOUT }, async () => {
+    await fuzz(
+      fc.tuple(fc.constantFrom('active', 'fork'), ownMostly, gen.bodyLike(gen.messageIdShape), jsonMostly),
+      ([action, ref, body, contentType], fx) =>
+        send('POST', `/v1/conversations/${pathId(ref, fx)}/${action}`, { session: fx.session, body: serialise(body, fx).replaceAll(gen.OWN_MESSAGE, fx.message), contentType }),
+      async (reply, fx) => {
+        expect(reply.status).toBe(reply.path.endsWith('/fork') ? 201 : 200);
+        expectConsistent(await readConversation(app, reply.json.id, fx.session));
       },
     );
   });

@@ -38,14 +38,14 @@ export function eventJson(data: string | undefined): any {
   }
 }
 
-/** GET /v1/conversations/:id with every message (pages followed to the end). */
+/** GET /v1/conversations/:id with every message, all branches (pages followed to the end). */
 export async function readConversation(app: TestApp, id: string, session: string) {
-  const first = await call(app, 'GET', `/v1/conversations/${id}?limit=200`, { session });
+  const first = await call(app, 'GET', `/v1/conversations/${id}?view=tree&limit=200`, { session });
   expect(first.status, `GET conversation ${id}: ${first.text}`).toBe(200);
   const conversation = first.json;
   let after = conversation.next_after_seq;
   while (after !== null) {
-    const page = await call(app, 'GET', `/v1/conversations/${id}?limit=200&after_seq=${after}`, { session });
+    const page = await call(app, 'GET', `/v1/conversations/${id}?view=tree&limit=200&after_seq=${after}`, { session });
     conversation.messages.push(...page.json.messages);
     after = page.json.next_after_seq;
   }

@@ -166,6 +166,10 @@ export const messageShape = fc.record(
   { requiredKeys: [] },
 );
 
+/** Stands for the fixture's own message id in a body (the test puts the id in). */
+export const OWN_MESSAGE = '$own-message';
+export const messageIdShape = fc.record({ message_id: orAnything(fc.oneof(anyText, fc.uuid(), fc.constant(OWN_MESSAGE))) }, { requiredKeys: [] });
+
 const chatMessage = fc.record(
   {
     role: orAnything(fc.constantFrom('system', 'developer', 'user', 'assistant', 'tool', 'function', 'wizard')),
@@ -173,6 +177,7 @@ const chatMessage = fc.record(
     name: anyText,
     tool_calls: anyJson,
     tool_call_id: orAnything(anyText),
+    id: orAnything(anyText),
   },
   { requiredKeys: ['role'] },
 );
