@@ -306,7 +306,7 @@ export function turnRows(conversation: Pick<Conversation, 'id' | 'lastSeq' | 'ac
   const path = [...plan.matched, ...rows.slice(0, rest.length).map((r) => r.id)];
   const answerParentId = path.at(-1) ?? null;
   const recorded: Omit<RecordedTurn, 'inserted'> = { path, matched: plan.matched.length, answerParentId };
-  return { rows, adopt: plan.adopt, recorded, activeMessageId: rows.at(-1)?.id ?? answerParentId ?? conversation.activeMessageId };
+  return { rows, adopt: plan.adopt, pending: plan.pending, recorded, activeMessageId: rows.at(-1)?.id ?? answerParentId ?? conversation.activeMessageId };
 }
 
 /**

@@ -385,7 +385,17 @@ export interface Store extends IdentityStore {
    * (a new branch when that point already has other children), the answer after them, and the
    * answer (else the path's end) becomes the active leaf. Same access and limits as appendMessages.
    */
-  appendTurn(writer: Principal, conversationId: string, turn: ChatTurn, options: { maxMessages: number; maxBytes?: number }): Promise<RecordedTurn>;
+  appendTurn(
+    writer: Principal,
+    conversationId: string,
+    turn: ChatTurn,
+    options: {
+      maxMessages: number;
+      maxBytes?: number;
+      /** Throw AnswerPendingError, writing nothing, when the match stops at messages still being written (TurnPlan.pending). */
+      deferIfPending?: boolean;
+    },
+  ): Promise<RecordedTurn>;
   /** Appends text to a message's content (used for batched stream deltas). */
   appendContent(messageId: string, text: string): Promise<void>;
   /** Moves a message to its terminal status; a message already final or error is left alone. */
@@ -465,6 +475,17 @@ export class ConversationAccessError extends Error {
     readonly access: Access,
   ) {
     super(`You have ${access} access to conversation '${conversationId}': only its owner or an editor may add to it.`);
+  }
+}
+
+/**
+ * appendTurn with `deferIfPending`: the request goes on past a message still being written, which
+ * may be what it resends once finished. Nothing was written; wait for those messages, then record.
+ */
+export class AnswerPendingError extends Error {
+  override name = 'AnswerPendingError';
+  constructor(readonly messageIds: string[]) {
+    super(`The request follows messages still being written: ${messageIds.join(', ')}.`);
   }
 }
 

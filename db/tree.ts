@@ -78,6 +78,12 @@ export interface TurnPlan {
   adopt: { id: string; clientId: string }[];
   /** Where the rest of the request (and then the answer) goes: the last matched message, or null (a new root). */
   parentId: string | null;
+  /**
+   * Messages still being written where the match ended, when the request goes on past that
+   * point: the next message the request sends may be one of them once finished (a client that
+   * sends its next turn the moment a stream ends, before the server has recorded its end).
+   */
+  pending: string[];
 }
 
 /**
@@ -136,5 +142,7 @@ export function planTurn(nodes: readonly TreeNode[], activeLeafId: string | null
     const clientId = steps[i]!.clientId;
     if (clientId !== null && node.clientId === null) adopt.push({ id: node.id, clientId });
   }
-  return { matched: matched.reverse(), adopt: adopt.reverse(), parentId: best.node?.id ?? null };
+  const parentId = best.node?.id ?? null;
+  const pending = best.depth < steps.length ? (children.get(parentId) ?? []).filter((c) => c.fingerprint === null).map((c) => c.id) : [];
+  return { matched: matched.reverse(), adopt: adopt.reverse(), parentId, pending };
 }

@@ -1,8 +1,10 @@
 // Verification for `npm run soak`: every conversation as stored, against what its client saw.
 import { answerPrefix, planLabel, type ConversationRecord, type TurnRecord } from './soak-client.js';
 
-/** The fields checked, whether read from the store or from GET /v1/conversations/:id. */
+/** The fields checked, whether read from the store or from GET /v1/conversations/:id?view=tree. */
 export interface StoredMessage {
+  id: string;
+  parentId: string | null;
   seq: number;
   role: string;
   status: string;
@@ -171,8 +173,9 @@ function checkAssistant(t: TurnRecord, m: StoredMessage, bad: (what: string, exp
 
 /**
  * One conversation: messages in seq order 1..N with no gap or duplicate, the system prompt and
- * every user message exactly once with its exact content, then each turn's assistant message.
- * `stored` null means the conversation was not found.
+ * every user message exactly once with its exact content, each following what the client sent
+ * before it, and each turn's assistant message after its user message. `stored` null means the
+ * conversation was not found.
  */
 export function verifyConversation(
   conv: ConversationRecord,
@@ -217,51 +220,63 @@ export function verifyConversation(
     }
   }
 
-  let pos = 0;
-  const at = () => stored[pos];
-  const shape = () => stored.map((m) => `${m.seq}:${m.role}/${m.status}`).join(' ');
+  // The tree, walked as the client's requests went: each turn's request is the previous one, the
+  // answer as the client saw it, and the new user message. When the client saw less than was
+  // stored (it aborted; the server had read on), the next turn resent what it saw: that is
+  // another assistant message, a sibling of the recorded answer, and the branch goes on from it.
+  const children = new Map<string | null, StoredMessage[]>();
+  for (const m of stored) children.set(m.parentId, [...(children.get(m.parentId) ?? []), m]);
+  const visited = new Set<string>();
+  const shape = () => stored.map((m) => `${m.seq}:${m.role}/${m.status}${m.parentId ? `<${stored.find((p) => p.id === m.parentId)?.seq ?? '?'}` : ''}`).join(' ');
+  const childOf = (parent: string | null, role: string, content: string) => children.get(parent)?.find((m) => !visited.has(m.id) && m.role === role && m.content === content);
+  let at: string | null = null;
   if (conv.system !== null) {
-    const m = at();
-    if (!m || m.role !== 'system' || m.content !== conv.system) {
-      report({ ...base, turn: null, seq: m?.seq ?? null, plan: null, what: 'system message', expected: show(conv.system), actual: m ? `${m.role}: ${show(m.content)}` : 'missing' });
+    const m = childOf(null, 'system', conv.system);
+    if (!m) {
+      report({ ...base, turn: null, seq: null, plan: null, what: `system message (conversation shape: ${shape()})`, expected: show(conv.system), actual: 'missing' });
+      return;
     }
-    pos++;
+    visited.add(m.id);
+    at = m.id;
   }
-  for (const t of conv.turns) {
+  for (const [i, t] of conv.turns.entries()) {
     const label = planLabel(t.plan);
-    const u = at();
-    if (!u || u.role !== 'user' || u.content !== t.user || u.status !== 'final') {
-      report({
-        ...base,
-        turn: t.index,
-        seq: u?.seq ?? null,
-        plan: label,
-        what: `user message (conversation shape: ${shape()})`,
-        expected: show(t.user),
-        actual: u ? `${u.role}/${u.status}: ${show(u.content)}${u.content !== t.user ? `; ${firstDiff(t.user, u.content)}` : ''}` : 'missing',
-      });
-      return; // positions are off from here; one report per conversation is enough
+    const u = childOf(at, 'user', t.user);
+    if (!u || u.status !== 'final') {
+      report({ ...base, turn: t.index, seq: u?.seq ?? null, plan: label, what: `user message (conversation shape: ${shape()})`, expected: show(t.user), actual: u ? `${u.status}` : 'missing' });
+      return; // the walk is off from here; one report per conversation is enough
     }
-    pos++;
-    const a = at();
+    visited.add(u.id);
+    // The answer recorded for this turn: the first assistant message after the user message.
+    const a = children.get(u.id)?.find((m) => !visited.has(m.id) && m.role === 'assistant');
     if (!a) {
       report({ ...base, turn: t.index, seq: null, plan: label, what: `assistant message missing (conversation shape: ${shape()})` });
       return;
     }
-    const outcome = checkAssistant(t, a, (what, expected, actual) =>
-      report({ ...base, turn: t.index, seq: a.seq, plan: label, what, expected, actual }),
-    );
-    if (tally) bump(tally.outcomes, outcome);
-    pos++;
+    visited.add(a.id);
+    const outcome = checkAssistant(t, a, (what, expected, actual) => report({ ...base, turn: t.index, seq: a.seq, plan: label, what, expected, actual }));
+    at = a.id;
+    if (i + 1 < conv.turns.length && a.content !== t.seen) {
+      // The next turn sent what this client saw: stored once, beside the recorded answer.
+      const resent = childOf(u.id, 'assistant', t.seen);
+      if (!resent || resent.status !== 'final') {
+        report({ ...base, turn: t.index, seq: null, plan: label, what: `the answer as the client resent it is not stored beside the recorded one (conversation shape: ${shape()})`, expected: show(t.seen) });
+        return;
+      }
+      visited.add(resent.id);
+      at = resent.id;
+      if (tally) bump(tally.outcomes, `${outcome}, resent as seen: a branch`);
+    } else if (tally) bump(tally.outcomes, outcome);
   }
-  if (pos !== stored.length) {
+  if (visited.size !== stored.length) {
+    const extra = stored.filter((m) => !visited.has(m.id));
     report({
       ...base,
       turn: null,
-      seq: stored[pos]?.seq ?? null,
+      seq: extra[0]?.seq ?? null,
       plan: null,
-      what: `${stored.length - pos} unexpected extra message(s) (conversation shape: ${shape()})`,
-      actual: stored.slice(pos).map((m) => `${m.seq}:${m.role}/${m.status} ${show(m.content, 40)}`).join('; '),
+      what: `${extra.length} unexpected extra message(s) (conversation shape: ${shape()})`,
+      actual: extra.map((m) => `${m.seq}:${m.role}/${m.status} ${show(m.content, 40)}`).join('; '),
     });
   }
 }

@@ -446,7 +446,7 @@ async function runPhase(name: PhaseName, mockUrl: string, seed: number): Promise
     const server = servers[Math.floor(Math.random() * servers.length)]!;
     let res: Response;
     try {
-      res = await fetch(`${server.url}/v1/conversations/${conv.id}?limit=200`, { headers: { 'x-session-id': conv.sessionId } });
+      res = await fetch(`${server.url}/v1/conversations/${conv.id}?view=tree&limit=200`, { headers: { 'x-session-id': conv.sessionId } });
     } catch (err) {
       report({ phase: name, source: 'api', sessionId: conv.sessionId, conversationId: conv.id, turn: null, seq: null, plan: null, what: `GET /v1/conversations/:id failed: ${(err as Error).message}` });
       return;
@@ -455,8 +455,18 @@ async function runPhase(name: PhaseName, mockUrl: string, seed: number): Promise
       report({ phase: name, source: 'api', sessionId: conv.sessionId, conversationId: conv.id, turn: null, seq: null, plan: null, what: `GET /v1/conversations/:id answered ${res.status}: ${(await res.text()).slice(0, 300)}` });
       return;
     }
-    const body = (await res.json()) as { messages: { seq: number; role: string; status: string; content: string; finish_reason: string | null }[] };
-    const stored: StoredMessage[] = body.messages.map((m) => ({ seq: m.seq, role: m.role, status: m.status, content: m.content, finishReason: m.finish_reason }));
+    const body = (await res.json()) as {
+      messages: { id: string; parent_message_id: string | null; seq: number; role: string; status: string; content: string; finish_reason: string | null }[];
+    };
+    const stored: StoredMessage[] = body.messages.map((m) => ({
+      id: m.id,
+      parentId: m.parent_message_id,
+      seq: m.seq,
+      role: m.role,
+      status: m.status,
+      content: m.content,
+      finishReason: m.finish_reason,
+    }));
     verifyConversation(conv, stored, null, 'api', report, null);
     apiChecked++;
   });
@@ -487,6 +497,8 @@ async function runPhase(name: PhaseName, mockUrl: string, seed: number): Promise
       const found = conv.id ? await store.getConversation(owner, conv.id) : null;
       const stored = found
         ? (await store.listMessages(found.id, { afterSeq: 0, limit: 100_000 })).map((m) => ({
+            id: m.id,
+            parentId: m.parentMessageId,
             seq: m.seq,
             role: m.role,
             status: m.status,

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Store } from '../db/store.js';
 import { MOCK_TOOL_CALL } from '../mock/upstream.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
 import { dialects, testStore, type TestStore } from './helpers/dialects.js';
@@ -205,6 +206,49 @@ describe.each(dialects)('branching conversations on %s', (dialect) => {
     const again = all.find((m) => m.content === 'again');
     expect(all.filter((m) => m.parent_message_id === again.id).map((m) => m.content).sort()).toEqual(['A', 'B']);
     expect(all.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('waits for the end of the answer a client resends the moment its stream ended, then matches it', async () => {
+    // The server records a stream's end just after the client has it: hold that write until the
+    // next turn is in and waiting for it.
+    let release!: () => void;
+    const finishes = new Promise<void>((r) => (release = r));
+    let waiting!: () => void;
+    const seenWaiting = new Promise<void>((r) => (waiting = r));
+    const held: Store = Object.assign(Object.create(db.store) as Store, {
+      finishMessage: async (...args: Parameters<Store['finishMessage']>) => {
+        await finishes;
+        return db.store.finishMessage(...args);
+      },
+      getMessage: async (id: string) => {
+        const m = await db.store.getMessage(id);
+        if (m?.status === 'streaming') waiting();
+        return m;
+      },
+    });
+    const slow = testApp(held, { OPENAI_BASE_URL: mock.url });
+    const session = newSession();
+    const send = (messages: Msg[], conversation?: string) =>
+      slow.request('/v1/chat/completions', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-session-id': session, ...(conversation && { 'x-conversation-id': conversation }) },
+        body: JSON.stringify({ messages, stream: true, mock: { text: `answer ${messages.length}` } }),
+      });
+    const first = await send([u('call a tool')]);
+    const id = first.headers.get('x-conversation-id')!;
+    expect(streamedContent((await readChunks(first.body!)).text)).toBe('answer 1');
+    const second = send([u('call a tool'), a('answer 1'), u('here is the result')], id);
+    // (Should the turn not wait, it answers first, and the tree below shows the branch.)
+    await Promise.race([seenWaiting, second]);
+    release();
+    await readChunks((await second).body!);
+    const all = await tree(id, session);
+    expect(all.map((m) => [m.content, m.parent_message_id === null ? null : all.findIndex((p) => p.id === m.parent_message_id) + 1])).toEqual([
+      ['call a tool', null],
+      ['answer 1', 1],
+      ['here is the result', 2],
+      ['answer 3', 3],
+    ]);
   });
 
   describe('client message ids', () => {

@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
+  AnswerPendingError,
   ConversationNotFoundError,
   LimitExceededError,
   MessageNotFoundError,
@@ -427,6 +428,22 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       expect((await turn(owner, made.id, [user('q'), resent, user('next')], null)).matched).toBe(3);
       const rows = await db.sql(`select fingerprint from messages where conversation_id = '${made.id}' and status = 'final'`);
       expect(rows.every((r) => typeof r.fingerprint === 'string' && r.fingerprint.length === 64)).toBe(true);
+    });
+
+    it('appendTurn with deferIfPending writes nothing while the request goes on past an answer still open', async () => {
+      const owner = anon();
+      const answerId = crypto.randomUUID();
+      const made = await create(owner, [user('q'), streaming({ id: answerId })]);
+      await store.appendContent(answerId, 'done');
+      const next = [user('q'), answer('done'), user('next')];
+      const err = await rejection(store.appendTurn(owner, made.id, { messages: next, answer: null }, { ...appendRoomy, deferIfPending: true }));
+      expect(err).toBeInstanceOf(AnswerPendingError);
+      expect(err).toMatchObject({ messageIds: [answerId] });
+      expect(await seqs(made.id)).toEqual([1, 2]);
+      // A regenerate does not go past it.
+      expect((await store.appendTurn(owner, made.id, { messages: [user('q')], answer: null }, { ...appendRoomy, deferIfPending: true })).matched).toBe(1);
+      await store.finishMessage(answerId, { status: 'final' });
+      expect((await store.appendTurn(owner, made.id, { messages: next, answer: null }, { ...appendRoomy, deferIfPending: true })).matched).toBe(2);
     });
 
     it('appendTurn adopts client ids, refuses viewers and limits, and writes nothing when it refuses', async () => {

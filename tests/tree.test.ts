@@ -61,11 +61,11 @@ describe('planTurn', () => {
   const linear = tree('m1 - U1', 'm2 m1 A1', 'm3 m2 U2', 'm4 m3 A2');
 
   it('an empty conversation matches nothing: the request is a new root', () => {
-    expect(planTurn([], null, steps('U1'))).toEqual({ matched: [], adopt: [], parentId: null });
+    expect(planTurn([], null, steps('U1'))).toEqual({ matched: [], adopt: [], parentId: null, pending: [] });
   });
 
   it('an extension of the active path matches it whole', () => {
-    expect(planTurn(linear, 'm4', steps('U1', 'A1', 'U2', 'A2', 'U3'))).toEqual({ matched: ['m1', 'm2', 'm3', 'm4'], adopt: [], parentId: 'm4' });
+    expect(planTurn(linear, 'm4', steps('U1', 'A1', 'U2', 'A2', 'U3'))).toEqual({ matched: ['m1', 'm2', 'm3', 'm4'], adopt: [], parentId: 'm4', pending: [] });
   });
 
   it('a regenerate matches up to its last user message', () => {
@@ -93,15 +93,17 @@ describe('planTurn', () => {
     expect(planTurn(twins, null, steps('U1')).matched).toEqual(['r2']);
   });
 
-  it('never matches a message still streaming (no fingerprint)', () => {
+  it('never matches a message still streaming (no fingerprint), and says when the request goes on past one', () => {
     const open = tree('m1 - U1', 'm2 m1 ?');
-    expect(planTurn(open, 'm2', steps('U1', 'A1')).matched).toEqual(['m1']);
+    expect(planTurn(open, 'm2', steps('U1', 'A1'))).toMatchObject({ matched: ['m1'], pending: ['m2'] });
+    // A regenerate stops before it: nothing to wait for.
+    expect(planTurn(open, 'm2', steps('U1'))).toMatchObject({ matched: ['m1'], pending: [] });
   });
 
   describe('client message ids', () => {
     it('match by id and fingerprint; a stored message without an id takes the one the request gives it', () => {
       const withIds = tree('m1 - U1 c1', 'm2 m1 A1', 'm3 m2 U2 c3');
-      expect(planTurn(withIds, 'm3', steps('U1#c1', 'A1#c2', 'U2#c3', 'A2#c4'))).toEqual({ matched: ['m1', 'm2', 'm3'], adopt: [{ id: 'm2', clientId: 'c2' }], parentId: 'm3' });
+      expect(planTurn(withIds, 'm3', steps('U1#c1', 'A1#c2', 'U2#c3', 'A2#c4'))).toEqual({ matched: ['m1', 'm2', 'm3'], adopt: [{ id: 'm2', clientId: 'c2' }], parentId: 'm3', pending: [] });
     });
 
     it('a child with another id is another message, even with the same text', () => {

@@ -1,4 +1,4 @@
-import type { Json, Lease, MessageRole, NewMessage, Principal, SessionInfo, Store } from '../../db/store.js';
+import { AnswerPendingError, type Json, type Lease, type MessageRole, type NewMessage, type Principal, type SessionInfo, type Store } from '../../db/store.js';
 import type { Config } from '../env.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -11,6 +11,12 @@ import type { ChatMessage, ChatRequest } from './schemas.js';
 import { accumulate, emptyStreamState, outcomeOf, parseChatChunk, type ChatEvent, type Usage } from './stream.js';
 
 const TITLE_CHARS = 80;
+/**
+ * How long a turn waits for the answer it resends to be recorded as ended. A client may send
+ * its next turn the moment a stream ends (a tool call answered at once), while the server is
+ * still writing that stream's end; normally milliseconds, longer only while the database is slow.
+ */
+const PENDING_WAIT_MS = 5_000;
 
 function storedRole(role: ChatMessage['role']): MessageRole {
   if (role === 'developer') return 'system';
@@ -35,6 +41,16 @@ function titleFrom(messages: ChatMessage[]): string | null {
   if (!text) return null;
   const chars = Array.from(text);
   return chars.length > TITLE_CHARS ? `${chars.slice(0, TITLE_CHARS - 1).join('')}…` : text;
+}
+
+/** Resolves once none of the messages is still being written (or after `ms`), polling with backoff. */
+async function untilEnded(store: Store, ids: string[], ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  for (let attempt = 0; Date.now() < until; attempt++) {
+    const messages = await Promise.all(ids.map((id) => store.getMessage(id)));
+    if (messages.every((m) => !m || (m.status !== 'streaming' && m.status !== 'draft'))) return;
+    await new Promise((r) => setTimeout(r, Math.min(5 * 2 ** attempt, 200)));
+  }
 }
 
 export interface TurnContext {
@@ -82,7 +98,17 @@ export class ProxiedTurn {
     const maxMessages = config.limits.messagesPerConversation - (stream ? 0 : 1);
     const messages = request.messages.map(toStored);
     if (conversationId) {
-      const recorded = await store.appendTurn(owner, conversationId, { messages, answer }, { maxMessages, maxBytes: config.limits.bytesPerSession });
+      const turn = { messages, answer };
+      const limits = { maxMessages, maxBytes: config.limits.bytesPerSession };
+      let recorded;
+      try {
+        recorded = await store.appendTurn(owner, conversationId, turn, { ...limits, deferIfPending: true });
+      } catch (err) {
+        if (!(err instanceof AnswerPendingError)) throw err;
+        await untilEnded(store, err.messageIds, PENDING_WAIT_MS);
+        // Matched as they are now: still open after the wait, they are not what the client resends.
+        recorded = await store.appendTurn(owner, conversationId, turn, limits);
+      }
       return new ProxiedTurn(ctx, request, conversationId, answerId, stream, recorded.answerParentId);
     }
     const created = await store.createConversation(

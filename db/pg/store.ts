@@ -27,6 +27,7 @@ import {
 } from '../shared.js';
 import { fingerprintOf } from '../tree.js';
 import {
+  AnswerPendingError,
   ConversationAccessError,
   ConversationNotFoundError,
   MessageNotFoundError,
@@ -314,12 +315,13 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       });
     },
 
-    async appendTurn(writer, conversationId, turn, { maxMessages, maxBytes }) {
+    async appendTurn(writer, conversationId, turn, { maxMessages, maxBytes, deferIfPending }) {
       return db.transaction(async (tx) => {
         const conversation = await writable(tx, writer, conversationId);
         const now = new Date();
         const { nodes, fingerprints } = await treeOf(tx, conversation.id);
-        const { rows, adopt, recorded, activeMessageId } = turnRows(conversation, nodes, turn, now);
+        const { rows, adopt, pending, recorded, activeMessageId } = turnRows(conversation, nodes, turn, now);
+        if (deferIfPending && pending.length) throw new AnswerPendingError(pending);
         assertWithinLimits({ lastSeq: conversation.lastSeq }, rows, { maxMessages });
         if (rows.length) await assertBytes(tx, conversation, rows, maxBytes);
         await touch(tx, fingerprints, adopt);

@@ -31,6 +31,7 @@ import {
 } from '../shared.js';
 import { fingerprintOf } from '../tree.js';
 import {
+  AnswerPendingError,
   ConversationAccessError,
   ConversationNotFoundError,
   MessageNotFoundError,
@@ -367,11 +368,12 @@ export function createSqliteStore(path: string): Store {
       }).immediate();
     },
 
-    async appendTurn(writer, conversationId, turn, { maxMessages, maxBytes }) {
+    async appendTurn(writer, conversationId, turn, { maxMessages, maxBytes, deferIfPending }) {
       return client.transaction(() => {
         const conversation = writable(writer, conversationId);
         const now = new Date();
-        const { rows, adopt, recorded, activeMessageId } = turnRows(conversation, treeOf(conversationId), turn, now);
+        const { rows, adopt, pending, recorded, activeMessageId } = turnRows(conversation, treeOf(conversationId), turn, now);
+        if (deferIfPending && pending.length) throw new AnswerPendingError(pending);
         assertWithinLimits({ lastSeq: conversation.lastSeq }, rows, { maxMessages });
         if (maxBytes !== undefined && rows.length) assertWithinLimits({ bytes: liveOf(ownerOfRow(conversation)).bytes }, rows, { maxBytes });
         for (const { id, clientId } of adopt) hot().adoptClientId.run({ id, clientId });
