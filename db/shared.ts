@@ -310,12 +310,6 @@ export function turnRows(conversation: Pick<Conversation, 'id' | 'lastSeq' | 'ac
 }
 
 /**
- * Nodes whose fingerprint is unknown but final (a streamed answer once finished, a row of an
- * older version): the ids to read whole and fingerprint. Open messages stay unmatched.
- */
-export const unfingerprinted = (nodes: readonly TreeRow[]) => nodes.filter((n) => n.fingerprint === null && !isOpen(n.status)).map((n) => n.id);
-
-/**
  * The tree's queries, in SQL both dialects accept (double-quoted names, WITH RECURSIVE). Every
  * walk stays inside one conversation and goes strictly down (or up) in seq, so it ends even on
  * rows that were imported with parents pointing anywhere.

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import type { Json, Message } from './store.js';
 
 /**
@@ -46,13 +46,23 @@ function normalFunctionCall(call: Json | null): unknown {
   return [str(call.name), str(call.arguments)];
 }
 
+// One-shot hashing (Node 20.12+) costs a third of a Hash object's; a request may hold a thousand messages.
+const sha256: (text: string) => string =
+  typeof (crypto as { hash?: unknown }).hash === 'function'
+    ? (text) => (crypto as unknown as { hash(algorithm: string, data: string): string }).hash('sha256', text)
+    : (text) => crypto.createHash('sha256').update(text).digest('hex');
+
+const jsonOrNull = (value: unknown) => (value == null ? 'null' : JSON.stringify(value));
+
 /**
  * SHA-256 (hex) of what a message says: role, text, content parts or tool_call_id (both kept in
- * content_json), tool calls and function call. Status, tokens and times are not part of it.
+ * content_json), tool calls and function call, as the canonical JSON of
+ * `[role, content, content_json, tool calls, function call]`. Status, tokens and times are not part of it.
  */
 export function fingerprintOf(m: Fingerprinted): string {
-  const said = [m.role, m.content, m.contentJson ?? null, normalToolCalls(m.toolCalls), normalFunctionCall(m.functionCall)];
-  return createHash('sha256').update(canonicalJson(said)).digest('hex');
+  // Built piece by piece: most messages are plain text, with nothing to canonicalise.
+  const parts = m.contentJson == null ? 'null' : canonicalJson(m.contentJson);
+  return sha256(`[${JSON.stringify(m.role)},${JSON.stringify(m.content)},${parts},${jsonOrNull(normalToolCalls(m.toolCalls))},${jsonOrNull(normalFunctionCall(m.functionCall))}]`);
 }
 
 /** What matching needs of a stored message. */
@@ -100,20 +110,28 @@ export interface TurnPlan {
  */
 export function planTurn(nodes: readonly TreeNode[], activeLeafId: string | null, steps: readonly TurnStep[]): TurnPlan {
   const children = new Map<string | null, TreeNode[]>();
-  const byId = new Map<string, TreeNode>();
   for (const node of nodes) {
-    byId.set(node.id, node);
     const list = children.get(node.parentId);
     if (list) list.push(node);
     else children.set(node.parentId, [node]);
   }
-  const onActivePath = new Set<string>();
-  for (let id = activeLeafId; id != null && !onActivePath.has(id); id = byId.get(id)?.parentId ?? null) onActivePath.add(id);
+  // Only where several children match does the active path matter: read it then, once.
+  let onActivePath: Set<string> | null = null;
+  const activePath = () => {
+    if (onActivePath) return onActivePath;
+    const byId = new Map(nodes.map((n) => [n.id, n]));
+    onActivePath = new Set<string>();
+    for (let id = activeLeafId; id != null && !onActivePath.has(id); id = byId.get(id)?.parentId ?? null) onActivePath.add(id);
+    return onActivePath;
+  };
   // Preferred first: the active path, then the newest.
-  const preference = (a: TreeNode, b: TreeNode) => Number(onActivePath.has(b.id)) - Number(onActivePath.has(a.id)) || b.seq - a.seq;
+  const preference = (a: TreeNode, b: TreeNode) => Number(activePath().has(b.id)) - Number(activePath().has(a.id)) || b.seq - a.seq;
 
+  const none: TreeNode[] = [];
   const candidates = (parentId: string | null, step: TurnStep): TreeNode[] => {
-    const here = children.get(parentId) ?? [];
+    const here = children.get(parentId) ?? none;
+    // The usual case, a message with one child: no arrays to build.
+    if (here.length === 1 && step.clientId === null) return here[0]!.fingerprint === step.fingerprint ? here : none;
     let found: TreeNode[];
     if (step.clientId !== null) {
       const named = here.filter((c) => c.clientId === step.clientId);
@@ -124,25 +142,31 @@ export function planTurn(nodes: readonly TreeNode[], activeLeafId: string | null
     return found.length > 1 ? found.sort(preference) : found;
   };
 
-  // Depth-first, the preferred candidate first; a later one replaces the best only by reaching further.
-  let best: { node: TreeNode | null; depth: number } = { node: null, depth: 0 };
-  const stack: { node: TreeNode; depth: number }[] = steps.length ? candidates(null, steps[0]!).reverse().map((node) => ({ node, depth: 1 })) : [];
+  // Depth-first, the preferred candidate first; a later one replaces the best only by reaching
+  // further. Each visit keeps the one it came from, so the match is read back without lookups.
+  type Visit = { node: TreeNode; depth: number; from: Visit | null };
+  let best: Visit | null = null;
+  const stack: Visit[] = [];
+  const push = (list: TreeNode[], from: Visit | null) => {
+    for (let i = list.length - 1; i >= 0; i--) stack.push({ node: list[i]!, depth: (from?.depth ?? 0) + 1, from });
+  };
+  if (steps.length) push(candidates(null, steps[0]!), null);
   while (stack.length) {
-    const { node, depth } = stack.pop()!;
-    if (depth > best.depth) best = { node, depth };
-    if (best.depth === steps.length) break;
-    if (depth < steps.length) for (const next of candidates(node.id, steps[depth]!).reverse()) stack.push({ node: next, depth: depth + 1 });
+    const visit = stack.pop()!;
+    if (visit.depth > (best?.depth ?? 0)) best = visit;
+    if (visit.depth === steps.length) break;
+    push(candidates(visit.node.id, steps[visit.depth]!), visit);
   }
 
-  // Walked up from the end of the match, then put root first.
+  // Read up from the end of the match, then put root first.
   const matched: string[] = [];
   const adopt: TurnPlan['adopt'] = [];
-  for (let node = best.node, i = best.depth - 1; node; node = node.parentId === null ? null : byId.get(node.parentId)!, i--) {
-    matched.push(node.id);
-    const clientId = steps[i]!.clientId;
-    if (clientId !== null && node.clientId === null) adopt.push({ id: node.id, clientId });
+  for (let visit = best; visit; visit = visit.from) {
+    matched.push(visit.node.id);
+    const clientId = steps[visit.depth - 1]!.clientId;
+    if (clientId !== null && visit.node.clientId === null) adopt.push({ id: visit.node.id, clientId });
   }
-  const parentId = best.node?.id ?? null;
-  const pending = best.depth < steps.length ? (children.get(parentId) ?? []).filter((c) => c.fingerprint === null).map((c) => c.id) : [];
+  const parentId = best?.node.id ?? null;
+  const pending = (best?.depth ?? 0) < steps.length ? (children.get(parentId) ?? none).filter((c) => c.fingerprint === null).map((c) => c.id) : [];
   return { matched: matched.reverse(), adopt: adopt.reverse(), parentId, pending };
 }

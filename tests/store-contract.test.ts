@@ -401,15 +401,19 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
         [3, 'user', 'u2', 'final'],
         [4, 'assistant', '', 'streaming'],
       ]);
+      for (const m of extended.inserted) expect(await store.getMessage(m.id)).toEqual(m);
+      const parts: NewMessage = { role: 'user', content: 'see', contentJson: [{ type: 'text', text: 'see' }, { type: 'image_url', image_url: { url: 'data:,x' } }], clientId: 'p1' };
+      const withParts = await turn(owner, made.id, [user('u1'), answer('a1'), parts], null);
+      expect(await store.getMessage(withParts.inserted[0]!.id)).toEqual(withParts.inserted[0]);
       const regenerated = await turn(owner, made.id, [user('u1'), answer('a1'), user('u2')], answer('plain'));
       expect(regenerated).toMatchObject({ matched: 3, answerParentId: extended.inserted[0]!.id });
-      expect(regenerated.inserted.map((m) => [m.seq, m.parentMessageId])).toEqual([[5, extended.inserted[0]!.id]]);
+      expect(regenerated.inserted.map((m) => [m.seq, m.parentMessageId])).toEqual([[6, extended.inserted[0]!.id]]);
       // A plain request's answer comes later: only the path is stored, and it becomes active.
       const later = await turn(owner, made.id, [user('u1'), answer('a1'), user('u2 edited')], null);
       expect(later).toMatchObject({ matched: 2 });
-      expect(later.inserted.map((m) => [m.seq, m.content, m.parentMessageId])).toEqual([[6, 'u2 edited', a1!.id]]);
+      expect(later.inserted.map((m) => [m.seq, m.content, m.parentMessageId])).toEqual([[7, 'u2 edited', a1!.id]]);
       expect((await store.getConversation(owner, made.id))?.activeMessageId).toBe(later.inserted[0]!.id);
-      expect(await parents(made.id)).toEqual([null, 1, 2, 3, 3, 2]);
+      expect(await parents(made.id)).toEqual([null, 1, 2, 3, 2, 3, 2]);
     });
 
     it('appendTurn matches a streamed answer once it is finished, and rows of an older version without fingerprints', async () => {

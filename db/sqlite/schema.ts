@@ -79,8 +79,9 @@ export const messages = sqliteTable(
   (t) => [
     uniqueIndex('messages_conversation_seq_uq').on(t.conversationId, t.seq),
     index('messages_status_lease_idx').on(t.status, t.leaseExpiresAt),
-    // A message's siblings (its parent's children, by seq), for matching and for "2 / 3".
-    index('messages_conversation_parent_idx').on(t.conversationId, t.parentMessageId, t.seq),
+    // A message's siblings (its parent's children, by seq), for "2 / 3"; and, holding every
+    // column matching reads, what a turn reads of the tree without touching the rows.
+    index('messages_tree_idx').on(t.conversationId, t.parentMessageId, t.seq, t.id, t.fingerprint, t.clientId, t.status),
   ],
 );
 

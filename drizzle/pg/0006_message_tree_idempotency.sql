@@ -12,7 +12,6 @@ ALTER TABLE "conversations" ADD COLUMN "active_message_id" text;--> statement-br
 ALTER TABLE "messages" ADD COLUMN "client_id" text;--> statement-breakpoint
 ALTER TABLE "messages" ADD COLUMN "fingerprint" text;--> statement-breakpoint
 CREATE INDEX "idempotency_keys_created_idx" ON "idempotency_keys" USING btree ("created_at");--> statement-breakpoint
-CREATE INDEX "messages_conversation_parent_idx" ON "messages" USING btree ("conversation_id","parent_message_id","seq");--> statement-breakpoint
 -- Conversations written before messages formed a tree are one branch: each message follows the
 -- one before it (by seq), and the last is the active leaf. Fingerprints stay null: the store
 -- computes them from the rows the first time a request is matched against the conversation.
@@ -21,4 +20,6 @@ FROM (SELECT "id", lag("id") OVER (PARTITION BY "conversation_id" ORDER BY "seq"
 WHERE prev."id" = "messages"."id" AND "messages"."parent_message_id" IS NULL AND prev."parent" IS NOT NULL;--> statement-breakpoint
 UPDATE "conversations" SET "active_message_id" = last."id"
 FROM (SELECT DISTINCT ON ("conversation_id") "conversation_id", "id" FROM "messages" ORDER BY "conversation_id", "seq" DESC) AS last
-WHERE last."conversation_id" = "conversations"."id";
+WHERE last."conversation_id" = "conversations"."id";--> statement-breakpoint
+-- The tree index last, so the data steps above do not maintain it row by row.
+CREATE INDEX "messages_tree_idx" ON "messages" USING btree ("conversation_id","parent_message_id","seq","id","fingerprint","client_id","status");
