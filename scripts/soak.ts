@@ -615,7 +615,7 @@ async function main(): Promise<number> {
     `soak: ${PHASES.join(' then ')}, ${SECONDS} s of load per phase, ${CONCURRENCY} concurrent clients, seed ${SEED}, UPSTREAM_TIMEOUT_MS ${UPSTREAM_TIMEOUT_MS}`,
   );
   console.log(
-    'checks: seq 1..N dense per conversation and = last_seq; system and user messages once, exact; assistant per turn: ' +
+    'checks: seq 1..N dense per conversation and = last_seq; system and user messages once, exact, each after what the client sent before it; assistant per turn: ' +
       'completed → final, content = what the client assembled = mock answer; upstream drop/timeout → error, content = text before the SSE error event; ' +
       'client abort → error/client_abort, client text ⊆ stored ⊆ answer; HTTP error → error, empty; nothing streaming; no unknown conversations.',
   );
