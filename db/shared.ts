@@ -45,7 +45,7 @@ export function cleanJson<T extends Json | JsonObject | null | undefined>(value:
 }
 
 /** A new conversation's row, shared by both dialects. */
-export function conversationRow(owner: Principal, input: NewConversation, lastSeq: number, now: Date, activeMessageId: string | null = null): Conversation {
+export function conversationRow(owner: Principal, input: NewConversation, lastSeq: number, now: Date): Conversation {
   const who = ownerOf(owner);
   return {
     id: crypto.randomUUID(),
@@ -55,7 +55,7 @@ export function conversationRow(owner: Principal, input: NewConversation, lastSe
     model: input.model == null ? null : cleanText(input.model),
     metadata: cleanJson(input.metadata ?? {}),
     lastSeq,
-    activeMessageId,
+    activeMessageId: null,
     // Counted by the database as messages are written (see the byte triggers), never inserted.
     storedBytes: 0,
     createdAt: now,
@@ -71,9 +71,9 @@ export function conversationRow(owner: Principal, input: NewConversation, lastSe
  * is what reads back once the messages are in (their bytes counted), which createConversation returns.
  */
 export function firstTurn(owner: Principal, input: NewConversation, first: NewMessage[], now: Date, activeMessageId?: string | null) {
-  const rows = chainRows('', 1, first, null, now);
-  const conversation = conversationRow(owner, input, first.length, now, activeMessageId !== undefined ? activeMessageId : (rows.at(-1)?.id ?? null));
-  for (const row of rows) row.conversationId = conversation.id;
+  const conversation = conversationRow(owner, input, first.length, now);
+  const rows = chainRows(conversation.id, 1, first, null, now);
+  conversation.activeMessageId = activeMessageId !== undefined ? activeMessageId : (rows.at(-1)?.id ?? null);
   return { conversation, rows, created: { ...conversation, storedBytes: storedBytesOf(rows) } };
 }
 

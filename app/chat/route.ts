@@ -15,7 +15,7 @@ import { callChatCompletions } from '../upstream/client.js';
 import { upstreamErrorAnswer } from '../upstream/error-text.js';
 import { validate } from '../validate.js';
 import { completionJson, completionSse } from './replay.js';
-import { buildUpstreamRequest } from './request.js';
+import { buildUpstreamRequest, type UpstreamRequest } from './request.js';
 import { chatRequestSchema, type ChatRequest } from './schemas.js';
 import { ProxiedTurn } from './turn.js';
 
@@ -33,14 +33,18 @@ type Run = Extract<Claimed, { kind: 'run' }>;
 
 /** `POST /v1/chat/completions`: the proxy, recording the exchange when it may. */
 export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), concurrencyLimit(), async (c) => {
+  const startedAt = performance.now();
   const request = c.req.valid('json');
   const { config, store } = c.get('services');
   const recording = await mayStore(c);
-  const conversationId = request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null;
+  // Refused here (over a limit), a request takes no Idempotency-Key.
+  const upstreamRequest = buildUpstreamRequest(request, config, { recording });
+  const exchange: Exchange = { request, upstreamRequest, recording, startedAt, conversationId: request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null };
   // A retry with the first request's Idempotency-Key gets that request's answer, from the store:
   // only a recorded exchange has one to give, so a request that is not recorded ignores its key.
   const key = idempotencyKeyOf(c);
-  if (key === null || !recording) return proxy(c, request, recording, conversationId, null);
+  if (key === null || !recording) return proxy(c, exchange, null);
+  const { conversationId } = exchange;
   // The first request may wait for the upstream's first byte for UPSTREAM_TIMEOUT_MS.
   const patience = config.upstream.timeoutMs + 30_000;
   const claim = await claimKey(store!, c.get('principal'), key, requestHash('POST', c.req.path, request, conversationId), {
@@ -50,17 +54,23 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   });
   if (claim.kind === 'replay') return replay(c, claim.record, request);
   try {
-    return await proxy(c, request, recording, conversationId, claim);
+    return await proxy(c, exchange, claim);
   } catch (err) {
     await claim.release().catch((e: unknown) => c.get('log').error({ err: e }, 'could not give up an Idempotency-Key'));
     throw err;
   }
 });
 
-async function proxy(c: ChatContext, request: ChatRequest, recording: boolean, conversationId: string | null, claim: Run | null): Promise<Response> {
-  const startedAt = performance.now();
+interface Exchange {
+  request: ChatRequest;
+  upstreamRequest: UpstreamRequest;
+  recording: boolean;
+  startedAt: number;
+  conversationId: string | null;
+}
+
+async function proxy(c: ChatContext, { request, upstreamRequest, recording, startedAt, conversationId }: Exchange, claim: Run | null): Promise<Response> {
   const { config, store, inFlight, metrics } = c.get('services');
-  const upstreamRequest = buildUpstreamRequest(request, config, { recording });
 
   // Recorded first, then sent: a request that cannot be recorded (not the caller's
   // conversation, over a limit, database down) never reaches the upstream, and the upstream's
