@@ -12,6 +12,7 @@ import { MOCK_TOOL_CALL, mockAnswer, type MockOptions } from '../mock/upstream.j
 import { call, newSession, testConfig } from './helpers/app.js';
 import { dialects, testStore, type TestStore } from './helpers/dialects.js';
 import { useMockUpstream } from './helpers/mock.js';
+import { startScriptedUpstream } from './helpers/scripted-upstream.js';
 import { readChunks, streamedContent, waitFor } from './helpers/streams.js';
 import { signedInUser, type TestUser } from './helpers/users.js';
 import { contentOf, readUntil, readWatch, sseEvents } from './helpers/watch.js';
@@ -250,6 +251,33 @@ describe.each(dialects)('live answers on %s', (dialect) => {
       await rest;
       expect(text).toBe(options.text);
       expect(connections).toBeGreaterThan(3);
+    });
+
+    it('watchers read the text exactly as stored: a pair split across two deltas stays whole, U+0000 and a lone surrogate become U+FFFD in place', async () => {
+      const event = (delta: object, finish: string | null = null) => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+      // The emoji's halves come in two events (JSON escapes them), a pause between the two.
+      const head = event({ role: 'assistant', content: '' }) + event({ content: 'x\ud83d' });
+      const body = Buffer.from(head + event({ content: '\ude42y\u0000' }) + event({ content: '\udc00z' }) + event({}, 'stop') + 'data: [DONE]\n\n');
+      const scripted = await startScriptedUpstream(() => ({ contentType: 'text/event-stream', body, at: Buffer.byteLength(head), then: 'rest', pauseMs: 400 }));
+      try {
+        const live = liveApp({ OPENAI_BASE_URL: scripted.url });
+        const session = newSession();
+        const res = await chat(live, session);
+        const conversationId = res.headers.get('x-conversation-id')!;
+        const [, answer] = await store.listMessages(conversationId, { afterSeq: 0, limit: 2 });
+        // Joins while the first half of the emoji is all there is: it is held back, not sent alone.
+        const during = await watch(live, session, conversationId, answer!.id);
+        await readChunks(res.body!);
+        const stored = (await ended(answer!.id)).content;
+        expect(stored).toBe('x🙂y\ufffd\ufffdz');
+        expect((await readWatch(during)).content).toBe(stored);
+        expect((await readWatch(await watch(live, session, conversationId, answer!.id))).content).toBe(stored);
+        for (let n = 0; n <= stored.length; n++) {
+          expect(stored.slice(0, n) + (await readWatch(await watch(live, session, conversationId, answer!.id, { lastEventId: n }))).content).toBe(stored);
+        }
+      } finally {
+        await scripted.close();
+      }
     });
 
     it('replays tool-call deltas and finish_reason, which the SDK assembles', async () => {
