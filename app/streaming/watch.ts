@@ -218,7 +218,11 @@ export class Watch {
 
   private async fromDatabase(): Promise<string> {
     const { store, messageId } = this.options;
-    this.position ??= await this.locate();
+    if (!this.position) {
+      this.position = await this.locate();
+      // Located: the ended answer's text need not be kept alive for this watcher any more.
+      this.live = null;
+    }
     const position = this.position;
     const row = position && (await store.readMessageText(messageId, position.chars, WINDOW));
     if (!position || !row) {
