@@ -6,7 +6,7 @@ const unknownTotals: TokenTotals = { tokensIn: null, tokensOut: null };
  * The API's view of stored rows: snake_case, ISO-8601 UTC timestamps, same in both dialects.
  * `usage` sums the known token counts of the conversation's messages (null when none is known).
  */
-export function conversationJson(c: Conversation & { access?: Access }, totals: TokenTotals = unknownTotals) {
+export function conversationJson(c: Conversation & { access?: Access; streamingMessageId?: string | null }, totals: TokenTotals = unknownTotals) {
   return {
     id: c.id,
     object: 'conversation' as const,
@@ -16,6 +16,8 @@ export function conversationJson(c: Conversation & { access?: Access }, totals: 
     model: c.model,
     metadata: c.metadata,
     message_count: c.lastSeq,
+    // The answer being generated now, to watch or resume (GET …/messages/:id/stream); null when none.
+    streaming_message_id: c.streamingMessageId ?? null,
     usage: { tokens_in: totals.tokensIn, tokens_out: totals.tokensOut },
     created_at: c.createdAt.toISOString(),
     updated_at: c.updatedAt.toISOString(),

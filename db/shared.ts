@@ -1,4 +1,4 @@
-import { and, eq, isNull, lt, or, sql, type AnyColumn, type Placeholder, type SQL, type Table } from 'drizzle-orm';
+import { and, eq, getTableName, isNull, lt, or, sql, type AnyColumn, type Placeholder, type SQL, type Table } from 'drizzle-orm';
 import {
   LimitExceededError,
   type Access,
@@ -95,6 +95,7 @@ export function messageRow(conversationId: string, seq: number, m: NewMessage, n
     updatedAt: now,
     leaseOwner: m.lease?.holder ?? null,
     leaseExpiresAt: m.lease?.expiresAt ?? null,
+    cancelRequestedAt: null,
   };
 }
 
@@ -147,6 +148,40 @@ export function accessOf(t: AccessTables, reader: Principal | Owner<string | Pla
   const who = 'by' in reader ? reader : ownerOf(reader);
   if (who.by === 'session') return sql<Access>`'owner'`;
   return sql<Access>`case when ${t.conversations.userId} = ${who.userId} then 'owner' else (select ${t.shares.role} from ${t.shares} where ${t.shares.conversationId} = ${t.conversations.id} and ${t.shares.userId} = ${who.userId}) end`;
+}
+
+/**
+ * The conversation's answer being generated now (`streaming_message_id`): the latest of its
+ * messages with status `streaming`, found through the partial index messages_streaming_idx,
+ * which holds in-flight rows only.
+ */
+export function streamingMessageOf(t: {
+  conversations: Table & { id: AnyColumn };
+  messages: Table & { id: AnyColumn; conversationId: AnyColumn; status: AnyColumn; seq: AnyColumn };
+}): SQL<string | null> {
+  // Spelled out in full: Drizzle leaves columns unqualified in a one-table select, and the
+  // subquery's "id" would then be its own.
+  const m = sql.identifier('streaming_m');
+  const c = sql.identifier(getTableName(t.conversations));
+  const of = (table: ReturnType<typeof sql.identifier>, column: AnyColumn) => sql`${table}.${sql.identifier(column.name)}`;
+  const { messages } = t;
+  return sql<string | null>`(select ${of(m, messages.id)} from ${messages} as ${m} where ${of(m, messages.conversationId)} = ${of(c, t.conversations.id)} and ${of(m, messages.status)} = 'streaming' order by ${of(m, messages.seq)} desc limit 1)`;
+}
+
+/**
+ * Where a message stands once someone asks to stop it: the request is noted, and a message no
+ * live process holds (lease expired, or none) is closed as cancelled on the spot, since no writer
+ * is left to notice. The same rule as sweepOrphans, so the two agree on who is gone.
+ */
+export function cancelColumns(m: { status: AnyColumn; finishReason: AnyColumn; leaseOwner: AnyColumn; leaseExpiresAt: AnyColumn; cancelRequestedAt: AnyColumn }, now: SQL) {
+  const gone = sql`(${m.leaseExpiresAt} is null or ${m.leaseExpiresAt} < ${now})`;
+  return {
+    cancelRequestedAt: sql`coalesce(${m.cancelRequestedAt}, ${now})`,
+    status: sql`case when ${gone} then 'error' else ${m.status} end`,
+    finishReason: sql`case when ${gone} then 'cancelled' else ${m.finishReason} end`,
+    leaseOwner: sql`case when ${gone} then null else ${m.leaseOwner} end`,
+    leaseExpiresAt: sql`case when ${gone} then null else ${m.leaseExpiresAt} end`,
+  };
 }
 
 /** Newest first, keyset on (created_at, id) so equal timestamps still page stably. */

@@ -130,6 +130,8 @@ export interface Message {
   updatedAt: Date;
   leaseOwner: string | null;
   leaseExpiresAt: Date | null;
+  /** When someone asked to stop this answer; its writer stops it (see requestCancel). */
+  cancelRequestedAt: Date | null;
 }
 
 /**
@@ -144,6 +146,34 @@ export interface Lease {
 /** A conversation as one principal sees it: with what that principal may do with it. */
 export interface AccessibleConversation extends Conversation {
   access: Access;
+  /** The assistant message being generated right now (status `streaming`), if any: derived, never stored. */
+  streamingMessageId: string | null;
+}
+
+/** A stretch of a message's stored text, with how the message stands, read in one snapshot. */
+export interface MessageText {
+  conversationId: string;
+  role: MessageRole;
+  status: MessageStatus;
+  /** Content from the code point asked for, at most as many code points as asked for. */
+  text: string;
+  finishReason: string | null;
+  toolCalls: Json | null;
+}
+
+/**
+ * Messages between the server processes that share one database (Postgres LISTEN/NOTIFY).
+ * Absent on SQLite, which one process uses.
+ */
+export interface NotificationChannel {
+  /**
+   * Hears every payload sent on the channel, by any process (this one included). `onListen` runs
+   * whenever listening (re)starts: payloads sent while the connection was down are lost, so a
+   * listener that relies on them should look again. Resolves once listening; gives `stop`.
+   */
+  listen(onPayload: (payload: string) => void, onListen: () => void): Promise<() => Promise<void>>;
+  /** Sends a payload (ASCII, under 8000 bytes) to every listener. */
+  notify(payload: string): Promise<void>;
 }
 
 export interface NewMessage {
@@ -274,7 +304,7 @@ export interface Store extends IdentityStore {
   getConversation(reader: Principal, id: string, options?: { includeDeleted?: boolean }): Promise<AccessibleConversation | null>;
   listConversations(reader: Principal, options: ListOptions): Promise<{ items: AccessibleConversation[]; hasMore: boolean }>;
   /** Owner only: null when not found, deleted or not owned. */
-  updateConversation(owner: Principal, id: string, patch: ConversationPatch): Promise<Conversation | null>;
+  updateConversation(owner: Principal, id: string, patch: ConversationPatch): Promise<(Conversation & { streamingMessageId: string | null }) | null>;
   /** Soft delete, owner only; false when not found, not owned or already deleted. */
   deleteConversation(owner: Principal, id: string): Promise<boolean>;
 
@@ -297,12 +327,27 @@ export interface Store extends IdentityStore {
   /** Moves a message to its terminal status; a message already final or error is left alone. */
   finishMessage(messageId: string, finish: MessageFinish): Promise<void>;
   getMessage(messageId: string): Promise<Message | null>;
+  /**
+   * A message's content from code point `fromChar` (0-based), at most `maxChars` code points of
+   * it (all when omitted), with its status in the same snapshot; null when there is no such
+   * message. Code points, because both databases count characters so; stored text holds no lone
+   * surrogate, so each is one or two UTF-16 code units.
+   */
+  readMessageText(messageId: string, fromChar: number, maxChars?: number): Promise<MessageText | null>;
+  /**
+   * Asks the writer of an open message to stop it: records when (the first request counts).
+   * When no live process holds the message (its lease expired), nobody would: it is closed here
+   * as `error` / `cancelled`. Returns the message as it then stands; null when there is no such
+   * message or it had already ended (nothing changes then).
+   */
+  requestCancel(messageId: string, now: Date): Promise<Message | null>;
 
   /**
    * Heartbeat: extends the lease on every message still open under this lease owner, from the
-   * moment it is created (a slow upstream's first byte included) until it is finished.
+   * moment it is created (a slow upstream's first byte included) until it is finished. Returns
+   * the ids of those whose cancel was requested (see requestCancel).
    */
-  renewLeases(holder: string, expiresAt: Date): Promise<void>;
+  renewLeases(holder: string, expiresAt: Date): Promise<string[]>;
   /**
    * Closes messages left in flight by a process that is gone (lease expired, or never set):
    * status `error`, finish_reason `interrupted`, content kept. Returns how many it closed.
@@ -330,6 +375,8 @@ export interface Store extends IdentityStore {
    */
   sharedSetting(key: string, candidate: string): Promise<string>;
 
+  /** Between the processes of one database; absent on SQLite (one process). */
+  readonly notifications?: NotificationChannel;
 }
 
 export interface PurgeResult {

@@ -72,7 +72,7 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       expect(made).toMatchObject({ sessionId: owner.sessionId, userId: null, title: 'Hi', model: 'm-1', metadata: { a: [1, { b: null }] }, lastSeq: 0, deletedAt: null });
       expect(made.createdAt).toBeInstanceOf(Date);
       expect(made.updatedAt.getTime()).toBe(made.createdAt.getTime());
-      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner' });
+      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner', streamingMessageId: null });
     });
 
     it('defaults title and model to null and metadata to {}', async () => {
@@ -131,7 +131,7 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       expect(await store.deleteConversation(other, made.id)).toBe(false);
       await expectNotFound(store.appendMessages(other, made.id, [user('intruder')], appendRoomy));
       await expectNotFound(store.appendMessages(other, made.id, () => [user('intruder')], appendRoomy));
-      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner' });
+      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner', streamingMessageId: null });
       expect(await seqs(made.id)).toEqual([1]);
     });
 
@@ -212,7 +212,7 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       await clockPast(made.updatedAt);
       expect(await store.appendMessages(owner, made.id, [], { maxMessages: 1 })).toEqual([]);
       expect(await store.appendMessages(owner, made.id, () => [], { maxMessages: 1 })).toEqual([]);
-      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner' });
+      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner', streamingMessageId: null });
     });
 
     it("maxBytes bounds the bytes held by the owner's live conversations, counted in UTF-8", async () => {
@@ -658,6 +658,85 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       expect(values[0]).toMatch(/^v\d$/);
       expect(await store.sharedSetting(key, 'later')).toBe(values[0]);
       expect(await store.sharedSetting(`other-${key}`, 'own')).toBe('own');
+    });
+  });
+
+  describe('live answers', () => {
+    it('readMessageText reads a stretch of content by code point, with the status of the same snapshot', async () => {
+      const owner = anon();
+      const id = crypto.randomUUID();
+      const made = await create(owner, [user('q'), streaming({ id })]);
+      await store.appendContent(id, 'a🙂b');
+      await store.appendContent(id, '漢\u0000🙂c');
+      const text = `a🙂b漢${FFFD}🙂c`;
+      expect(await store.readMessageText(id, 0)).toEqual({ conversationId: made.id, role: 'assistant', status: 'streaming', text, finishReason: null, toolCalls: null });
+      const points = Array.from(text);
+      for (let from = 0; from <= points.length + 1; from++) {
+        for (const max of [1, 2, 3, 100]) expect((await store.readMessageText(id, from, max))!.text).toBe(points.slice(from, from + max).join(''));
+      }
+      await store.finishMessage(id, { status: 'final', finishReason: 'tool_calls', toolCalls: [{ id: 't' }] });
+      expect(await store.readMessageText(id, 5)).toMatchObject({ status: 'final', text: '🙂c', finishReason: 'tool_calls', toolCalls: [{ id: 't' }] });
+      expect(await store.readMessageText(crypto.randomUUID(), 0)).toBeNull();
+    });
+
+    it('requestCancel notes the first request on an open message whose writer lives; renewLeases hands it to that writer', async () => {
+      const owner = anon();
+      const holder = `p-${crypto.randomUUID()}`;
+      const future = new Date(Date.now() + 60_000);
+      const ids = { asked: crypto.randomUUID(), notAsked: crypto.randomUUID(), done: crypto.randomUUID() };
+      await create(owner, [
+        streaming({ id: ids.asked, lease: { holder, expiresAt: future } }),
+        streaming({ id: ids.notAsked, lease: { holder, expiresAt: future } }),
+        { id: ids.done, role: 'assistant', content: 'over' },
+      ]);
+      const first = new Date(Date.now() - 1_000);
+      expect(await store.requestCancel(ids.asked, first)).toMatchObject({ id: ids.asked, status: 'streaming', finishReason: null, leaseOwner: holder, cancelRequestedAt: first });
+      expect((await store.requestCancel(ids.asked, new Date()))!.cancelRequestedAt).toEqual(first);
+      // Ended, or not there: nothing changes.
+      expect(await store.requestCancel(ids.done, new Date())).toBeNull();
+      expect(await store.getMessage(ids.done)).toMatchObject({ status: 'final', cancelRequestedAt: null });
+      expect(await store.requestCancel(crypto.randomUUID(), new Date())).toBeNull();
+      expect(await store.renewLeases(holder, future)).toEqual([ids.asked]);
+      expect(await store.renewLeases(`p-${crypto.randomUUID()}`, future)).toEqual([]);
+    });
+
+    it('requestCancel closes an open message no live process holds as error / cancelled, content kept and counted', async () => {
+      const owner = anon();
+      const id = crypto.randomUUID();
+      const made = await create(owner, [streaming({ id, lease: { holder: 'gone', expiresAt: new Date(Date.now() - 1_000) } })]);
+      await store.appendContent(id, 'partial');
+      const now = new Date();
+      expect(await store.requestCancel(id, now)).toMatchObject({
+        status: 'error',
+        finishReason: 'cancelled',
+        content: 'partial',
+        leaseOwner: null,
+        leaseExpiresAt: null,
+        cancelRequestedAt: now,
+      });
+      expect((await store.getConversation(owner, made.id))!.storedBytes).toBe(bytes('partial'));
+      // Closed is closed: the writer coming back cannot reopen it.
+      await store.finishMessage(id, { status: 'final', finishReason: 'stop' });
+      expect(await store.getMessage(id)).toMatchObject({ status: 'error', finishReason: 'cancelled' });
+    });
+
+    it('streamingMessageId is the latest streaming message, in get, list and update; null when none is', async () => {
+      const owner = anon();
+      const [older, newer] = [crypto.randomUUID(), crypto.randomUUID()];
+      const made = await create(owner, [user('q'), streaming({ id: older }), user('r'), streaming({ id: newer }), streaming({ status: 'draft' })]);
+      const seen = async () => {
+        const got = (await store.getConversation(owner, made.id))!.streamingMessageId;
+        const listed = (await store.listConversations(owner, { limit: 10 })).items.find((c) => c.id === made.id)!.streamingMessageId;
+        const updated = (await store.updateConversation(owner, made.id, { title: 't' }))!.streamingMessageId;
+        expect(new Set([got, listed, updated]).size).toBe(1);
+        return got;
+      };
+      expect(await seen()).toBe(newer);
+      await store.finishMessage(newer, { status: 'final' });
+      expect(await seen()).toBe(older);
+      await store.finishMessage(older, { status: 'error', finishReason: 'interrupted' });
+      expect(await seen()).toBeNull();
+      expect((await create(owner)).id).toEqual(expect.any(String));
     });
   });
 

@@ -6,6 +6,7 @@ import { sessionInfo } from '../middleware/session.js';
 import { mayStore } from '../privacy/policy.js';
 import { relay, type StreamObserver } from '../streaming/relay.js';
 import { idleTimeout, UpstreamTimeoutError } from '../streaming/stages/idle-timeout.js';
+import { Stopper } from '../streaming/stopper.js';
 import { withTelemetry } from '../streaming/telemetry.js';
 import type { AppEnv } from '../types.js';
 import { chatCompletionsUrl, maskUrl } from '../upstream/base-url.js';
@@ -13,7 +14,7 @@ import { callChatCompletions } from '../upstream/client.js';
 import { upstreamErrorAnswer } from '../upstream/error-text.js';
 import { validate } from '../validate.js';
 import { buildUpstreamRequest } from './request.js';
-import { chatRequestSchema } from './schemas.js';
+import { chatHeadersSchema, chatRequestSchema } from './schemas.js';
 import { ProxiedTurn } from './turn.js';
 
 const CONVERSATION_HEADER = 'x-conversation-id';
@@ -21,7 +22,7 @@ const ignore: StreamObserver = { push() {}, end() {} };
 type ChatContext = Context<AppEnv>;
 
 /** `POST /v1/chat/completions`: the proxy, recording the exchange when it may. */
-export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), concurrencyLimit(), async (c) => {
+export const chat = new Hono<AppEnv>().post('/completions', validate('header', chatHeadersSchema), validate('json', chatRequestSchema), concurrencyLimit(), async (c) => {
   const startedAt = performance.now();
   const request = c.req.valid('json');
   const { config, store, inFlight, metrics } = c.get('services');
@@ -34,7 +35,17 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   // connection delivered before it dropped: a failed body stream discards its queued chunks.
   const turn = recording
     ? await ProxiedTurn.begin(
-        { store: store!, owner: c.get('principal'), config, log: c.get('log'), metrics, lease: inFlight.lease(), session: sessionInfo(c) },
+        {
+          store: store!,
+          owner: c.get('principal'),
+          config,
+          log: c.get('log'),
+          metrics,
+          lease: inFlight.lease(),
+          session: sessionInfo(c),
+          answers: inFlight.answers,
+          bus: inFlight.bus,
+        },
         request,
         request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null,
         upstreamRequest.stream,
@@ -42,19 +53,25 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
     : null;
   if (turn) c.header(CONVERSATION_HEADER, turn.conversationId);
 
-  // Aborted when the client goes away, or to stop the upstream from here (shutdown).
-  const upstreamAbort = new AbortController();
+  // The client leaving stops the upstream (abort), or — for an answer that is recorded, so that
+  // someone can still read it — lets it run to its end within STREAM_DETACHED_MAX_MS (continue).
+  // A cancel request or a shutdown stops it too.
   const clientSignal = c.req.raw.signal;
-  const signal = AbortSignal.any([clientSignal, upstreamAbort.signal]);
+  const onDisconnect = turn ? (c.req.valid('header')['x-on-disconnect'] ?? config.streams.onDisconnect) : 'abort';
+  const stopper = new Stopper({ clientSignal, onDisconnect, detachedMaxMs: config.streams.detachedMaxMs });
+  turn?.live?.onStop((cause) => stopper.stop(cause));
   let upstream: Response;
   try {
-    upstream = await callChatCompletions(config.upstream, upstreamRequest.body, { stream: upstreamRequest.stream, signal });
+    upstream = await callChatCompletions(config.upstream, upstreamRequest.body, { stream: upstreamRequest.stream, signal: stopper.signal });
   } catch (err) {
-    await turn?.recordFailure(failureReason(err));
+    stopper.dispose();
+    await turn?.recordFailure(stopper.cause ?? failureReason(err));
+    if (stopper.cause === 'cancelled') throw cancelledBeforeAnswer();
     throw err;
   }
 
   if (!upstream.ok) {
+    stopper.dispose();
     let text: string;
     try {
       text = await readAll(upstream, config.upstream.timeoutMs);
@@ -63,17 +80,20 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
     }
     return passError(c, upstream, text);
   }
-  if (!upstreamRequest.stream) return plainAnswer(c, upstream, turn);
+  if (!upstreamRequest.stream) return plainAnswer(c, upstream, turn).finally(() => stopper.dispose());
 
   const observer = withTelemetry(turn?.observer() ?? ignore, metrics, c.get('log'), startedAt);
   const relayed = relay(upstream.body!, {
     observer: c.get('slot').holdUntilEnd(observer),
     timeoutMs: config.upstream.timeoutMs,
     stripUsage: upstreamRequest.stripUsage,
-    abortUpstream: (reason) => upstreamAbort.abort(reason),
+    abortUpstream: (reason) => stopper.abortUpstream(reason),
     clientSignal,
+    ...(onDisconnect === 'continue' && { detach: { onClientGone: stopper.clientGone } }),
   });
-  inFlight.track({ interrupt: relayed.interrupt, settled: relayed.settled });
+  stopper.attach(relayed);
+  void relayed.settled.finally(() => stopper.dispose());
+  inFlight.track({ interrupt: () => stopper.stop('interrupted'), settled: relayed.settled });
   return c.body(relayed.readable, 200, {
     'content-type': upstream.headers.get('content-type') ?? 'text/event-stream',
     'cache-control': 'no-cache',
@@ -115,6 +135,10 @@ function passError(c: ChatContext, res: Response, text: string): Response {
 
 /** Why an exchange failed before its answer, as its finish_reason. */
 const failureReason = (err: unknown) => (err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
+
+/** The client is still there, waiting: it is told its answer was stopped before it began. */
+const cancelledBeforeAnswer = () =>
+  new ApiError(409, 'invalid_request_error', 'The answer was stopped by a cancel request before the upstream provider began it.', 'cancelled');
 
 /** Reads a whole body under the idle timeout; a drop is a 502, silence a 504. */
 async function readAll(res: Response, timeoutMs: number): Promise<string> {

@@ -26,3 +26,16 @@ export type ChatRequest = z.infer<typeof chatRequestSchema>;
 
 /** Fields this server consumes; they never reach the upstream. */
 export const LOCAL_FIELDS = ['conversation_id'] as const;
+
+/**
+ * Headers the proxy reads (and never sends upstream). `x-on-disconnect`: what the client leaving
+ * does to an answer that is recorded — `abort` the upstream, or `continue` it to its end (within
+ * STREAM_DETACHED_MAX_MS); absent, STREAM_ON_DISCONNECT decides.
+ */
+export const chatHeadersSchema = z.looseObject({
+  'x-on-disconnect': z
+    .string()
+    .transform((v) => v.trim().toLowerCase())
+    .pipe(z.enum(['abort', 'continue'], { error: 'must be abort or continue' }))
+    .optional(),
+});

@@ -3,6 +3,8 @@ import type { Config } from '../env.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { toNewMessage } from '../messages.js';
+import type { AnswerBus } from '../streaming/bus.js';
+import type { LiveAnswer, LiveAnswers } from '../streaming/live-answer.js';
 import type { StreamEnd, StreamObserver } from '../streaming/relay.js';
 import { TurnRecorder, type TurnOutcome } from '../streaming/recorder.js';
 import { estimatePromptTokens, estimateTokens } from '../tokens.js';
@@ -60,6 +62,9 @@ export interface TurnContext {
   /** Lease for the streaming message, so crash recovery knows a live process is writing it. */
   lease: Lease;
   session: SessionInfo;
+  /** Where a streamed answer is followed live by watchers in this process, and announced to others. */
+  answers: LiveAnswers;
+  bus: AnswerBus;
 }
 
 /**
@@ -68,12 +73,17 @@ export interface TurnContext {
  * is written once, when the answer is in.
  */
 export class ProxiedTurn {
+  /** A streamed answer as this process's watchers follow it (and cancel requests reach it). */
+  readonly live: LiveAnswer | null;
+
   private constructor(
     private readonly ctx: TurnContext,
     private readonly request: ChatRequest,
     readonly conversationId: string,
     readonly assistantMessageId: string | null,
-  ) {}
+  ) {
+    this.live = assistantMessageId ? ctx.answers.open(assistantMessageId) : null;
+  }
 
   static async begin(ctx: TurnContext, request: ChatRequest, conversationId: string | null, stream: boolean): Promise<ProxiedTurn> {
     const { store, owner, config } = ctx;
@@ -106,7 +116,9 @@ export class ProxiedTurn {
 
   /** Watches a relayed stream and records the assistant message from it. */
   observer(): StreamObserver {
-    const { store, config, log, metrics } = this.ctx;
+    const { store, config, log, metrics, bus } = this.ctx;
+    const live = this.live!;
+    const messageId = this.assistantMessageId!;
     const recorder = new TurnRecorder({
       store,
       messageId: this.assistantMessageId!,
@@ -118,6 +130,8 @@ export class ProxiedTurn {
         if (ok) metrics.dbFlushDuration.observe(ms);
         else metrics.dbFlushFailures.inc();
       },
+      // Watchers in other processes read what they miss from the database, once it is there.
+      onWritten: (chars) => bus.publish(messageId, { kind: 'grew', offset: chars }),
     });
     let skippedLogged = false;
     let state = emptyStreamState;
@@ -125,8 +139,10 @@ export class ProxiedTurn {
     const decoder = new TextDecoder();
     return {
       push: (events) => {
+        const before = state;
         const read = (event: ChatEvent) => {
-          if (event.kind === 'chunk' && event.content) recorder.append(event.content);
+          // Recorded as stored, so what watchers here read live is what the database will hold.
+          if (event.kind === 'chunk' && event.content) recorder.append(live.append(event.content));
           else if (event.kind === 'skipped') {
             metrics.skippedEvents.inc();
             // Once per stream is enough to notice (never the event: it may be the answer's text);
@@ -139,12 +155,20 @@ export class ProxiedTurn {
         readEvents(decoder.decode(events), ({ data }) => read(parseChatChunk(data)), {
           onUnknownField: () => read({ kind: 'skipped', reason: 'unknown-field' }),
         });
+        if (state.text.length !== before.text.length || state.toolCalls !== before.toolCalls) {
+          live.toolCalls = state.toolCalls;
+          live.changed();
+        }
       },
       end: (how: StreamEnd) => {
         const outcome = outcomeOf(how, state);
+        const held = live.takeHeld();
+        if (held) recorder.append(held);
         if (state.skipped) log.warn({ skipped_events: state.skipped }, 'stream had unreadable events');
         const generated = state.text + state.toolCalls.map((c) => c?.function.arguments ?? '').join('');
-        return this.tokens(state.usage, generated).then((tokens) => recorder.finish({ ...outcome, ...tokens }));
+        return this.tokens(state.usage, generated)
+          .then((tokens) => recorder.finish({ ...outcome, ...tokens }))
+          .finally(() => live.finish());
       },
     };
   }
@@ -210,7 +234,11 @@ export class ProxiedTurn {
   /** The upstream failed before any answer: the exchange ends as an error. */
   async recordFailure(finishReason: string): Promise<void> {
     if (this.assistantMessageId) {
-      await this.ctx.store.finishMessage(this.assistantMessageId, { status: 'error', finishReason });
+      try {
+        await this.ctx.store.finishMessage(this.assistantMessageId, { status: 'error', finishReason });
+      } finally {
+        this.live?.finish();
+      }
     } else {
       await this.appendAssistant({ role: 'assistant', status: 'error', content: '', finishReason });
     }

@@ -6,6 +6,7 @@ import type { PgTable } from 'drizzle-orm/pg-core';
 import {
   accessOf,
   assertWithinLimits,
+  cancelColumns,
   cleanJson,
   cleanText,
   firstTurn,
@@ -17,16 +18,19 @@ import {
   readableBy,
   sessionColumns,
   sessionHasNothingLeft,
+  streamingMessageOf,
 } from '../shared.js';
 import { ConversationAccessError, ConversationNotFoundError, type Conversation, type Principal, type PurgeResult, type Store } from '../store.js';
 import { pgIdentity } from './identity.js';
 import { migrationsFolder as findMigrations } from '../migrations-folder.js';
+import { pgNotifications } from './notify.js';
 import * as schema from './schema.js';
 
 const { sessions, conversations, messages, serverSettings, conversationShares } = schema;
 const accessTables = { conversations, shares: conversationShares };
-/** A conversation row with the reader's access, for selects. */
-const withAccess = (reader: Principal) => ({ ...getTableColumns(conversations), access: accessOf(accessTables, reader) });
+const streamingMessageId = streamingMessageOf({ conversations, messages });
+/** A conversation row with the reader's access and its answer in flight, for selects. */
+const withAccess = (reader: Principal) => ({ ...getTableColumns(conversations), access: accessOf(accessTables, reader), streamingMessageId });
 const migrationsFolder = findMigrations('pg');
 // Any constant works; it only has to be the same in every process of this application.
 const MIGRATION_LOCK_KEY = 7_341_920_113;
@@ -158,7 +162,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .update(conversations)
         .set(set)
         .where(and(eq(conversations.id, cleanText(id)), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
-        .returning();
+        .returning({ ...getTableColumns(conversations), streamingMessageId });
       return row ?? null;
     },
 
@@ -242,8 +246,39 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       return row ?? null;
     },
 
+    async readMessageText(messageId, fromChar, maxChars) {
+      // substr counts characters (code points), as the interface does.
+      const text = maxChars === undefined ? sql<string>`substr(${messages.content}, ${fromChar + 1})` : sql<string>`substr(${messages.content}, ${fromChar + 1}, ${maxChars})`;
+      const [row] = await db
+        .select({
+          conversationId: messages.conversationId,
+          role: messages.role,
+          status: messages.status,
+          text,
+          finishReason: messages.finishReason,
+          toolCalls: messages.toolCalls,
+        })
+        .from(messages)
+        .where(eq(messages.id, cleanText(messageId)));
+      return row ?? null;
+    },
+
+    async requestCancel(messageId, now) {
+      const [row] = await db
+        .update(messages)
+        .set({ ...cancelColumns(messages, sql`${now.toISOString()}::timestamptz`), updatedAt: now })
+        .where(and(eq(messages.id, cleanText(messageId)), open))
+        .returning();
+      return row ?? null;
+    },
+
     async renewLeases(holder, expiresAt) {
-      await db.update(messages).set({ leaseExpiresAt: expiresAt }).where(and(eq(messages.leaseOwner, holder), open));
+      const rows = await db
+        .update(messages)
+        .set({ leaseExpiresAt: expiresAt })
+        .where(and(eq(messages.leaseOwner, holder), open))
+        .returning({ id: messages.id, cancelRequestedAt: messages.cancelRequestedAt });
+      return rows.filter((r) => r.cancelRequestedAt).map((r) => r.id);
     },
 
     async sweepOrphans(now) {
@@ -310,5 +345,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const [row] = await db.select({ value: serverSettings.value }).from(serverSettings).where(eq(serverSettings.key, key));
       return row!.value;
     },
+
+    notifications: pgNotifications(client),
   };
 }

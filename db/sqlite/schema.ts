@@ -69,10 +69,14 @@ export const messages = sqliteTable(
     // Which server process is writing a message still in flight, and until when that holds.
     leaseOwner: text('lease_owner'),
     leaseExpiresAt: timestamp('lease_expires_at'),
+    // Someone asked to stop the answer (POST …/cancel): its writer, in whatever process, stops it.
+    cancelRequestedAt: timestamp('cancel_requested_at'),
   },
   (t) => [
     uniqueIndex('messages_conversation_seq_uq').on(t.conversationId, t.seq),
     index('messages_status_lease_idx').on(t.status, t.leaseExpiresAt),
+    // A conversation's answer being generated (streaming_message_id): only in-flight rows, so tiny.
+    index('messages_streaming_idx').on(t.conversationId, t.seq).where(sql`status = 'streaming'`),
   ],
 );
 

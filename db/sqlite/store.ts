@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import {
   accessOf,
   assertWithinLimits,
+  cancelColumns,
   cleanJson,
   cleanText,
   firstTurn,
@@ -19,6 +20,7 @@ import {
   readableBy,
   sessionColumns,
   sessionHasNothingLeft,
+  streamingMessageOf,
   type Owner,
 } from '../shared.js';
 import {
@@ -37,8 +39,13 @@ import * as schema from './schema.js';
 
 const { sessions, conversations, messages, serverSettings, conversationShares } = schema;
 const accessTables = { conversations, shares: conversationShares };
-/** A conversation row with the reader's access, for selects. */
-const withAccess = (reader: Parameters<typeof accessOf>[1]) => ({ ...getTableColumns(conversations), access: accessOf(accessTables, reader) });
+const streamingMessageId = streamingMessageOf({ conversations, messages });
+/** A conversation row with the reader's access and its answer in flight, for selects. */
+const withAccess = (reader: Parameters<typeof accessOf>[1]) => ({
+  ...getTableColumns(conversations),
+  access: accessOf(accessTables, reader),
+  streamingMessageId,
+});
 
 /** A message row as better-sqlite3 binds it: dates as epoch ms, JSON as text. */
 function toDriverRow(row: Message): Record<string, unknown> {
@@ -51,6 +58,7 @@ function toDriverRow(row: Message): Record<string, unknown> {
     createdAt: row.createdAt.getTime(),
     updatedAt: row.updatedAt.getTime(),
     leaseExpiresAt: row.leaseExpiresAt?.getTime() ?? null,
+    cancelRequestedAt: row.cancelRequestedAt?.getTime() ?? null,
   };
 }
 const migrationsFolder = findMigrations('sqlite');
@@ -231,7 +239,7 @@ export function createSqliteStore(path: string): Store {
           .update(conversations)
           .set(set)
           .where(and(eq(conversations.id, id), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
-          .returning()
+          .returning({ ...getTableColumns(conversations), streamingMessageId })
           .get() ?? null
       );
     },
@@ -297,8 +305,45 @@ export function createSqliteStore(path: string): Store {
       return db.select().from(messages).where(eq(messages.id, messageId)).get() ?? null;
     },
 
+    async readMessageText(messageId, fromChar, maxChars) {
+      // substr counts characters (code points) of text, as the interface does.
+      const text = maxChars === undefined ? sql<string>`substr(${messages.content}, ${fromChar + 1})` : sql<string>`substr(${messages.content}, ${fromChar + 1}, ${maxChars})`;
+      return (
+        db
+          .select({
+            conversationId: messages.conversationId,
+            role: messages.role,
+            status: messages.status,
+            text,
+            finishReason: messages.finishReason,
+            toolCalls: messages.toolCalls,
+          })
+          .from(messages)
+          .where(eq(messages.id, messageId))
+          .get() ?? null
+      );
+    },
+
+    async requestCancel(messageId, now) {
+      return (
+        db
+          .update(messages)
+          .set({ ...cancelColumns(messages, sql`${now.getTime()}`), updatedAt: now })
+          .where(and(eq(messages.id, messageId), open))
+          .returning()
+          .get() ?? null
+      );
+    },
+
     async renewLeases(holder, expiresAt) {
-      db.update(messages).set({ leaseExpiresAt: expiresAt }).where(and(eq(messages.leaseOwner, holder), open)).run();
+      return db
+        .update(messages)
+        .set({ leaseExpiresAt: expiresAt })
+        .where(and(eq(messages.leaseOwner, holder), open))
+        .returning({ id: messages.id, cancelRequestedAt: messages.cancelRequestedAt })
+        .all()
+        .filter((r) => r.cancelRequestedAt)
+        .map((r) => r.id);
     },
 
     async sweepOrphans(now) {

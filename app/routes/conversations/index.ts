@@ -1,6 +1,4 @@
-import { Hono, type Context } from 'hono';
-import type { Store } from '../../../db/store.js';
-import { assertAllowed, type Action } from '../../access.js';
+import { Hono } from 'hono';
 import { newShareToken } from '../../auth/api-keys.js';
 import { requestIsHttps } from '../../client-address.js';
 import { ApiError, notFound } from '../../errors.js';
@@ -8,8 +6,9 @@ import { toNewMessage } from '../../messages.js';
 import { requirePersistence, requireStorable } from '../../middleware/persistence.js';
 import { sessionInfo } from '../../middleware/session.js';
 import { conversationJson, messageJson, shareJson } from '../../serialize.js';
-import type { AppEnv } from '../../types.js';
 import { validate } from '../../validate.js';
+import { conversationFor, type ConversationsEnv } from './conversation-for.js';
+import { live } from './live.js';
 import {
   assertMetadataFits,
   createConversationSchema,
@@ -21,20 +20,7 @@ import {
   shareSchema,
 } from './schemas.js';
 
-type Env = AppEnv & { Variables: { store: Store } };
-
-/**
- * The conversation, if the caller may do `action` with it: 404 when it may not even read it
- * (nobody learns that it exists), 403 when it may read it but not do this.
- */
-async function conversationFor(c: Context<Env>, id: string, action: Action) {
-  const conversation = await c.get('store').getConversation(c.get('principal'), id);
-  if (!conversation) throw notFound('conversation', id);
-  assertAllowed(conversation.access, action, id);
-  return conversation;
-}
-
-export const conversations = new Hono<Env>()
+export const conversations = new Hono<ConversationsEnv>()
   .use(requirePersistence())
 
   .post('/', requireStorable(), validate('json', createConversationSchema), async (c) => {
@@ -160,4 +146,7 @@ export const conversations = new Hono<Env>()
       throw new ApiError(404, 'not_found_error', `Conversation '${id}' has no share link.`, 'not_found', 'id');
     }
     return c.body(null, 204);
-  });
+  })
+
+  // Watching, resuming and stopping an answer (live.ts).
+  .route('/', live);
