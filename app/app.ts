@@ -58,6 +58,7 @@ export function createApp(input: AppDeps) {
       exposeHeaders: [
         'x-session-id',
         'x-conversation-id',
+        'x-chat-completion-id',
         'x-request-id',
         'retry-after',
         'ratelimit-limit',

@@ -17,6 +17,8 @@ import { chatRequestSchema } from './schemas.js';
 import { ProxiedTurn } from './turn.js';
 
 const CONVERSATION_HEADER = 'x-conversation-id';
+/** Our id of the stored completion a proxied answer was recorded as (the upstream's may repeat). */
+export const COMPLETION_HEADER = 'x-chat-completion-id';
 const ignore: StreamObserver = { push() {}, end() {} };
 type ChatContext = Context<AppEnv>;
 
@@ -25,7 +27,8 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
   const startedAt = performance.now();
   const request = c.req.valid('json');
   const { config, store, inFlight, metrics } = c.get('services');
-  const recording = await mayStore(c);
+  // `store: false` is OpenAI's way of saying what x-persist: off says.
+  const recording = request.store !== false && (await mayStore(c));
   const upstreamRequest = buildUpstreamRequest(request, config, { recording });
 
   // Recorded first, then sent: a request that cannot be recorded (not the caller's
@@ -64,6 +67,7 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('json', cha
     return passError(c, upstream, text);
   }
   if (!upstreamRequest.stream) return plainAnswer(c, upstream, turn);
+  if (turn?.completionId) c.header(COMPLETION_HEADER, turn.completionId);
 
   const observer = withTelemetry(turn?.observer() ?? ignore, metrics, c.get('log'), startedAt);
   const relayed = relay(upstream.body!, {
@@ -94,6 +98,7 @@ async function plainAnswer(c: ChatContext, upstream: Response, turn: ProxiedTurn
   if (turn && (await turn.recordAnswer(upstream.status, text)) === 'not_json') {
     throw new ApiError(502, 'upstream_error', 'The upstream provider answered with a body that is not JSON.', 'upstream_invalid_response');
   }
+  if (turn?.completionId) c.header(COMPLETION_HEADER, turn.completionId);
   return c.body(text, upstream.status as 200, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
 }
 
