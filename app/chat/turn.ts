@@ -257,8 +257,11 @@ export class ProxiedTurn {
     if (this.assistantMessageId) {
       await this.ctx.store.finishMessage(this.assistantMessageId, { status: 'error', finishReason });
       // No completion came of it: like a plain request's, the failure keeps no completion record.
+      // Best effort: the client is owed the upstream's error, not this write's.
       this.completionRecorded = false;
-      await this.ctx.store.deleteChatCompletion(this.completion.id);
+      await this.ctx.store.deleteChatCompletion(this.completion.id).catch((err: unknown) => {
+        this.ctx.log.warn({ err, completion_id: this.completion.id }, 'could not remove the completion record of a failed exchange');
+      });
     } else {
       await this.appendAssistant({ role: 'assistant', status: 'error', content: '', finishReason });
     }
