@@ -14,6 +14,10 @@ import { Credentials } from './auth/credentials.js';
 import { createJwtVerifier } from './auth/jwt.js';
 import { SessionIds } from './session-ids.js';
 import { chat } from './chat/route.js';
+import { storedCompletions } from './chat/stored-route.js';
+import { UpstreamModels } from './upstream/models.js';
+import { models } from './routes/models.js';
+import { reference } from './routes/reference.js';
 import { admin } from './routes/admin.js';
 import { conversations } from './routes/conversations/index.js';
 import { health } from './routes/health.js';
@@ -39,6 +43,7 @@ export function createApp(input: AppDeps) {
     consents: store ? new Consents(store) : null,
     sessionIds: new SessionIds(config.session, store, input.logger),
     credentials: new Credentials(store, createJwtVerifier(config.auth), input.logger),
+    models: new UpstreamModels(config.upstream),
   };
   const app = new Hono<AppEnv>();
 
@@ -58,6 +63,7 @@ export function createApp(input: AppDeps) {
       exposeHeaders: [
         'x-session-id',
         'x-conversation-id',
+        'x-chat-completion-id',
         'x-request-id',
         'retry-after',
         'ratelimit-limit',
@@ -86,9 +92,12 @@ export function createApp(input: AppDeps) {
   app.use('/v1/*', jsonOnly());
   app.route('/healthz', health);
   app.route('/metrics', metrics);
+  app.route('/', reference);
   app.use('/v1/*', identify());
   app.use('/v1/*', rateLimit({ store: deps.rateLimitStore ?? createMemoryRateLimitStore(), ...config.rateLimit }));
   app.route('/v1/chat', chat);
+  app.route('/v1/chat', storedCompletions);
+  app.route('/v1/models', models);
   app.route('/v1/conversations', conversations);
   app.route('/v1/privacy', privacy);
   app.route('/v1/me', me);

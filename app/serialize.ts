@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import type { Access, Conversation, Message, Share, TokenTotals } from '../db/store.js';
 
 const unknownTotals: TokenTotals = { tokensIn: null, tokensOut: null };
@@ -73,3 +74,52 @@ export function sharedMessageJson(m: Message) {
     created_at: m.createdAt.toISOString(),
   };
 }
+
+// The shapes, for the API reference.
+const iso = z.string().describe('ISO-8601 UTC');
+const anyJson = z.unknown();
+export const conversationSchema = z
+  .object({
+    id: z.string(),
+    object: z.literal('conversation'),
+    access: z.enum(['owner', 'editor', 'viewer']),
+    title: z.string().nullable(),
+    model: z.string().nullable(),
+    metadata: z.record(z.string(), anyJson),
+    message_count: z.number().int(),
+    usage: z.object({ tokens_in: z.number().int().nullable(), tokens_out: z.number().int().nullable() }),
+    created_at: iso,
+    updated_at: iso,
+    deleted_at: iso.nullable(),
+  })
+  .meta({ id: 'Conversation' });
+
+export const messageSchema = z
+  .object({
+    id: z.string(),
+    object: z.literal('conversation.message'),
+    conversation_id: z.string(),
+    seq: z.number().int(),
+    role: z.enum(['system', 'user', 'assistant', 'tool']),
+    status: z.enum(['draft', 'streaming', 'final', 'error']),
+    content: z.string(),
+    content_json: anyJson,
+    parent_message_id: z.string().nullable(),
+    tokens_in: z.number().int().nullable(),
+    tokens_out: z.number().int().nullable(),
+    tokens_source: z.enum(['provider', 'estimated']).nullable(),
+    finish_reason: z.string().nullable(),
+    tool_calls: anyJson,
+    function_call: anyJson,
+    created_at: iso,
+    updated_at: iso,
+  })
+  .meta({ id: 'Message' });
+
+export const shareSchemaJson = z.object({
+  object: z.literal('conversation.share'),
+  conversation_id: z.string(),
+  user_id: z.string(),
+  role: z.enum(['viewer', 'editor']),
+  created_at: iso,
+});

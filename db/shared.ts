@@ -1,7 +1,11 @@
-import { and, eq, getTableName, isNull, lt, or, sql, type AnyColumn, type Placeholder, type SQL, type Table } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableName, gt, isNull, lt, or, sql, type AnyColumn, type Placeholder, type SQL, type Table } from 'drizzle-orm';
 import {
   LimitExceededError,
   type Access,
+  type ChatCompletionListOptions,
+  type ChatCompletionRecord,
+  type NewChatCompletion,
+  type MessagePageOptions,
   type Conversation,
   type Json,
   type JsonObject,
@@ -275,4 +279,55 @@ export function sessionHasNothingLeft(
   conversationsTable: Table & { sessionId: AnyColumn },
 ): SQL {
   return sql`(${sessionsTable.consent} is null or ${sessionsTable.consent} <> 'denied') and not exists (select 1 from ${conversationsTable} where ${conversationsTable.sessionId} = ${sessionsTable.id})`;
+}
+
+/** A completion record's row, as both dialects insert it. */
+export function completionRow(c: NewChatCompletion, conversationId: string, now: Date): ChatCompletionRecord {
+  return {
+    id: c.id,
+    conversationId,
+    messageId: c.messageId,
+    upstreamId: c.upstreamId == null ? null : cleanText(c.upstreamId),
+    model: c.model == null ? null : cleanText(c.model),
+    metadata: cleanJson(c.metadata),
+    createdAt: now,
+  };
+}
+
+/** The tables a completion listing reads, in either dialect. */
+export interface CompletionTables extends AccessTables {
+  conversations: AccessTables['conversations'] & { deletedAt: AnyColumn };
+  completions: Table & { id: AnyColumn; model: AnyColumn; upstreamId: AnyColumn };
+}
+
+/**
+ * Completions the reader may read (owned or shared, live conversations), after `after` in the
+ * listing's order, of a model and with metadata pairs (`hasPair` is the dialect's JSON test).
+ * Ids sort by creation time, so the keyset is the id alone.
+ */
+export function completionListFilter(t: CompletionTables, reader: Principal, options: ChatCompletionListOptions, hasPair: (key: string, value: string) => SQL): SQL {
+  const c = t.completions;
+  const conditions: SQL[] = [readableBy(t, reader), isNull(t.conversations.deletedAt)];
+  if (options.after) conditions.push(options.order === 'asc' ? gt(c.id, options.after) : lt(c.id, options.after));
+  if (options.model !== undefined) conditions.push(eq(c.model, cleanText(options.model)));
+  for (const [key, value] of Object.entries(options.metadata ?? {})) conditions.push(hasPair(cleanText(key), cleanText(value)));
+  return and(...conditions) as SQL;
+}
+
+export const completionOrder = (t: CompletionTables, order: 'asc' | 'desc') => (order === 'asc' ? asc(t.completions.id) : desc(t.completions.id));
+
+/** A completion looked up by the upstream's id: the reader's own first, then the most recent. */
+export function upstreamIdLookup(t: CompletionTables, reader: Principal, upstreamId: string) {
+  return {
+    where: and(eq(t.completions.upstreamId, cleanText(upstreamId)), readableBy(t, reader), isNull(t.conversations.deletedAt)) as SQL,
+    orderBy: [sql`case when ${ownedBy(t.conversations, reader)} then 0 else 1 end`, desc(t.completions.id)],
+  };
+}
+
+/** The seq bounds of a page of messages (MessagePageOptions), and its order. */
+export function messagePage(t: { conversationId: AnyColumn; seq: AnyColumn }, conversationId: string, options: MessagePageOptions) {
+  const conditions: (SQL | undefined)[] = [eq(t.conversationId, conversationId)];
+  if (options.from != null) conditions.push(options.order === 'asc' ? sql`${t.seq} >= ${options.from}` : sql`${t.seq} <= ${options.from}`);
+  if (options.below != null) conditions.push(lt(t.seq, options.below));
+  return { where: and(...conditions) as SQL, orderBy: options.order === 'asc' ? asc(t.seq) : desc(t.seq) };
 }

@@ -4,6 +4,8 @@
  */
 export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 export type JsonObject = { [key: string]: Json };
+/** OpenAI's metadata: string keys, string values. */
+export type StringMap = { [key: string]: string };
 
 export const messageRoles = ['system', 'user', 'assistant', 'tool'] as const;
 export type MessageRole = (typeof messageRoles)[number];
@@ -230,6 +232,76 @@ export interface ListOptions {
 }
 
 /**
+ * A stored chat completion (OpenAI's `store: true`): one proxied exchange as OpenAI's stored
+ * completions API shows it. Its answer is `messageId`; its request is what precedes that
+ * message in the conversation.
+ */
+export interface ChatCompletionRecord {
+  /** Ours, from newChatCompletionId(): the upstream's id may repeat. */
+  id: string;
+  conversationId: string;
+  messageId: string;
+  /** The upstream's `id` and `model`, once its answer started. */
+  upstreamId: string | null;
+  model: string | null;
+  metadata: StringMap;
+  createdAt: Date;
+}
+
+/** A completion record to write with the exchange's messages; `messageId` is one of them. */
+export interface NewChatCompletion {
+  id: string;
+  messageId: string;
+  model: string | null;
+  metadata: StringMap;
+  upstreamId?: string | null;
+}
+
+/** A completion record with its answer, as one principal may see it. */
+export interface StoredChatCompletion {
+  record: ChatCompletionRecord;
+  message: Message;
+  access: Access;
+}
+
+export interface ChatCompletionListOptions {
+  limit: number;
+  order: 'asc' | 'desc';
+  /** The id of the last completion of the previous page (it need not exist any more). */
+  after?: string | null;
+  model?: string;
+  /** Every pair must be in the completion's metadata. */
+  metadata?: StringMap;
+}
+
+/**
+ * A completion id that sorts by creation time: `chatcmpl-`, the creation time in milliseconds as
+ * 12 hex digits, then 80 bits, random for the first id of a millisecond and counting up from it
+ * for the next ones of this process (as monotonic ULIDs do), so one caller's exchanges list in
+ * the order they were made. Lists page on it (keyset on the primary key), and an `after` that
+ * was deleted meanwhile still marks a place.
+ */
+let last = { ms: 0, tail: 0n };
+export function newChatCompletionId(now = Date.now()): string {
+  if (now > last.ms) {
+    const random = Buffer.from(crypto.getRandomValues(new Uint8Array(10))).toString('hex');
+    // Room to count up: the top bit starts clear.
+    last = { ms: now, tail: BigInt(`0x${random}`) >> 1n };
+  } else {
+    last = { ms: last.ms, tail: last.tail + 1n };
+  }
+  return `chatcmpl-${last.ms.toString(16).padStart(12, '0')}${last.tail.toString(16).padStart(20, '0')}`;
+}
+
+/** Messages of a conversation in seq order from `from` (inclusive) on, below seq `below`. */
+export interface MessagePageOptions {
+  order: 'asc' | 'desc';
+  limit: number;
+  from?: number | null;
+  below?: number | null;
+}
+
+/**
  * What to append: a fixed list, or a function of the conversation as it stands inside the
  * transaction (so "only if empty" decisions cannot race another writer).
  */
@@ -298,7 +370,15 @@ export interface Store extends IdentityStore {
   createConversation(
     owner: Principal,
     input: NewConversation,
-    options: { maxPerSession: number; session?: SessionInfo; messages?: NewMessage[]; maxMessages?: number; maxBytes?: number },
+    options: {
+      maxPerSession: number;
+      session?: SessionInfo;
+      messages?: NewMessage[];
+      maxMessages?: number;
+      maxBytes?: number;
+      /** The exchange's completion record, written in the same transaction as `messages`. */
+      completion?: NewChatCompletion;
+    },
   ): Promise<Conversation>;
   /** A conversation the principal may read (owned or shared with it), with its access; null otherwise. */
   getConversation(reader: Principal, id: string, options?: { includeDeleted?: boolean }): Promise<AccessibleConversation | null>;
@@ -320,7 +400,7 @@ export interface Store extends IdentityStore {
     writer: Principal,
     conversationId: string,
     messages: MessagesToAppend,
-    options: { maxMessages: number; maxBytes?: number },
+    options: { maxMessages: number; maxBytes?: number; completion?: NewChatCompletion },
   ): Promise<Message[]>;
   /** Appends text to a message's content (used for batched stream deltas). */
   appendContent(messageId: string, text: string): Promise<void>;
@@ -341,6 +421,30 @@ export interface Store extends IdentityStore {
    * message or it had already ended (nothing changes then).
    */
   requestCancel(messageId: string, now: Date): Promise<Message | null>;
+  /** A page of a conversation's messages in either order (seq bounds as MessagePageOptions say). */
+  pageMessages(conversationId: string, options: MessagePageOptions): Promise<Message[]>;
+  /**
+   * Removes a message from its live conversation and closes the gap: later messages move down
+   * one seq, the counter and the stored bytes follow, all in one transaction under the
+   * conversation's lock. The caller has checked the principal's right to. False when there is
+   * no such message in a live conversation.
+   */
+  deleteMessage(conversationId: string, messageId: string): Promise<boolean>;
+
+  // Stored chat completions (OpenAI's API for them), visible to whoever may read their conversation.
+  /** In id (= creation) order, from conversations the reader may read, live ones only. */
+  listChatCompletions(reader: Principal, options: ChatCompletionListOptions): Promise<{ items: StoredChatCompletion[]; hasMore: boolean }>;
+  /**
+   * A completion the reader may read, by our id; with `orUpstreamId`, failing that, the most
+   * recent one whose upstream id it is (the reader's own before those shared with it).
+   */
+  getChatCompletion(reader: Principal, id: string, options?: { orUpstreamId?: boolean }): Promise<StoredChatCompletion | null>;
+  /** Replaces a completion's metadata (the caller checked access); null when there is none. */
+  updateChatCompletion(id: string, metadata: StringMap): Promise<ChatCompletionRecord | null>;
+  /** Deletes the record only: its conversation keeps the messages. */
+  deleteChatCompletion(id: string): Promise<boolean>;
+  /** Records the upstream's id and model once its answer starts (first write wins). */
+  noteChatCompletionUpstream(id: string, upstream: { upstreamId: string | null; model: string | null }): Promise<void>;
 
   /**
    * Heartbeat: extends the lease on every message still open under this lease owner, from the

@@ -8,6 +8,7 @@ import {
   type NewMessage,
   type Principal,
   type Store,
+  newChatCompletionId,
 } from '../db/store.js';
 import { dialects, sharedTestStore, testStore, type TestStore } from './helpers/dialects.js';
 import { anon, rejection, roomy, signedIn } from './helpers/principals.js';
@@ -345,6 +346,145 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       await expectNotFound(store.appendMessages(owner, made.id, [user('x')], appendRoomy));
       const err = await rejection(store.appendMessages(owner, made.id, [user('x')], appendRoomy));
       expect(err).toMatchObject({ conversationId: made.id });
+    });
+  });
+
+  describe('stored chat completions', () => {
+    const answer = (id = crypto.randomUUID()): NewMessage => ({ id, role: 'assistant', content: 'hi' });
+    /** A conversation whose first turn is recorded as a completion; returns the ids. */
+    const exchange = async (owner: Principal, metadata: Record<string, string> = {}, model = 'm') => {
+      const messageId = crypto.randomUUID();
+      const id = newChatCompletionId();
+      const c = await store.createConversation(owner, {}, { ...roomy, messages: [user('q'), answer(messageId)], completion: { id, messageId, model, metadata } });
+      return { id, messageId, conversationId: c.id };
+    };
+
+    it('writes the record with the messages, in createConversation and appendMessages', async () => {
+      const owner = anon();
+      const first = await exchange(owner, { k: 'v' });
+      const messageId = crypto.randomUUID();
+      const id = newChatCompletionId();
+      await store.appendMessages(owner, first.conversationId, [user('again'), answer(messageId)], { ...appendRoomy, completion: { id, messageId, model: 'm2', metadata: {} } });
+      const got = await store.getChatCompletion(owner, id);
+      expect(got?.record).toMatchObject({ id, conversationId: first.conversationId, messageId, model: 'm2', upstreamId: null, metadata: {} });
+      expect(got?.message).toMatchObject({ id: messageId, seq: 4, content: 'hi' });
+      expect(got?.access).toBe('owner');
+      expect((await store.getChatCompletion(owner, first.id))?.record.metadata).toEqual({ k: 'v' });
+      expect(await store.getChatCompletion(anon(), id)).toBeNull();
+    });
+
+    it('writes nothing when the exchange is refused', async () => {
+      const owner = anon();
+      const messageId = crypto.randomUUID();
+      const id = newChatCompletionId();
+      await expectLimit(
+        store.createConversation(owner, {}, { ...roomy, maxMessages: 1, messages: [user('q'), answer(messageId)], completion: { id, messageId, model: null, metadata: {} } }),
+        'messages_per_conversation',
+        1,
+      );
+      expect(await store.getChatCompletion(owner, id)).toBeNull();
+    });
+
+    it('lists in id order both ways after a cursor, filtered by model and metadata pairs', async () => {
+      const owner = anon();
+      const made = [];
+      for (let i = 0; i < 5; i++) made.push(await exchange(owner, { n: String(i), parity: i % 2 ? 'odd' : 'even', 'we\'ird."key': 'x' }, i < 3 ? 'a' : 'b'));
+      const ids = made.map((m) => m.id);
+      const list = async (options: Partial<Parameters<Store['listChatCompletions']>[1]>) =>
+        (await store.listChatCompletions(owner, { limit: 10, order: 'asc', ...options })).items.map((i) => i.record.id);
+      expect(await list({})).toEqual(ids);
+      expect(await list({ order: 'desc' })).toEqual([...ids].reverse());
+      expect(await list({ after: ids[1] })).toEqual(ids.slice(2));
+      expect(await list({ after: ids[3], order: 'desc' })).toEqual([ids[2], ids[1], ids[0]]);
+      expect(await list({ model: 'b' })).toEqual(ids.slice(3));
+      expect(await list({ metadata: { parity: 'odd' } })).toEqual([ids[1], ids[3]]);
+      expect(await list({ metadata: { parity: 'odd', n: '3' } })).toEqual([ids[3]]);
+      expect(await list({ metadata: { 'we\'ird."key': 'x', n: '0' } })).toEqual([ids[0]]);
+      expect(await list({ metadata: { parity: 'od' } })).toEqual([]);
+      const page = await store.listChatCompletions(owner, { limit: 2, order: 'asc' });
+      expect(page.hasMore).toBe(true);
+      expect((await store.listChatCompletions(owner, { limit: 5, order: 'asc' })).hasMore).toBe(false);
+      // A deleted conversation's completions are gone from lists and lookups.
+      await store.deleteConversation(owner, made[0]!.conversationId);
+      expect(await list({})).toEqual(ids.slice(1));
+      expect(await store.getChatCompletion(owner, ids[0]!)).toBeNull();
+    });
+
+    it("finds by the upstream's id, the reader's own most recent first, and notes it once", async () => {
+      const owner = anon();
+      const older = await exchange(owner);
+      const newer = await exchange(owner);
+      await store.noteChatCompletionUpstream(older.id, { upstreamId: 'chatcmpl-7', model: 'm-2024' });
+      await store.noteChatCompletionUpstream(newer.id, { upstreamId: 'chatcmpl-7', model: null });
+      await store.noteChatCompletionUpstream(newer.id, { upstreamId: 'chatcmpl-8', model: 'later' });
+      expect((await store.getChatCompletion(owner, 'chatcmpl-7', { orUpstreamId: true }))?.record).toMatchObject({ id: newer.id, model: 'm', upstreamId: 'chatcmpl-7' });
+      expect((await store.getChatCompletion(owner, older.id))?.record).toMatchObject({ model: 'm-2024', upstreamId: 'chatcmpl-7' });
+      expect(await store.getChatCompletion(owner, 'chatcmpl-7')).toBeNull();
+      expect(await store.getChatCompletion(anon(), 'chatcmpl-7', { orUpstreamId: true })).toBeNull();
+    });
+
+    it('updates metadata and deletes the record alone; deleting the answer takes the record with it', async () => {
+      const owner = anon();
+      const one = await exchange(owner, { a: '1' });
+      expect((await store.updateChatCompletion(one.id, { b: '2' }))?.metadata).toEqual({ b: '2' });
+      expect(await store.deleteChatCompletion(one.id)).toBe(true);
+      expect(await store.deleteChatCompletion(one.id)).toBe(false);
+      expect(await store.updateChatCompletion(one.id, {})).toBeNull();
+      expect(await seqs(one.conversationId)).toEqual([1, 2]);
+      const two = await exchange(owner);
+      expect(await store.deleteMessage(two.conversationId, two.messageId)).toBe(true);
+      expect(await store.getChatCompletion(owner, two.id)).toBeNull();
+    });
+  });
+
+  describe('pageMessages and deleteMessage', () => {
+    it('pages from a seq, inclusive, either way, below a bound', async () => {
+      const owner = anon();
+      const c = await create(owner, ['1', '2', '3', '4', '5'].map(user));
+      const page = async (o: Parameters<Store['pageMessages']>[1]) => (await store.pageMessages(c.id, o)).map((m) => m.content);
+      expect(await page({ order: 'asc', limit: 10 })).toEqual(['1', '2', '3', '4', '5']);
+      expect(await page({ order: 'desc', limit: 2 })).toEqual(['5', '4']);
+      expect(await page({ order: 'asc', limit: 10, from: 2, below: 5 })).toEqual(['2', '3', '4']);
+      expect(await page({ order: 'desc', limit: 10, from: 3, below: 5 })).toEqual(['3', '2', '1']);
+    });
+
+    it('closes the gap: later seqs move down, the counter and the stored bytes follow', async () => {
+      const owner = anon();
+      const c = await create(owner, ['a', 'bb', 'ccc', 'dddd'].map(user));
+      const [, second] = await all(c.id);
+      expect(await store.deleteMessage(c.id, second!.id)).toBe(true);
+      expect((await all(c.id)).map((m) => [m.seq, m.content])).toEqual([
+        [1, 'a'],
+        [2, 'ccc'],
+        [3, 'dddd'],
+      ]);
+      const after = (await store.getConversation(owner, c.id))!;
+      expect(after.lastSeq).toBe(3);
+      expect(after.storedBytes).toBe(8);
+      // Appends carry on densely from the counter.
+      await store.appendMessages(owner, c.id, [user('e')], appendRoomy);
+      expect(await seqs(c.id)).toEqual([1, 2, 3, 4]);
+      expect(await store.deleteMessage(c.id, second!.id)).toBe(false);
+      // Only within its own conversation, and only a live one.
+      const other = await create(owner, [user('x')]);
+      const [x] = await all(other.id);
+      expect(await store.deleteMessage(c.id, x!.id)).toBe(false);
+      await store.deleteConversation(owner, other.id);
+      expect(await store.deleteMessage(other.id, x!.id)).toBe(false);
+    });
+
+    it('keeps seqs dense when deletes race appends', async () => {
+      const owner = anon();
+      const c = await create(owner, ['1', '2', '3', '4', '5', '6'].map(user));
+      const before = await all(c.id);
+      await Promise.all([
+        ...before.slice(0, 3).map((m) => store.deleteMessage(c.id, m.id)),
+        ...['7', '8', '9'].map((t) => store.appendMessages(owner, c.id, [user(t)], appendRoomy)),
+      ]);
+      const left = await all(c.id);
+      expect(left.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(left.map((m) => m.content).slice(0, 3)).toEqual(['4', '5', '6']);
+      expect((await store.getConversation(owner, c.id))!.lastSeq).toBe(6);
     });
   });
 

@@ -1,23 +1,26 @@
 import type { Context } from 'hono';
 import { Hono } from 'hono';
+import { z } from 'zod';
+import { route } from '../openapi/registry.js';
 import { ApiError } from '../errors.js';
 import { concurrencyLimit } from '../middleware/concurrency.js';
 import { sessionInfo } from '../middleware/session.js';
 import { mayStore } from '../privacy/policy.js';
 import { relay, type StreamObserver } from '../streaming/relay.js';
-import { idleTimeout, UpstreamTimeoutError } from '../streaming/stages/idle-timeout.js';
 import { Stopper } from '../streaming/stopper.js';
 import { withTelemetry } from '../streaming/telemetry.js';
 import type { AppEnv } from '../types.js';
-import { chatCompletionsUrl, maskUrl } from '../upstream/base-url.js';
+import { passError, readAll } from '../upstream/answer.js';
+import { chatCompletionsUrl } from '../upstream/base-url.js';
 import { callChatCompletions } from '../upstream/client.js';
-import { upstreamErrorAnswer } from '../upstream/error-text.js';
 import { validate } from '../validate.js';
 import { buildUpstreamRequest } from './request.js';
 import { chatHeadersSchema, chatRequestSchema } from './schemas.js';
 import { ProxiedTurn } from './turn.js';
 
 const CONVERSATION_HEADER = 'x-conversation-id';
+/** Our id of the stored completion a proxied answer was recorded as (the upstream's may repeat). */
+export const COMPLETION_HEADER = 'x-chat-completion-id';
 const ignore: StreamObserver = { push() {}, end() {} };
 type ChatContext = Context<AppEnv>;
 
@@ -26,7 +29,8 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('header', c
   const startedAt = performance.now();
   const request = c.req.valid('json');
   const { config, store, inFlight, metrics } = c.get('services');
-  const recording = await mayStore(c);
+  // `store: false` is OpenAI's way of saying what x-persist: off says.
+  const recording = request.store !== false && (await mayStore(c));
   const upstreamRequest = buildUpstreamRequest(request, config, { recording });
 
   // Recorded first, then sent: a request that cannot be recorded (not the caller's
@@ -78,9 +82,10 @@ export const chat = new Hono<AppEnv>().post('/completions', validate('header', c
     } finally {
       await turn?.recordFailure('upstream_error');
     }
-    return passError(c, upstream, text);
+    return passError(c, upstream, text, chatCompletionsUrl(config.upstream.baseUrl!));
   }
   if (!upstreamRequest.stream) return plainAnswer(c, upstream, turn).finally(() => stopper.dispose());
+  if (turn?.completionId) c.header(COMPLETION_HEADER, turn.completionId);
 
   const observer = withTelemetry(turn?.observer() ?? ignore, metrics, c.get('log'), startedAt);
   const relayed = relay(upstream.body!, {
@@ -114,23 +119,8 @@ async function plainAnswer(c: ChatContext, upstream: Response, turn: ProxiedTurn
   if (turn && (await turn.recordAnswer(upstream.status, text)) === 'not_json') {
     throw new ApiError(502, 'upstream_error', 'The upstream provider answered with a body that is not JSON.', 'upstream_invalid_response');
   }
+  if (turn?.completionId) c.header(COMPLETION_HEADER, turn.completionId);
   return c.body(text, upstream.status as 200, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
-}
-
-/** An upstream error answer, passed through with keys masked; a body that is not OpenAI's error JSON is wrapped in it. */
-function passError(c: ChatContext, res: Response, text: string): Response {
-  const { config } = c.get('services');
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  const retryAfter = res.headers.get('retry-after');
-  if (retryAfter) headers['retry-after'] = retryAfter;
-  const endpoint = chatCompletionsUrl(config.upstream.baseUrl!);
-  const answer = upstreamErrorAnswer(res.status, text, { endpoint, secrets: [config.upstream.apiKey] });
-  // A refused request is the client's to fix; anything else (key, quota, path, outage) the operator's.
-  c.get('log')[res.status === 400 || res.status === 422 ? 'info' : 'warn'](
-    { upstream_status: res.status, upstream_url: maskUrl(endpoint), upstream_error: answer.excerpt },
-    'upstream answered an error',
-  );
-  return c.body(answer.body, res.status as 400, headers);
 }
 
 /** Why an exchange failed before its answer, as its finish_reason. */
@@ -140,15 +130,30 @@ const failureReason = (err: unknown) => (err instanceof ApiError ? (err.code ?? 
 const cancelledBeforeAnswer = () =>
   new ApiError(409, 'invalid_request_error', 'The answer was stopped by a cancel request before the upstream provider began it.', 'cancelled');
 
-/** Reads a whole body under the idle timeout; a drop is a 502, silence a 504. */
-async function readAll(res: Response, timeoutMs: number): Promise<string> {
-  try {
-    return await new Response(res.body!.pipeThrough(idleTimeout(timeoutMs))).text();
-  } catch (err) {
-    if (err instanceof UpstreamTimeoutError) {
-      throw new ApiError(504, 'timeout_error', 'The upstream provider stopped sending its answer (UPSTREAM_TIMEOUT_MS).', 'upstream_timeout');
-    }
-    if ((err as Error)?.name === 'AbortError') throw err;
-    throw new ApiError(502, 'upstream_error', 'The connection to the upstream provider failed while reading its answer.', 'upstream_error');
-  }
-}
+export const chatDocs = [
+  route({
+    method: 'post',
+    path: '/v1/chat/completions',
+    tag: 'Chat',
+    summary: 'Create a chat completion (proxied to the upstream, recorded when persistence is on)',
+    description:
+      "OpenAI's request body; every field but `conversation_id`, `store` and `metadata` passes upstream untouched. Streamed (`stream: true`, Server-Sent Events) or not, the upstream's answer passes through as it came.",
+    body: chatRequestSchema,
+    headers: {
+      'x-conversation-id': 'The conversation to record the exchange in (or `conversation_id` in the body)',
+      'x-persist': '`off`: proxied only, nothing recorded',
+    },
+    responses: {
+      200: {
+        description: "The upstream's answer: chat.completion JSON, or a chat.completion.chunk event stream",
+        schema: z.object({ id: z.string(), object: z.literal('chat.completion'), choices: z.array(z.unknown()) }).loose(),
+        mediaType: 'text/event-stream',
+        headers: {
+          'x-conversation-id': 'The conversation the exchange was recorded in',
+          'x-chat-completion-id': 'Our id of the stored completion (GET /v1/chat/completions/{id})',
+        },
+      },
+    },
+    errors: [403, 404, 502, 503, 504],
+  }),
+];

@@ -1,4 +1,4 @@
-import type { Json, Lease, MessageRole, NewMessage, Principal, SessionInfo, Store } from '../../db/store.js';
+import { newChatCompletionId, type Json, type Lease, type MessageRole, type NewChatCompletion, type NewMessage, type Principal, type SessionInfo, type Store } from '../../db/store.js';
 import type { Config } from '../env.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -75,20 +75,37 @@ export interface TurnContext {
 export class ProxiedTurn {
   /** A streamed answer as this process's watchers follow it (and cancel requests reach it). */
   readonly live: LiveAnswer | null;
+  /** The exchange's stored completion (OpenAI's `store`), once its record is written. */
+  private completionRecorded = false;
 
   private constructor(
     private readonly ctx: TurnContext,
     private readonly request: ChatRequest,
     readonly conversationId: string,
     readonly assistantMessageId: string | null,
+    private readonly completion: NewChatCompletion,
   ) {
     this.live = assistantMessageId ? ctx.answers.open(assistantMessageId) : null;
+    this.completionRecorded = assistantMessageId !== null;
+  }
+
+  /** Our id of the exchange's stored completion; null until it is recorded (or when it could not be). */
+  get completionId(): string | null {
+    return this.completionRecorded ? this.completion.id : null;
   }
 
   static async begin(ctx: TurnContext, request: ChatRequest, conversationId: string | null, stream: boolean): Promise<ProxiedTurn> {
     const { store, owner, config } = ctx;
-    // A stream's answer is created with the request's messages, under a known id and a lease.
+    // A stream's answer is created with the request's messages, under a known id and a lease,
+    // and with it the stored completion that shows it; a plain answer's record comes with it.
     const answerId = stream ? crypto.randomUUID() : null;
+    const completion: NewChatCompletion = {
+      id: newChatCompletionId(),
+      messageId: answerId ?? crypto.randomUUID(),
+      model: request.model ?? config.upstream.defaultModel,
+      metadata: request.metadata ?? {},
+    };
+    const recordNow = answerId ? { completion } : {};
     const withAnswer = (list: NewMessage[]) =>
       answerId ? [...list, { id: answerId, role: 'assistant' as const, status: 'streaming' as const, content: '', lease: ctx.lease }] : list;
     // A plain request writes its answer afterwards: keep a place for it under the limit.
@@ -97,8 +114,9 @@ export class ProxiedTurn {
       await store.appendMessages(owner, conversationId, (conversation) => withAnswer(messagesToStore(request.messages, conversation.lastSeq === 0)), {
         maxMessages,
         maxBytes: config.limits.bytesPerSession,
+        ...recordNow,
       });
-      return new ProxiedTurn(ctx, request, conversationId, answerId);
+      return new ProxiedTurn(ctx, request, conversationId, answerId, completion);
     }
     const created = await store.createConversation(
       owner,
@@ -109,9 +127,10 @@ export class ProxiedTurn {
         session: ctx.session,
         messages: withAnswer(messagesToStore(request.messages, true)),
         maxMessages,
+        ...recordNow,
       },
     );
-    return new ProxiedTurn(ctx, request, created.id, answerId);
+    return new ProxiedTurn(ctx, request, created.id, answerId, completion);
   }
 
   /** Watches a relayed stream and records the assistant message from it. */
@@ -135,6 +154,9 @@ export class ProxiedTurn {
     });
     let skippedLogged = false;
     let state = emptyStreamState;
+    // The upstream's id and model, written once they are known, off the path of the bytes.
+    let noted: Promise<void> | null = null;
+    const note = () => this.noteUpstream(state.id, state.model);
     // The relay hands over whole events: their boundaries are ASCII, so no character is split.
     const decoder = new TextDecoder();
     return {
@@ -159,6 +181,7 @@ export class ProxiedTurn {
           live.toolCalls = state.toolCalls;
           live.changed();
         }
+        if (!noted && state.id !== null) noted = new Promise<void>((resolve) => setImmediate(resolve)).then(note);
       },
       end: (how: StreamEnd) => {
         const outcome = outcomeOf(how, state);
@@ -166,9 +189,12 @@ export class ProxiedTurn {
         if (held) recorder.append(held);
         if (state.skipped) log.warn({ skipped_events: state.skipped }, 'stream had unreadable events');
         const generated = state.text + state.toolCalls.map((c) => c?.function.arguments ?? '').join('');
-        return this.tokens(state.usage, generated)
+        // A stream whose chunks named no id still tells its model.
+        if (!noted && state.model !== null) noted = note();
+        const finished = this.tokens(state.usage, generated)
           .then((tokens) => recorder.finish({ ...outcome, ...tokens }))
           .finally(() => live.finish());
+        return Promise.all([finished, noted]).then(() => {});
       },
     };
   }
@@ -193,16 +219,33 @@ export class ProxiedTurn {
     const content = typeof choice.message?.content === 'string' ? choice.message.content : '';
     const toolCalls = Array.isArray(choice.message?.tool_calls) ? choice.message.tool_calls : null;
     const args = (toolCalls ?? []).map((c: any) => (typeof c?.function?.arguments === 'string' ? c.function.arguments : '')).join('');
-    await this.appendAssistant({
-      role: 'assistant',
-      status: 'final',
-      content,
-      finishReason: choice.finish_reason ?? null,
-      toolCalls,
-      functionCall: choice.message?.function_call ?? null,
-      ...(await this.tokens(parsed.usage, content + args)),
-    });
+    const upstream = {
+      upstreamId: typeof parsed.id === 'string' ? parsed.id : null,
+      model: typeof parsed.model === 'string' ? parsed.model : this.completion.model,
+    };
+    this.completionRecorded = await this.appendAssistant(
+      {
+        id: this.completion.messageId,
+        role: 'assistant',
+        status: 'final',
+        content,
+        finishReason: choice.finish_reason ?? null,
+        toolCalls,
+        functionCall: choice.message?.function_call ?? null,
+        ...(await this.tokens(parsed.usage, content + args)),
+      },
+      { ...this.completion, ...upstream },
+    );
     return 'recorded';
+  }
+
+  /** Records the upstream's id and model on the completion; a failure costs the lookup by upstream id, nothing else. */
+  private async noteUpstream(upstreamId: string | null, model: string | null): Promise<void> {
+    try {
+      await this.ctx.store.noteChatCompletionUpstream(this.completion.id, { upstreamId, model });
+    } catch (err) {
+      this.ctx.log.warn({ err, completion_id: this.completion.id }, "could not record the upstream's id of the completion");
+    }
   }
 
   /**
@@ -239,19 +282,29 @@ export class ProxiedTurn {
       } finally {
         this.live?.finish();
       }
+      // No completion came of it: like a plain request's, the failure keeps no completion record.
+      // Best effort: the client is owed the upstream's error, not this write's.
+      this.completionRecorded = false;
+      await this.ctx.store.deleteChatCompletion(this.completion.id).catch((err: unknown) => {
+        this.ctx.log.warn({ err, completion_id: this.completion.id }, 'could not remove the completion record of a failed exchange');
+      });
     } else {
       await this.appendAssistant({ role: 'assistant', status: 'error', content: '', finishReason });
     }
   }
 
-  private async appendAssistant(message: NewMessage): Promise<void> {
+  /** Appends the answer (with its completion record, when it is one); false when that failed. */
+  private async appendAssistant(message: NewMessage, completion?: NewChatCompletion): Promise<boolean> {
     try {
       await this.ctx.store.appendMessages(this.ctx.owner, this.conversationId, [message], {
         // The answer to a turn that was admitted is always kept, even at the limit.
         maxMessages: Number.MAX_SAFE_INTEGER,
+        ...(completion && { completion }),
       });
+      return true;
     } catch (err) {
       this.ctx.log.error({ err, conversation_id: this.conversationId }, 'could not record the answer');
+      return false;
     }
   }
 }

@@ -9,9 +9,13 @@ import {
   cancelColumns,
   cleanJson,
   cleanText,
+  completionListFilter,
+  completionOrder,
+  completionRow,
   firstTurn,
   headroom,
   listFilter,
+  messagePage,
   messageRow,
   ownedBy,
   ownerOfRow,
@@ -19,19 +23,37 @@ import {
   sessionColumns,
   sessionHasNothingLeft,
   streamingMessageOf,
+  upstreamIdLookup,
 } from '../shared.js';
-import { ConversationAccessError, ConversationNotFoundError, type Conversation, type Principal, type PurgeResult, type Store } from '../store.js';
+import {
+  ConversationAccessError,
+  ConversationNotFoundError,
+  type Conversation,
+  type Principal,
+  type PurgeResult,
+  type Store,
+  type StoredChatCompletion,
+} from '../store.js';
 import { pgIdentity } from './identity.js';
 import { migrationsFolder as findMigrations } from '../migrations-folder.js';
 import { pgNotifications } from './notify.js';
 import * as schema from './schema.js';
 
-const { sessions, conversations, messages, serverSettings, conversationShares } = schema;
+const { sessions, conversations, messages, serverSettings, conversationShares, chatCompletions } = schema;
 const accessTables = { conversations, shares: conversationShares };
 const streamingMessageId = streamingMessageOf({ conversations, messages });
 /** A conversation row with the reader's access and its answer in flight, for selects. */
 const withAccess = (reader: Principal) => ({ ...getTableColumns(conversations), access: accessOf(accessTables, reader), streamingMessageId });
 const migrationsFolder = findMigrations('pg');
+const completionTables = { ...accessTables, completions: chatCompletions };
+/** A completion record with its answer and the reader's access, for selects joining all three. */
+const completionSelect = (reader: Principal) => ({ record: getTableColumns(chatCompletions), message: getTableColumns(messages), access: accessOf(accessTables, reader) });
+/** Metadata holds this key with this string value. */
+const hasPair = (key: string, value: string) => sql`${chatCompletions.metadata} @> jsonb_build_object(${key}::text, ${value}::text)`;
+/** The bytes a message counts towards its owner's limit, as the byte trigger counts them. */
+const messageBytes = sql<number>`case when ${messages.status} in ('draft', 'streaming') then 0 else octet_length(${messages.content})
+  + coalesce(chat_proxy_json_bytes(${messages.contentJson}), 0) + coalesce(chat_proxy_json_bytes(${messages.toolCalls}), 0)
+  + coalesce(chat_proxy_json_bytes(${messages.functionCall}), 0) end`.mapWith(Number);
 // Any constant works; it only has to be the same in every process of this application.
 const MIGRATION_LOCK_KEY = 7_341_920_113;
 
@@ -70,6 +92,12 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
   const db = drizzle(client, { schema });
   const open = inArray(messages.status, ['draft', 'streaming']);
   const liveBytes = sql<number>`coalesce(sum(${conversations.storedBytes}), 0)`.mapWith(Number);
+  const completionsJoined = (reader: Principal) =>
+    db
+      .select(completionSelect(reader))
+      .from(chatCompletions)
+      .innerJoin(conversations, eq(conversations.id, chatCompletions.conversationId))
+      .innerJoin(messages, eq(messages.id, chatCompletions.messageId));
 
   return {
     dialect: 'postgres',
@@ -102,7 +130,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       await client.end({ timeout: 5 });
     },
 
-    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes }) {
+    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes, completion }) {
       const limits = { maxPerSession, maxMessages, maxBytes };
       const now = new Date();
       const { conversation, rows, created } = firstTurn(owner, input, first ?? [], now);
@@ -114,6 +142,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const { userAgent, ipHash } = sessionColumns(session);
       const made = rowsOf(conversations, [conversation]);
       const added = rows.length ? rowsOf(messages, rows) : null;
+      const recorded = completion ? rowsOf(chatCompletions, [completionRow(completion, conversation.id, now)]) : null;
       const [result] = await db.execute<{ created: number; n: number; bytes: string }>(sql`
         with live as (
           select count(*)::int as n, coalesce(sum(${conversations.storedBytes}), 0)::bigint as bytes
@@ -127,7 +156,9 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           on conflict (id) do update set last_seen_at = excluded.last_seen_at, user_id = coalesce(excluded.user_id, sessions.user_id)
         ), made as (
           insert into ${conversations} (${made.names}) select v.* from allowed, ${made.values} returning id
-        )${added ? sql`, added as (insert into ${messages} (${added.names}) select v.* from made, ${added.values})` : sql``}
+        )${added ? sql`, added as (insert into ${messages} (${added.names}) select v.* from made, ${added.values})` : sql``}${
+          recorded ? sql`, recorded as (insert into ${chatCompletions} (${recorded.names}) select v.* from made, ${recorded.values})` : sql``
+        }
         select (select count(*) from made)::int as created, live.n, live.bytes from live`);
       if (!result?.created) {
         assertWithinLimits({ conversations: result?.n ?? 0, lastSeq: 0, bytes: Number(result?.bytes ?? 0) }, rows, limits);
@@ -185,7 +216,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .limit(limit);
     },
 
-    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes }) {
+    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes, completion }) {
       return db.transaction(async (tx) => {
         const [conversation] = await tx
           .select(withAccess(writer))
@@ -211,7 +242,9 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           .update(conversations)
           .set({ lastSeq: conversation.lastSeq + rows.length, updatedAt: now })
           .where(eq(conversations.id, conversation.id));
-        return tx.insert(messages).values(rows).returning();
+        const inserted = await tx.insert(messages).values(rows).returning();
+        if (completion) await tx.insert(chatCompletions).values(completionRow(completion, conversation.id, now));
+        return inserted;
       });
     },
 
@@ -270,6 +303,76 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .where(and(eq(messages.id, cleanText(messageId)), open))
         .returning();
       return row ?? null;
+    },
+
+    async pageMessages(conversationId, options) {
+      const page = messagePage(messages, cleanText(conversationId), options);
+      return db.select().from(messages).where(page.where).orderBy(page.orderBy).limit(options.limit);
+    },
+
+    async deleteMessage(conversationId, messageId) {
+      return db.transaction(async (tx) => {
+        // The conversation's row lock queues this behind (and ahead of) appends, as seqs need.
+        const [live] = await tx
+          .select({ id: conversations.id })
+          .from(conversations)
+          .where(and(eq(conversations.id, cleanText(conversationId)), isNull(conversations.deletedAt)))
+          .for('update');
+        if (!live) return false;
+        const [gone] = await tx
+          .delete(messages)
+          .where(and(eq(messages.id, cleanText(messageId)), eq(messages.conversationId, live.id)))
+          .returning({ seq: messages.seq, bytes: messageBytes });
+        if (!gone) return false;
+        // Later messages move down one, through negative seqs so UNIQUE (conversation_id, seq)
+        // holds after every row of either statement.
+        const inConversation = eq(messages.conversationId, live.id);
+        await tx.update(messages).set({ seq: sql`-${messages.seq}` }).where(and(inConversation, gt(messages.seq, gone.seq)));
+        await tx.update(messages).set({ seq: sql`-${messages.seq} - 1` }).where(and(inConversation, lt(messages.seq, 0)));
+        await tx
+          .update(conversations)
+          .set({ lastSeq: sql`${conversations.lastSeq} - 1`, storedBytes: sql`greatest(${conversations.storedBytes} - ${gone.bytes}::bigint, 0)`, updatedAt: new Date() })
+          .where(eq(conversations.id, live.id));
+        return true;
+      });
+    },
+
+    async listChatCompletions(reader, options) {
+      const rows: StoredChatCompletion[] = await completionsJoined(reader)
+        .where(completionListFilter(completionTables, reader, options, hasPair))
+        .orderBy(completionOrder(completionTables, options.order))
+        .limit(options.limit + 1);
+      return { items: rows.slice(0, options.limit), hasMore: rows.length > options.limit };
+    },
+
+    async getChatCompletion(reader, id, options) {
+      const [byId] = await completionsJoined(reader).where(
+        and(eq(chatCompletions.id, cleanText(id)), readableBy(accessTables, reader), isNull(conversations.deletedAt)),
+      );
+      if (byId || !options?.orUpstreamId) return byId ?? null;
+      const lookup = upstreamIdLookup(completionTables, reader, id);
+      const [byUpstream] = await completionsJoined(reader)
+        .where(lookup.where)
+        .orderBy(...lookup.orderBy)
+        .limit(1);
+      return byUpstream ?? null;
+    },
+
+    async updateChatCompletion(id, metadata) {
+      const [row] = await db.update(chatCompletions).set({ metadata: cleanJson(metadata) }).where(eq(chatCompletions.id, cleanText(id))).returning();
+      return row ?? null;
+    },
+
+    async deleteChatCompletion(id) {
+      const rows = await db.delete(chatCompletions).where(eq(chatCompletions.id, cleanText(id))).returning({ id: chatCompletions.id });
+      return rows.length > 0;
+    },
+
+    async noteChatCompletionUpstream(id, { upstreamId, model }) {
+      await db
+        .update(chatCompletions)
+        .set({ upstreamId: upstreamId == null ? null : cleanText(upstreamId), ...(model != null && { model: cleanText(model) }) })
+        .where(and(eq(chatCompletions.id, cleanText(id)), isNull(chatCompletions.upstreamId)));
     },
 
     async renewLeases(holder, expiresAt) {

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
-import type { Consent, Json, JsonObject, MessageRole, MessageStatus, ShareRole, TokensSource } from '../store.js';
+import type { Consent, Json, JsonObject, MessageRole, MessageStatus, ShareRole, StringMap, TokensSource } from '../store.js';
 
 // Timestamps are epoch milliseconds; Drizzle hands them out as Date, like the Postgres schema.
 const timestamp = (name: string) => integer(name, { mode: 'timestamp_ms' });
@@ -147,4 +147,33 @@ export const shareLinks = sqliteTable(
     createdAt: timestamp('created_at').notNull(),
   },
   (t) => [uniqueIndex('share_links_conversation_uq').on(t.conversationId)],
+);
+
+/**
+ * OpenAI's record of one proxied exchange (a "stored chat completion"): our id for it, the
+ * answer it shows (the assistant message; its request is the messages before it), the
+ * upstream's own id and model once the answer starts, and the caller's metadata. Written in the
+ * same transaction as the exchange's messages; goes with its message or conversation. Ids sort
+ * by creation time (newChatCompletionId), so lists page on the primary key.
+ */
+export const chatCompletions = sqliteTable(
+  'chat_completions',
+  {
+    id: text('id').primaryKey(),
+    conversationId: text('conversation_id')
+      .notNull()
+      .references(() => conversations.id, { onDelete: 'cascade' }),
+    messageId: text('message_id')
+      .notNull()
+      .references(() => messages.id, { onDelete: 'cascade' }),
+    upstreamId: text('upstream_id'),
+    model: text('model'),
+    metadata: text('metadata', { mode: 'json' }).$type<StringMap>().notNull().default(sql`'{}'`),
+    createdAt: timestamp('created_at').notNull(),
+  },
+  (t) => [
+    uniqueIndex('chat_completions_message_uq').on(t.messageId),
+    index('chat_completions_conversation_idx').on(t.conversationId, t.id),
+    index('chat_completions_upstream_idx').on(t.upstreamId, t.id),
+  ],
 );

@@ -11,8 +11,12 @@ import {
   cancelColumns,
   cleanJson,
   cleanText,
+  completionListFilter,
+  completionOrder,
+  completionRow,
   firstTurn,
   listFilter,
+  messagePage,
   messageRow,
   ownedBy,
   ownerOf,
@@ -21,23 +25,26 @@ import {
   sessionColumns,
   sessionHasNothingLeft,
   streamingMessageOf,
+  upstreamIdLookup,
   type Owner,
 } from '../shared.js';
 import {
   ConversationAccessError,
   ConversationNotFoundError,
   type AccessibleConversation,
+  type ChatCompletionRecord,
   type Conversation,
   type Message,
   type Principal,
   type PurgeResult,
   type Store,
+  type StoredChatCompletion,
 } from '../store.js';
 import { sqliteIdentity } from './identity.js';
 import { migrationsFolder as findMigrations } from '../migrations-folder.js';
 import * as schema from './schema.js';
 
-const { sessions, conversations, messages, serverSettings, conversationShares } = schema;
+const { sessions, conversations, messages, serverSettings, conversationShares, chatCompletions } = schema;
 const accessTables = { conversations, shares: conversationShares };
 const streamingMessageId = streamingMessageOf({ conversations, messages });
 /** A conversation row with the reader's access and its answer in flight, for selects. */
@@ -46,6 +53,16 @@ const withAccess = (reader: Parameters<typeof accessOf>[1]) => ({
   access: accessOf(accessTables, reader),
   streamingMessageId,
 });
+const completionTables = { ...accessTables, completions: chatCompletions };
+/** A completion record with its answer and the reader's access, for selects joining all three. */
+const completionSelect = (reader: Principal) => ({ record: getTableColumns(chatCompletions), message: getTableColumns(messages), access: accessOf(accessTables, reader) });
+/** Metadata holds this key with this string value (json_each: any key, quotes and dots included). */
+const hasPair = (key: string, value: string) =>
+  sql`exists (select 1 from json_each(${chatCompletions.metadata}) as pair where pair.key = ${key} and pair.type = 'text' and pair.value = ${value})`;
+/** The bytes a message counts towards its owner's limit, as the byte triggers count them. */
+const messageBytes = sql<number>`case when ${messages.status} in ('draft', 'streaming') then 0 else length(CAST(${messages.content} AS BLOB))
+  + coalesce(length(CAST(${messages.contentJson} AS BLOB)), 0) + coalesce(length(CAST(${messages.toolCalls} AS BLOB)), 0)
+  + coalesce(length(CAST(${messages.functionCall} AS BLOB)), 0) end`.mapWith(Number);
 
 /** A message row as better-sqlite3 binds it: dates as epoch ms, JSON as text. */
 function toDriverRow(row: Message): Record<string, unknown> {
@@ -159,6 +176,15 @@ export function createSqliteStore(path: string): Store {
       .where(and(eq(messages.id, p('id')), open))
       .prepare(),
     consentOf: db.select({ consent: sessions.consent }).from(sessions).where(eq(sessions.id, p('id'))).prepare(),
+    insertCompletion: db
+      .insert(chatCompletions)
+      .values(Object.fromEntries(Object.keys(completionRow({ id: '', messageId: '', model: null, metadata: {} }, '', new Date())).map((k) => [k, raw(k)])) as never)
+      .prepare(),
+    noteUpstream: db
+      .update(chatCompletions)
+      .set({ upstreamId: raw('upstreamId'), model: sql`coalesce(${p('model')}, ${chatCompletions.model})` })
+      .where(and(eq(chatCompletions.id, p('id')), isNull(chatCompletions.upstreamId)))
+      .prepare(),
   });
   const hot = () => (prepared ??= prepareHot());
   const liveOf = (principal: Principal) => {
@@ -172,6 +198,16 @@ export function createSqliteStore(path: string): Store {
     for (const row of rows) hot().insertMessage.run(toDriverRow(row));
     return rows;
   };
+  /** Inserts a completion record inside the caller's transaction (after its message). */
+  const insertCompletion = (row: ChatCompletionRecord) =>
+    hot().insertCompletion.run({ ...row, metadata: JSON.stringify(row.metadata), createdAt: row.createdAt.getTime() });
+
+  const completionsJoined = (reader: Principal) =>
+    db
+      .select(completionSelect(reader))
+      .from(chatCompletions)
+      .innerJoin(conversations, eq(conversations.id, chatCompletions.conversationId))
+      .innerJoin(messages, eq(messages.id, chatCompletions.messageId));
 
   const findReadable = (reader: Principal, id: string, includeDeleted = false): AccessibleConversation | null =>
     db
@@ -201,7 +237,7 @@ export function createSqliteStore(path: string): Store {
       if (client.open) client.close();
     },
 
-    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes }) {
+    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes, completion }) {
       return client.transaction(() => {
         const { upsertSession, insertConversation } = hot();
         const now = new Date();
@@ -211,6 +247,7 @@ export function createSqliteStore(path: string): Store {
         upsertSession.run({ id: owner.sessionId, userId: conversation.userId, now, ...sessionColumns(session) });
         insertConversation.run({ ...conversation, now });
         insertMessages(rows);
+        if (completion) insertCompletion(completionRow(completion, conversation.id, now));
         return created;
       }).immediate();
     },
@@ -264,7 +301,7 @@ export function createSqliteStore(path: string): Store {
         .all();
     },
 
-    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes }) {
+    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes, completion }) {
       return client.transaction(() => {
         const who = ownerOf(writer);
         const conversation = hot().readableConversation[who.by].get({ id: conversationId, ...who });
@@ -278,7 +315,9 @@ export function createSqliteStore(path: string): Store {
         // The owner's bytes cost a query: only when capped.
         if (maxBytes !== undefined) assertWithinLimits({ bytes: liveOf(ownerOfRow(conversation)).bytes }, rows, { maxBytes });
         hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq + rows.length, nowMs: now.getTime() });
-        return insertMessages(rows);
+        insertMessages(rows);
+        if (completion) insertCompletion(completionRow(completion, conversationId, now));
+        return rows;
       }).immediate();
     },
 
@@ -333,6 +372,65 @@ export function createSqliteStore(path: string): Store {
           .returning()
           .get() ?? null
       );
+    },
+
+    async pageMessages(conversationId, options) {
+      const page = messagePage(messages, conversationId, options);
+      return db.select().from(messages).where(page.where).orderBy(page.orderBy).limit(options.limit).all();
+    },
+
+    async deleteMessage(conversationId, messageId) {
+      return client.transaction(() => {
+        const live = db.select({ id: conversations.id }).from(conversations).where(and(eq(conversations.id, conversationId), isNull(conversations.deletedAt))).get();
+        if (!live) return false;
+        const gone = db
+          .select({ seq: messages.seq, bytes: messageBytes })
+          .from(messages)
+          .where(and(eq(messages.id, messageId), eq(messages.conversationId, conversationId)))
+          .get();
+        if (!gone) return false;
+        db.delete(messages).where(eq(messages.id, messageId)).run();
+        // Later messages move down one, through negative seqs so UNIQUE (conversation_id, seq)
+        // holds after every row of either statement.
+        const inConversation = eq(messages.conversationId, conversationId);
+        db.update(messages).set({ seq: sql`-${messages.seq}` }).where(and(inConversation, gt(messages.seq, gone.seq))).run();
+        db.update(messages).set({ seq: sql`-${messages.seq} - 1` }).where(and(inConversation, lt(messages.seq, 0))).run();
+        db.update(conversations)
+          .set({ lastSeq: sql`${conversations.lastSeq} - 1`, storedBytes: sql`max(${conversations.storedBytes} - ${gone.bytes}, 0)`, updatedAt: new Date() })
+          .where(eq(conversations.id, conversationId))
+          .run();
+        return true;
+      }).immediate();
+    },
+
+    async listChatCompletions(reader, options) {
+      const rows: StoredChatCompletion[] = completionsJoined(reader)
+        .where(completionListFilter(completionTables, reader, options, hasPair))
+        .orderBy(completionOrder(completionTables, options.order))
+        .limit(options.limit + 1)
+        .all();
+      return { items: rows.slice(0, options.limit), hasMore: rows.length > options.limit };
+    },
+
+    async getChatCompletion(reader, id, options) {
+      const byId = completionsJoined(reader)
+        .where(and(eq(chatCompletions.id, id), readableBy(accessTables, reader), isNull(conversations.deletedAt)))
+        .get();
+      if (byId || !options?.orUpstreamId) return byId ?? null;
+      const lookup = upstreamIdLookup(completionTables, reader, id);
+      return completionsJoined(reader).where(lookup.where).orderBy(...lookup.orderBy).limit(1).get() ?? null;
+    },
+
+    async updateChatCompletion(id, metadata) {
+      return db.update(chatCompletions).set({ metadata: cleanJson(metadata) }).where(eq(chatCompletions.id, id)).returning().get() ?? null;
+    },
+
+    async deleteChatCompletion(id) {
+      return db.delete(chatCompletions).where(eq(chatCompletions.id, id)).run().changes > 0;
+    },
+
+    async noteChatCompletionUpstream(id, { upstreamId, model }) {
+      hot().noteUpstream.run({ id, upstreamId: upstreamId == null ? null : cleanText(upstreamId), model: model == null ? null : cleanText(model) });
     },
 
     async renewLeases(holder, expiresAt) {

@@ -2,7 +2,8 @@ import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import type { Message } from '../../../db/store.js';
 import { ApiError, notFound } from '../../errors.js';
-import { messageJson } from '../../serialize.js';
+import { route } from '../../openapi/registry.js';
+import { messageJson, messageSchema } from '../../serialize.js';
 import { cancelAnswer } from '../../streaming/cancel.js';
 import { validate } from '../../validate.js';
 import { conversationFor, type ConversationsEnv } from './conversation-for.js';
@@ -74,3 +75,37 @@ export const live = new Hono<ConversationsEnv>()
     // 202: asked, but its writer has not recorded the end yet (it will, or the lease sweep will).
     return c.json(messageJson(result.message), result.settled ? 200 : 202);
   });
+
+const tag = 'Live answers';
+const params = { id: 'The conversation id', message_id: 'The answer (an assistant message) id' };
+export const liveDocs = [
+  route({
+    method: 'get',
+    path: '/v1/conversations/:id/messages/:message_id/stream',
+    tag,
+    summary: 'Watch or resume an answer',
+    description:
+      "Server-Sent Events in OpenAI's `chat.completion.chunk` format: the answer's text from `offset` (or `Last-Event-ID`), then its live deltas until it ends, then `data: [DONE]`. Every event's `id` is the number of UTF-16 code units of content delivered so far. Anyone who may read the conversation may watch.",
+    params,
+    query: streamQuerySchema,
+    headers: { 'last-event-id': 'Resume after this many content code units (an EventSource sends it when it reconnects)' },
+    responses: { 200: { description: 'The answer as an event stream', mediaType: 'text/event-stream' } },
+    errors: [404, 429],
+    persistence: true,
+  }),
+  route({
+    method: 'post',
+    path: '/v1/conversations/:id/messages/:message_id/cancel',
+    tag,
+    summary: 'Stop an answer wherever it runs',
+    description:
+      'Stops the upstream request on whichever server process is producing the answer, and records it `error` / `cancelled`. An answer that already ended is returned unchanged. Owner or editor only.',
+    params,
+    responses: {
+      200: { description: 'The answer as it ended', schema: messageSchema },
+      202: { description: 'Asked; the producing process has not recorded the end yet', schema: messageSchema },
+    },
+    errors: [403, 404],
+    persistence: true,
+  }),
+];
