@@ -332,6 +332,8 @@ export interface ImportOptions {
   dryRun: boolean;
   limits: Config['limits'];
   retention: Config['retention'];
+  /** Called after each conversation with the result so far (the shell's progress line). */
+  onProgress?: (result: ImportResult) => void;
 }
 
 /** Where an import stopped when its body passed IMPORT_MAX_BYTES: what it had done by then. */
@@ -364,6 +366,7 @@ export async function runImport(store: Store, items: AsyncIterable<ImportItem>, 
     for await (const item of items) {
       if ('error' in item) {
         failed(item.line, item.sourceId, item.error);
+        options.onProgress?.(result);
         continue;
       }
       let outcome;
@@ -378,11 +381,13 @@ export async function runImport(store: Store, items: AsyncIterable<ImportItem>, 
       } catch (err) {
         if (!(err instanceof LimitExceededError)) throw err;
         failed(item.line, item.sourceId, `line ${item.line}: ${err.message}`);
+        options.onProgress?.(result);
         continue;
       }
       result[outcome.status] += 1;
       result.conversations.push({ id: outcome.id, source_id: item.sourceId, status: outcome.status });
       if (outcome.status === 'imported') expiry.count(item.conversation);
+      options.onProgress?.(result);
     }
   } catch (err) {
     if (err instanceof ImportFormatError) throw err;
