@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { ConfigError, type Config } from '../app/env.js';
 import { chatgptItems } from '../app/portability/chatgpt.js';
-import { ImportFormatError, ImportInterruptedError, exportFileItems, runImport, type ImportItem, type ImportResult } from '../app/portability/import.js';
+import { ImportFormatError, ImportInterruptedError, exportFileItems, parseLimits, runImport, type ImportItem, type ImportResult } from '../app/portability/import.js';
 import { BodyTooLargeError, readAll, readLines } from '../app/portability/lines.js';
 import { checkOwner, parseOwner, type OwnerSpec } from '../app/portability/owner.js';
 import { notStoredMessages } from '../app/privacy/policy.js';
@@ -133,13 +133,7 @@ async function main(): Promise<number> {
     const refused = await refusal(store, args.owner, config);
     if (refused) throw new Error(`${args.owner.label} cannot store conversations: ${refused}`);
     const input = Readable.toWeb(args.file === '-' ? process.stdin : createReadStream(args.file)) as ReadableStream<Uint8Array>;
-    const limits = {
-      maxMessages: config.limits.messagesPerConversation,
-      maxBytes: config.limits.bytesPerSession,
-      jsonDepth: config.limits.jsonDepth,
-      metadataDepth: config.limits.metadataDepth,
-      metadataBytes: config.limits.metadataBytes,
-    };
+    const limits = parseLimits(config);
     let items: AsyncIterable<ImportItem> | Iterable<ImportItem>;
     if (args.source === 'chatgpt') {
       let document: unknown;

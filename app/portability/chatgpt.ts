@@ -130,6 +130,7 @@ function branchMessages(c: z.infer<typeof conversationSchema>, limits: ParseLimi
     const role = ROLES[m.author.role];
     // Hidden messages (the system prompt, custom instructions, memory) were never on screen.
     if (!role || m.metadata?.is_visually_hidden_from_conversation === true) continue;
+    if (role === 'system' && limits.dropSystem) continue;
     const { text, parts } = contentOf(m.content ?? null);
     if (!text.trim() && !parts) continue;
     const createdAt = toDate(m.create_time) ?? previous;

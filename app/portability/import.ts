@@ -105,7 +105,22 @@ export interface ParseLimits {
   jsonDepth: number;
   metadataDepth: number;
   metadataBytes: number;
+  /**
+   * REDACT_SYSTEM_PROMPTS: system messages are not held nor counted toward the limits (the
+   * store drops them anyway; checked, they would fail conversations that fit once redacted).
+   */
+  dropSystem: boolean;
 }
+
+/** ParseLimits from the server's configuration. */
+export const parseLimits = (config: Pick<Config, 'limits' | 'redactSystemPrompts'>): ParseLimits => ({
+  maxMessages: config.limits.messagesPerConversation,
+  maxBytes: config.limits.bytesPerSession,
+  jsonDepth: config.limits.jsonDepth,
+  metadataDepth: config.limits.metadataDepth,
+  metadataBytes: config.limits.metadataBytes,
+  dropSystem: config.redactSystemPrompts,
+});
 
 interface Group {
   line: number;
@@ -154,7 +169,7 @@ export async function* exportFileItems(lines: AsyncIterable<Line>, limits: Parse
     let unreadable: string | null = null;
     if ('tooLong' in line) {
       kind = /^\s*\{\s*"type"\s*:\s*"(\w+)"/.exec(line.head)?.[1] ?? null;
-      unreadable = `the line is ${line.bytes} bytes, longer than this server reads (${limits.maxBytes < line.bytes ? 'MAX_BYTES_PER_SESSION, ' : ''}IMPORT_MAX_LINE_BYTES)`;
+      unreadable = `the line is ${line.bytes} bytes, longer than this server reads (IMPORT_MAX_LINE_BYTES)`;
     } else if ('notUtf8' in line) {
       unreadable = 'the line is not UTF-8 text';
     } else {
@@ -278,6 +293,9 @@ export async function* exportFileItems(lines: AsyncIterable<Line>, limits: Parse
       createdAt: m.created_at,
       updatedAt: m.updated_at ?? m.created_at,
     });
+    group.seq = m.seq;
+    group.ids.add(m.id);
+    if (limits.dropSystem && message.role === 'system') continue;
     // Checked as it grows, so a conversation that could never be stored is not held whole.
     group.bytes += storedBytesOf([{ ...message, status: 'final' }]);
     if (conversation.messages.length + 1 > limits.maxMessages) {
@@ -288,8 +306,6 @@ export async function* exportFileItems(lines: AsyncIterable<Line>, limits: Parse
       fail(group, line.number, new LimitExceededError('bytes_per_session', limits.maxBytes).message);
       continue;
     }
-    group.seq = m.seq;
-    group.ids.add(m.id);
     conversation.messages.push(message);
   }
   if (!headerSeen) throw new ImportFormatError(`The body is empty: an export file starts with its header line ({"type":"export","format":"${EXPORT_FORMAT}","version":${EXPORT_VERSION},…}).`);

@@ -8,7 +8,7 @@ import { sessionInfo } from '../../middleware/session.js';
 import { chatgptItems } from '../../portability/chatgpt.js';
 import { EXPORT_PAGE, exportErrorLine, markdownLines, ndjsonLines, pullStream, type ExportSource } from '../../portability/export.js';
 import { NDJSON } from '../../portability/format.js';
-import { ImportFormatError, ImportInterruptedError, exportFileItems, formatError, runImport, type ImportItem, type ParseLimits } from '../../portability/import.js';
+import { ImportFormatError, ImportInterruptedError, exportFileItems, formatError, parseLimits, runImport, type ImportItem } from '../../portability/import.js';
 import { BodyTooLargeError, readAll, readLines } from '../../portability/lines.js';
 import type { AppEnv } from '../../types.js';
 import { validate } from '../../validate.js';
@@ -47,14 +47,6 @@ function download(c: Context<Env>, lines: AsyncGenerator<string>, contentType: s
 const oneConversation = (store: Store, conversation: Awaited<ReturnType<Store['getConversation']>> & object): ExportSource => ({
   conversations: async () => ({ items: [conversation], hasMore: false }),
   messages: (id, afterSeq) => store.listMessages(id, { afterSeq, limit: EXPORT_PAGE.messages }),
-});
-
-const parseLimits = (limits: AppEnv['Variables']['services']['config']['limits']): ParseLimits => ({
-  maxMessages: limits.messagesPerConversation,
-  maxBytes: limits.bytesPerSession,
-  jsonDepth: limits.jsonDepth,
-  metadataDepth: limits.metadataDepth,
-  metadataBytes: limits.metadataBytes,
 });
 
 /**
@@ -119,7 +111,7 @@ export const portability = new Hono<Env>()
     const body = c.req.raw.body;
     if (!body) throw new ApiError(400, 'invalid_request_error', 'The request has no body: send the file to import as the body.', 'invalid_import_file');
 
-    const limits = parseLimits(config.limits);
+    const limits = parseLimits(config);
     let items: AsyncIterable<ImportItem> | Iterable<ImportItem>;
     try {
       if (source === 'chatgpt') {
