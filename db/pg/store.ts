@@ -47,7 +47,7 @@ const migrationsFolder = fileURLToPath(new URL('../../drizzle/pg', import.meta.u
 const MIGRATION_LOCK_KEY = 7_341_920_113;
 /** The first half of the two-key advisory locks that serialise one owner's imports. */
 const IMPORT_LOCK_SPACE = 7_341;
-/** Rows per INSERT: Postgres takes at most 65535 parameters in one statement. */
+/** Rows per INSERT and per id lookup. */
 const INSERT_CHUNK = 1_000;
 
 /**
@@ -61,6 +61,25 @@ function rowsOf<T extends PgTable>(table: T, rows: T['$inferSelect'][]) {
   const tuple = (row: Record<string, unknown>) =>
     sql`(${sql.join(columns.map(([key, column]) => sql`${sql.param(row[key] ?? null, column)}::${sql.raw(column.getSQLType())}`), sql`, `)})`;
   return { names, values: sql`(values ${sql.join(rows.map(tuple), sql`, `)}) as v(${names})` };
+}
+
+/**
+ * Inserts many whole rows of `table` as one JSON parameter expanded by jsonb_populate_recordset:
+ * building a statement of one parameter per value costs Drizzle about half a millisecond a row,
+ * which made a 1,000-message import spend most of its time in JavaScript. Keys come from the
+ * schema's column names, so a column added to the schema is carried along.
+ */
+async function insertAsJson<T extends PgTable>(db: Pick<ReturnType<typeof drizzle>, 'execute'>, table: T, rows: T['$inferSelect'][]): Promise<void> {
+  const columns = Object.entries(getTableColumns(table));
+  const json = rows.map((row) => {
+    const out: Record<string, unknown> = {};
+    for (const [key, column] of columns) {
+      const value = (row as Record<string, unknown>)[key];
+      out[column.name] = value instanceof Date ? value.toISOString() : (value ?? null);
+    }
+    return out;
+  });
+  await db.execute(sql`insert into ${table} select * from jsonb_populate_recordset(null::${table}, ${JSON.stringify(json)}::jsonb)`);
 }
 
 export interface PgStoreOptions {
@@ -221,7 +240,9 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           const taken = new Set<string>();
           const ids = input.messages.map((m) => cleanText(m.id));
           for (let i = 0; i < ids.length; i += INSERT_CHUNK) {
-            for (const row of await tx.select({ id: messages.id }).from(messages).where(inArray(messages.id, ids.slice(i, i + INSERT_CHUNK)))) taken.add(row.id);
+            // One JSON parameter rather than one per id (see insertAsJson).
+            const chunk = JSON.stringify(ids.slice(i, i + INSERT_CHUNK));
+            for (const row of await tx.select({ id: messages.id }).from(messages).where(sql`${messages.id} in (select jsonb_array_elements_text(${chunk}::jsonb))`)) taken.add(row.id);
           }
           const { conversation, rows } = importedRows(owner, input, renamed ? crypto.randomUUID() : input.id, taken);
           const [live] = await tx
@@ -238,7 +259,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           // stored_bytes is counted by the trigger as the messages go in.
           const { storedBytes: _counted, ...row } = conversation;
           await tx.insert(conversations).values(row);
-          for (let i = 0; i < rows.length; i += INSERT_CHUNK) await tx.insert(messages).values(rows.slice(i, i + INSERT_CHUNK));
+          for (let i = 0; i < rows.length; i += INSERT_CHUNK) await insertAsJson(tx, messages, rows.slice(i, i + INSERT_CHUNK));
           return { status: 'imported', id: conversation.id, renamed };
         });
       for (let tries = 1; ; tries++) {
