@@ -12,6 +12,7 @@ import {
   withoutExportedAt,
 } from './helpers/portability.js';
 import { signedInUser } from './helpers/users.js';
+import type { Store } from '../db/store.js';
 
 const lines = (text: string) => text.trimEnd().split('\n').map((l) => JSON.parse(l));
 
@@ -79,6 +80,25 @@ describe.each(dialects)('export and import on %s', (dialect) => {
       await call(app, 'PUT', `/v1/conversations/${theirs.json.id}/shares/${reader.user.id}`, { headers: owner.auth, body: { role: 'viewer' } });
       const res = await call(app, 'GET', '/v1/conversations/export', { headers: reader.auth });
       expect(lines(res.text).filter((l) => l.type === 'conversation').map((l) => l.id)).toEqual([mine.json.id]);
+    });
+
+    it('ends with an error line when the database fails midway, which an import refuses', async () => {
+      const session = newSession();
+      await seedVaried(db.store, sessionPrincipal(session));
+      let calls = 0;
+      const failing = Object.assign(Object.create(db.store) as Store, {
+        listMessages: (async (id, options) => {
+          if (++calls === 2) throw Object.assign(new Error('connection lost'), { code: 'ECONNRESET' });
+          return db.store.listMessages(id, options);
+        }) satisfies Store['listMessages'],
+      });
+      const res = await call(testApp(failing), 'GET', '/v1/conversations/export', { session });
+      expect(res.status).toBe(200);
+      const out = lines(res.text);
+      expect(out.at(-1)).toEqual({ type: 'error', error: { type: 'server_error', message: expect.stringMatching(/^The export stopped early/) } });
+      expect(res.text).not.toContain('connection lost');
+      const imported = await importFile(app, res.text, { session: newSession() });
+      expect(imported.json.failed).toEqual([{ line: expect.any(Number), source_id: out.at(-2).id, error: expect.stringMatching(/the export was cut short here: The export stopped early/) }]);
     });
 
     it('gives an empty export (the header alone) to a caller with nothing', async () => {
@@ -337,6 +357,17 @@ describe.each(dialects)('export and import on %s', (dialect) => {
       const whole = exportFile(header(), ...conversationLines(a, 1), ...conversationLines(b, 2));
       const res = await importFile(app, whole.slice(0, -40), { session: newSession() });
       expect(res.json).toMatchObject({ imported: 1, failed: [{ line: 4, source_id: b, error: 'line 6: the line is not JSON' }] });
+    });
+
+    it('fails a conversation whose line is not UTF-8', async () => {
+      const [a, b] = [crypto.randomUUID(), crypto.randomUUID()];
+      const [conversationB, m1] = conversationLines(b, 1) as any[];
+      const text = exportFile(header(), ...conversationLines(a, 1), conversationB, { ...m1, content: '@@' });
+      const bytes = Buffer.from(text);
+      // 0xC3 0x28: a lead byte without its continuation.
+      bytes.set([0xc3, 0x28], bytes.indexOf('@@'));
+      const res = await app.request('/v1/conversations/import', { method: 'POST', body: bytes, headers: { 'content-type': 'application/x-ndjson', 'x-session-id': newSession() } });
+      expect(await res.json()).toMatchObject({ imported: 1, failed: [{ line: 4, source_id: b, error: 'line 5: the line is not UTF-8 text' }] });
     });
 
     it('reads files joined with cat, blank lines and CRLF line ends', async () => {
