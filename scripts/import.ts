@@ -5,9 +5,9 @@ import { createReadStream, statSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { ConfigError, type Config } from '../app/env.js';
-import { chatgptItems } from '../app/portability/chatgpt.js';
+import { chatgptItems, readChatgptExport } from '../app/portability/chatgpt.js';
 import { ImportFormatError, ImportInterruptedError, exportFileItems, parseLimits, runImport, type ImportItem, type ImportResult } from '../app/portability/import.js';
-import { BodyTooLargeError, readAll, readLines } from '../app/portability/lines.js';
+import { BodyTooLargeError, readLines } from '../app/portability/lines.js';
 import { checkOwner, parseOwner, type OwnerSpec } from '../app/portability/owner.js';
 import { notStoredMessages } from '../app/privacy/policy.js';
 import { redactSystemPrompts } from '../app/privacy/redact.js';
@@ -136,18 +136,15 @@ async function main(): Promise<number> {
     const limits = parseLimits(config);
     let items: AsyncIterable<ImportItem> | Iterable<ImportItem>;
     if (args.source === 'chatgpt') {
-      let document: unknown;
-      try {
-        document = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(await readAll(input, config.imports.maxBytes)));
-      } catch (err) {
-        if (err instanceof BodyTooLargeError) throw new ImportFormatError(`the file is larger than IMPORT_MAX_BYTES (${config.imports.maxBytes} bytes), the most read whole; raise it to import this file`);
-        throw new ImportFormatError('the file is not JSON: ChatGPT\'s conversations.json (inside the zip ChatGPT mails) is one JSON array');
-      }
+      const document = await readChatgptExport(input, config.imports.maxBytes).catch((err: unknown) => {
+        if (!(err instanceof BodyTooLargeError)) throw err;
+        throw new ImportFormatError(`the file is larger than IMPORT_MAX_BYTES (${config.imports.maxBytes} bytes), the most a ChatGPT file is read whole; raise it to import this file`);
+      });
       items = chatgptItems(document, limits);
     } else {
       items = exportFileItems(readLines(input, { maxLineBytes: config.imports.maxLineBytes, maxBytes: Number.MAX_SAFE_INTEGER }), limits);
     }
-    result = await runImport(store, (async function* () { yield* items; })(), {
+    result = await runImport(store, items, {
       owner: args.owner.principal,
       dryRun: args.dryRun,
       limits: config.limits,

@@ -274,6 +274,7 @@ describe.each(dialects)('export and import on %s', (dialect) => {
       ['seqs out of order', (m: any) => ({ ...m, seq: 1 }), /seq 1 after seq 1/],
       ['a message of another conversation', (m: any) => ({ ...m, conversation_id: 'elsewhere' }), /a message of conversation 'elsewhere'/],
       ['an id no route could name', (m: any) => ({ ...m, id: 'a/b' }), /field 'id'/],
+      ['an id the API uses as a word', (m: any) => ({ ...m, id: 'export' }), /field 'id' is a word the API uses in its paths/],
       ['negative tokens', (m: any) => ({ ...m, tokens_in: -1 }), /field 'tokens_in'/],
       ['a line of no known type', (m: any) => ({ ...m, type: 'note' }), /unknown line type 'note'/],
     ])('fails the conversation for %s', async (_, spoil, error) => {

@@ -3,6 +3,7 @@ import { storedBytesOf } from '../../db/shared.js';
 import type { ImportedConversation, ImportedMessage, Json, JsonObject, MessageRole } from '../../db/store.js';
 import { jsonDepth } from '../middleware/json-depth.js';
 import { ImportFormatError, closedMessage, importIdSchema, type ImportItem, type ParseLimits } from './import.js';
+import { readAll } from './lines.js';
 
 /*
  * ChatGPT's data export (Settings → Data controls → Export) is a zip whose conversations.json is
@@ -45,6 +46,19 @@ const ROLES: Record<string, MessageRole> = { system: 'system', user: 'user', ass
 const FINISH: Record<string, string> = { stop: 'stop', max_tokens: 'length', interrupted: 'interrupted' };
 
 const toDate = (s: number | null | undefined) => (s == null ? null : new Date(Math.round(s * 1000)));
+
+/**
+ * A conversations.json body, parsed. It is one JSON document, which can only be parsed whole,
+ * so it is read whole, refused past `maxBytes` (BodyTooLargeError) before more is held.
+ */
+export async function readChatgptExport(body: ReadableStream<Uint8Array>, maxBytes: number): Promise<unknown> {
+  const bytes = await readAll(body, maxBytes);
+  try {
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch {
+    throw new ImportFormatError("The body is not JSON: a ChatGPT export's conversations.json (inside the zip ChatGPT mails) is one JSON array.");
+  }
+}
 
 /**
  * The conversations of a parsed conversations.json. A conversation that cannot be read fails

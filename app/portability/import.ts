@@ -32,8 +32,13 @@ export class ImportFormatError extends Error {
   override name = 'ImportFormatError';
 }
 
+/** Words that follow /v1/conversations/ in the API's own paths: a conversation with such an id could not be reached. */
+const RESERVED_IDS = new Set(['export', 'import', 'search']);
 // Ids become path segments (/v1/conversations/:id) and keys: kept to what every id so far is.
-export const importIdSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$/, 'must be 1 to 200 letters, digits, or _ . : - (starting with a letter or digit)');
+export const importIdSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$/, 'must be 1 to 200 letters, digits, or _ . : - (starting with a letter or digit)')
+  .refine((id) => !RESERVED_IDS.has(id.toLowerCase()), 'is a word the API uses in its paths (/v1/conversations/export, /import, /search)');
 const INT32 = 2_147_483_647;
 const count = z.number().int().min(0).max(INT32).nullable().default(null);
 /** ISO-8601 with a time and an offset (Z or ±hh:mm), years 0001 to 9999. */
@@ -368,7 +373,7 @@ export class ImportInterruptedError extends Error {
  * and tells what became of each. A conversation the store refuses for a limit fails alone; a
  * database failure stops the import (what was written stays; importing again skips it).
  */
-export async function runImport(store: Store, items: AsyncIterable<ImportItem>, options: ImportOptions): Promise<ImportResult> {
+export async function runImport(store: Store, items: AsyncIterable<ImportItem> | Iterable<ImportItem>, options: ImportOptions): Promise<ImportResult> {
   const result: ImportResult = { object: 'import.result', dry_run: options.dryRun, imported: 0, skipped: 0, failed: [], conversations: [], warnings: [] };
   let unlisted = 0;
   const failed = (line: number | null, sourceId: string | null, error: string) => {

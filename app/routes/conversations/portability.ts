@@ -5,11 +5,11 @@ import { assertAllowed } from '../../access.js';
 import { ApiError, notFound } from '../../errors.js';
 import { requirePersistence, requireStorable } from '../../middleware/persistence.js';
 import { sessionInfo } from '../../middleware/session.js';
-import { chatgptItems } from '../../portability/chatgpt.js';
+import { chatgptItems, readChatgptExport } from '../../portability/chatgpt.js';
 import { EXPORT_PAGE, exportErrorLine, markdownLines, ndjsonLines, pullStream, type ExportSource } from '../../portability/export.js';
 import { NDJSON } from '../../portability/format.js';
 import { ImportFormatError, ImportInterruptedError, exportFileItems, formatError, parseLimits, runImport, type ImportItem } from '../../portability/import.js';
-import { BodyTooLargeError, readAll, readLines } from '../../portability/lines.js';
+import { BodyTooLargeError, readLines } from '../../portability/lines.js';
 import type { AppEnv } from '../../types.js';
 import { validate } from '../../validate.js';
 
@@ -115,19 +115,11 @@ export const portability = new Hono<Env>()
     let items: AsyncIterable<ImportItem> | Iterable<ImportItem>;
     try {
       if (source === 'chatgpt') {
-        // One JSON document: it can only be parsed whole, so it is read whole, up to IMPORT_MAX_BYTES.
-        const bytes = await readAll(body, maxBytes);
-        let document: unknown;
-        try {
-          document = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
-        } catch {
-          throw new ImportFormatError("The body is not JSON: a ChatGPT export's conversations.json (inside the zip ChatGPT mails) is one JSON array.");
-        }
-        items = chatgptItems(document, limits);
+        items = chatgptItems(await readChatgptExport(body, maxBytes), limits);
       } else {
         items = exportFileItems(readLines(body, { maxLineBytes, maxBytes }), limits);
       }
-      const result = await runImport(c.get('store'), toAsync(items), {
+      const result = await runImport(c.get('store'), items, {
         owner: c.get('principal'),
         session: sessionInfo(c),
         dryRun: dry_run,
@@ -145,7 +137,3 @@ export const portability = new Hono<Env>()
       throw err;
     }
   });
-
-async function* toAsync<T>(items: AsyncIterable<T> | Iterable<T>): AsyncGenerator<T> {
-  yield* items;
-}
