@@ -34,6 +34,8 @@ export const DERIVED: Partial<Record<TableName, string[]>> = { conversations: ['
 
 /** One database's tables as the copy reads and writes them, in Drizzle's row shape (the same in both dialects). */
 export interface TableAccess {
+  /** The table's columns (property names) that hold stored data: generated ones are left out. */
+  columns(table: TableName): string[];
   /** Rows after `after` (their primary key values, in order), by primary key, at most `limit`. */
   page(table: TableName, after: unknown[] | null, limit: number): Promise<Row[]>;
   /** The keys (joined with keyOf) among these that the table has. */
@@ -56,11 +58,16 @@ export const keyOf = (values: unknown[]) => JSON.stringify(values);
 export class TableChecksum {
   private sum = 0n;
   rows = 0;
-  constructor(private readonly table: TableName) {}
+  /** `columns`: those both sides have (a column one dialect alone has, such as a search index, is not compared). */
+  constructor(
+    private readonly table: TableName,
+    private readonly columns: string[],
+  ) {}
   add(rows: Row[]): void {
     const skip = DERIVED[this.table] ?? [];
+    const compared = this.columns.filter((c) => !skip.includes(c));
     for (const row of rows) {
-      const kept = skip.length ? Object.fromEntries(Object.entries(row).filter(([k]) => !skip.includes(k))) : row;
+      const kept = Object.fromEntries(compared.map((c) => [c, row[c]]));
       const digest = createHash('sha256').update(canonical(kept)).digest();
       this.sum = (this.sum + digest.readBigUInt64BE(0) * 2n ** 64n + digest.readBigUInt64BE(8)) % 2n ** 128n;
       this.rows += 1;
@@ -120,6 +127,7 @@ async function onSide<T>(side: 'from' | 'to', db: DbTarget, run: () => Promise<T
 /** The same tables, their failures marked with their side. */
 function sided(side: 'from' | 'to', db: DbTarget, tables: TableAccess): TableAccess {
   return {
+    columns: (table) => tables.columns(table),
     page: (...a) => onSide(side, db, () => tables.page(...a)),
     existing: (...a) => onSide(side, db, () => tables.existing(...a)),
     insert: (...a) => onSide(side, db, () => tables.insert(...a)),
@@ -138,7 +146,7 @@ export interface CopyOptions {
   batchSize: number;
   /** Stop after this many batches that wrote rows (to test resuming); no limit when undefined. */
   maxBatches?: number;
-  onProgress?: (p: { table: TableName; read: number; copied: number; total: number }) => void;
+  onProgress?: (p: { phase: 'copy' | 'check'; table: TableName; read: number; copied: number; total: number }) => void;
 }
 
 export interface TableReport {
@@ -178,13 +186,17 @@ export async function copyDatabase(from: DbTarget, to: DbTarget, options: CopyOp
       throw err;
     },
   );
+  const shared = (name: TableName) => {
+    const theirs = new Set(target.columns(name));
+    return source.columns(name).filter((c) => theirs.has(c));
+  };
   try {
     const sums = new Map<TableName, TableChecksum>();
     const copied = new Map<TableName, number>();
     let batches = 0;
     for (const { name } of COPY_TABLES) {
       const total = await source.count(name);
-      const sum = new TableChecksum(name);
+      const sum = new TableChecksum(name, shared(name));
       sums.set(name, sum);
       copied.set(name, 0);
       let after: unknown[] | null = null;
@@ -200,7 +212,7 @@ export async function copyDatabase(from: DbTarget, to: DbTarget, options: CopyOp
           copied.set(name, copied.get(name)! + missing.length);
           batches += 1;
         }
-        options.onProgress?.({ table: name, read: sum.rows, copied: copied.get(name)!, total });
+        options.onProgress?.({ phase: 'copy', table: name, read: sum.rows, copied: copied.get(name)!, total });
         if (options.maxBatches !== undefined && batches >= options.maxBatches) {
           return { status: 'stopped', batches, tables: Object.fromEntries([...copied].map(([t, n]) => [t, { copied: n }])) };
         }
@@ -211,14 +223,14 @@ export async function copyDatabase(from: DbTarget, to: DbTarget, options: CopyOp
 
     const tables = {} as Record<TableName, TableReport>;
     for (const { name } of COPY_TABLES) {
-      const check = new TableChecksum(name);
+      const check = new TableChecksum(name, shared(name));
       const total = await target.count(name);
       let after: unknown[] | null = null;
       for (;;) {
         const rows = await target.page(name, after, options.batchSize);
         if (!rows.length) break;
         check.add(rows);
-        options.onProgress?.({ table: name, read: check.rows, copied: 0, total });
+        options.onProgress?.({ phase: 'check', table: name, read: check.rows, copied: 0, total });
         after = keyValues(name, rows.at(-1)!);
         if (rows.length < options.batchSize) break;
       }

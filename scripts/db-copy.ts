@@ -88,8 +88,8 @@ async function main(): Promise<number> {
     result = await copyDatabase(args.from, args.to, {
       batchSize: args.batchSize,
       maxBatches: args.maxBatches,
-      onProgress: ({ table, read, copied, total }) => {
-        last = `${table}: ${read}/${total} read, ${copied} copied`;
+      onProgress: ({ phase, table, read, copied, total }) => {
+        last = phase === 'copy' ? `${table}: ${read}/${total} read, ${copied} copied` : `checking ${table}: ${read}/${total}`;
         report.tick(() => last);
       },
     });

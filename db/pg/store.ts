@@ -70,7 +70,8 @@ function rowsOf<T extends PgTable>(table: T, rows: T['$inferSelect'][]) {
  * schema's column names, so a column added to the schema is carried along.
  */
 async function insertAsJson<T extends PgTable>(db: Pick<ReturnType<typeof drizzle>, 'execute'>, table: T, rows: T['$inferSelect'][]): Promise<void> {
-  const columns = Object.entries(getTableColumns(table));
+  // Generated columns are the database's to fill.
+  const columns = Object.entries(getTableColumns(table)).filter(([, column]) => !column.generated && !column.generatedIdentity);
   const json = rows.map((row) => {
     const out: Record<string, unknown> = {};
     for (const [key, column] of columns) {
@@ -79,7 +80,8 @@ async function insertAsJson<T extends PgTable>(db: Pick<ReturnType<typeof drizzl
     }
     return out;
   });
-  await db.execute(sql`insert into ${table} select * from jsonb_populate_recordset(null::${table}, ${JSON.stringify(json)}::jsonb)`);
+  const names = sql.join(columns.map(([, column]) => sql.identifier(column.name)), sql`, `);
+  await db.execute(sql`insert into ${table} (${names}) select ${names} from jsonb_populate_recordset(null::${table}, ${JSON.stringify(json)}::jsonb)`);
 }
 
 export interface PgStoreOptions {

@@ -27,6 +27,11 @@ export function pgTables(url: string): TableAccess {
     return keyColumns(name).map((k) => columns[k]!);
   };
   return {
+    columns(name) {
+      return Object.entries(getTableColumns(TABLES[name]))
+        .filter(([, column]) => !column.generated && !column.generatedIdentity)
+        .map(([key]) => key);
+    },
     async page(name, after, limit) {
       const keys = keysOf(name);
       return (await db
