@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { except } from 'hono/combine';
 import { requestId } from 'hono/request-id';
 import { dbErrorCode } from '../db/store.js';
 import { ApiError, renderError, toApiError } from './errors.js';
@@ -20,6 +21,7 @@ import { models } from './routes/models.js';
 import { reference } from './routes/reference.js';
 import { admin } from './routes/admin.js';
 import { conversations } from './routes/conversations/index.js';
+import { portability } from './routes/conversations/portability.js';
 import { health } from './routes/health.js';
 import { createMetrics } from './metrics.js';
 import { Consents } from './privacy/consents.js';
@@ -74,28 +76,37 @@ export function createApp(input: AppDeps) {
       maxAge: 600,
     }),
   );
+  // An import reads its body itself, as a stream, under its own limit (IMPORT_MAX_BYTES) and
+  // media types: the body limit would buffer it, the depth check parse it whole, and both refuse
+  // what an import is for.
+  const ownBodies = ['/v1/conversations/import'];
   app.use(
-    bodyLimit({
-      maxSize: config.bodyLimitBytes,
-      onError: () => {
-        throw new ApiError(
-          413,
-          'invalid_request_error',
-          `The request body is larger than this server accepts (${config.bodyLimitBytes} bytes, BODY_LIMIT_BYTES).`,
-          'request_too_large',
-        );
-      },
-    }),
+    except(
+      ownBodies,
+      bodyLimit({
+        maxSize: config.bodyLimitBytes,
+        onError: () => {
+          throw new ApiError(
+            413,
+            'invalid_request_error',
+            `The request body is larger than this server accepts (${config.bodyLimitBytes} bytes, BODY_LIMIT_BYTES).`,
+            'request_too_large',
+          );
+        },
+      }),
+    ),
   );
 
-  app.use(limitJsonDepth(config.limits.jsonDepth));
-  app.use('/v1/*', jsonOnly());
+  app.use(except(ownBodies, limitJsonDepth(config.limits.jsonDepth)));
+  app.use('/v1/*', jsonOnly({ exempt: ownBodies }));
   app.route('/healthz', health);
   app.route('/metrics', metrics);
   app.route('/', reference);
   app.use('/v1/*', identify());
   app.use('/v1/*', rateLimit({ store: deps.rateLimitStore ?? createMemoryRateLimitStore(), ...config.rateLimit }));
   app.route('/v1/chat', chat);
+  // Before the conversations routes: /export and /import are not conversation ids.
+  app.route('/v1/conversations', portability);
   app.route('/v1/chat', storedCompletions);
   app.route('/v1/models', models);
   app.route('/v1/conversations', conversations);

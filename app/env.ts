@@ -170,6 +170,8 @@ const envSchema = z.object({
   REDACT_SYSTEM_PROMPTS: bool(false),
   UPSTREAM_TIMEOUT_MS: int(120_000, 1),
   BODY_LIMIT_BYTES: int(1_048_576, 1),
+  IMPORT_MAX_BYTES: int(50 * 1024 * 1024, 1),
+  IMPORT_MAX_LINE_BYTES: int(8 * 1024 * 1024, 1024),
   TOKEN_ESTIMATE_MAX_CHARS: int(65_536, 1_024, 16_777_216),
   STREAM_LEASE_MS: int(15_000, 100, 600_000),
   ORPHAN_SWEEP_INTERVAL_MS: int(5_000, 50, 600_000),
@@ -256,6 +258,11 @@ export interface Config {
   flush: { ms: number; chars: number; retryMs: number };
   redactSystemPrompts: boolean;
   bodyLimitBytes: number;
+  /**
+   * POST /v1/conversations/import: the body, read as a stream, in bytes (BODY_LIMIT_BYTES does
+   * not apply to it), and one line of an export file.
+   */
+  imports: { maxBytes: number; maxLineBytes: number };
   /** Characters a token estimate counts at most; beyond, it samples and extrapolates. */
   tokenEstimateMaxChars: number;
   /**
@@ -380,6 +387,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     flush: { ms: e.HISTORY_BATCH_FLUSH_MS, chars: e.HISTORY_BATCH_FLUSH_CHARS, retryMs: e.HISTORY_RETRY_MS },
     redactSystemPrompts: e.REDACT_SYSTEM_PROMPTS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    imports: { maxBytes: e.IMPORT_MAX_BYTES, maxLineBytes: Math.min(e.IMPORT_MAX_LINE_BYTES, e.IMPORT_MAX_BYTES) },
     tokenEstimateMaxChars: e.TOKEN_ESTIMATE_MAX_CHARS,
     streams: {
       leaseMs: e.STREAM_LEASE_MS,

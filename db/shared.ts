@@ -7,6 +7,7 @@ import {
   type NewChatCompletion,
   type MessagePageOptions,
   type Conversation,
+  type ImportedConversation,
   type Json,
   type JsonObject,
   type ListOptions,
@@ -59,6 +60,7 @@ export function conversationRow(owner: Principal, input: NewConversation, lastSe
     createdAt: now,
     updatedAt: now,
     deletedAt: null,
+    importSourceId: null,
   };
 }
 
@@ -103,6 +105,37 @@ export function messageRow(conversationId: string, seq: number, m: NewMessage, n
   };
 }
 
+
+/**
+ * The rows an import inserts: the conversation under `id` (the file's, or a new one when that is
+ * another owner's), and its messages with seqs 1..n, each keeping its id unless `takenMessageIds`
+ * has it (then a new one, and parent ids that pointed to it follow). Times are the file's.
+ */
+export function importedRows(owner: Principal, input: ImportedConversation, id: string, takenMessageIds: ReadonlySet<string>) {
+  const renamed = id !== input.id;
+  const conversation: Conversation = {
+    ...conversationRow(owner, input, input.messages.length, input.createdAt),
+    id,
+    updatedAt: input.updatedAt,
+    deletedAt: input.deletedAt,
+    importSourceId: renamed ? (input.sourceId ?? input.id) : input.sourceId,
+  };
+  const newIds = new Map<string, string>();
+  for (const m of input.messages) if (takenMessageIds.has(m.id)) newIds.set(m.id, crypto.randomUUID());
+  const rows = input.messages.map((m, i) => ({
+    ...messageRow(id, i + 1, { ...m, id: newIds.get(m.id) ?? m.id, parentMessageId: m.parentMessageId == null ? null : (newIds.get(m.parentMessageId) ?? m.parentMessageId), lease: null }, m.createdAt),
+    updatedAt: m.updatedAt,
+  }));
+  return { conversation, rows };
+}
+
+/** The ids an import recognises a conversation by: its id in the file and the id it came from. */
+export const importSourceIds = (input: ImportedConversation): string[] => [input.id, ...(input.sourceId && input.sourceId !== input.id ? [input.sourceId] : [])];
+
+/** Limits an import is checked against: a deleted conversation adds to no live count. */
+export function importLimits(input: ImportedConversation, limits: WriteLimits): WriteLimits {
+  return input.deletedAt ? { maxMessages: limits.maxMessages } : limits;
+}
 
 /**
  * Whom a principal's rows belong to: a signed-in user owns what carries its user id, whichever
@@ -194,14 +227,21 @@ export function listFilter(
   reader: Principal,
   options: ListOptions,
 ): SQL {
-  const table = t.conversations;
-  const conditions: (SQL | undefined)[] = [readableBy(t, reader, options.scope)];
+  return and(readableBy(t, reader, options.scope), pageFilter(t.conversations, options)) as SQL;
+}
+
+/** listFilter without the reader: deleted ones or not, and the keyset position. */
+export function pageFilter(
+  table: { id: AnyColumn; createdAt: AnyColumn; deletedAt: AnyColumn },
+  options: Omit<ListOptions, 'scope' | 'limit'>,
+): SQL | undefined {
+  const conditions: (SQL | undefined)[] = [];
   if (!options.includeDeleted) conditions.push(isNull(table.deletedAt));
   if (options.after) {
     const { createdAt, id } = options.after;
     conditions.push(or(lt(table.createdAt, createdAt), and(eq(table.createdAt, createdAt), lt(table.id, id))));
   }
-  return and(...conditions) as SQL;
+  return and(...conditions);
 }
 
 /**

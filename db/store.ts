@@ -111,6 +111,8 @@ export interface Conversation {
   createdAt: Date;
   updatedAt: Date;
   deletedAt: Date | null;
+  /** The id it had in the file it was imported from, when that id was another owner's here. */
+  importSourceId: string | null;
 }
 
 export interface Message {
@@ -200,6 +202,39 @@ export interface NewConversation {
   title?: string | null;
   model?: string | null;
   metadata?: JsonObject;
+}
+
+/** A message as an import brings it: its own id and times; its seq is its place (1..n). */
+export interface ImportedMessage extends NewMessage {
+  id: string;
+  /** Closed: a message that was still streaming comes in as an error (see the import). */
+  status: 'final' | 'error';
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** A whole conversation from an export file, for importConversation. */
+export interface ImportedConversation {
+  /** Its id in the file: kept when no conversation here has it. */
+  id: string;
+  /** The id it had before an earlier import renamed it (the file's import_source_id), if any. */
+  sourceId: string | null;
+  title: string | null;
+  model: string | null;
+  metadata: JsonObject;
+  createdAt: Date;
+  updatedAt: Date;
+  deletedAt: Date | null;
+  /** In order: they get seqs 1..n. */
+  messages: ImportedMessage[];
+}
+
+export interface ImportOutcome {
+  /** `skipped`: the owner already has it, by its id or the id it came from; nothing was written. */
+  status: 'imported' | 'skipped';
+  /** Its id here: the file's, or a new one (`renamed`) when another owner has the file's. */
+  id: string;
+  renamed: boolean;
 }
 
 export interface ConversationPatch {
@@ -387,6 +422,25 @@ export interface Store extends IdentityStore {
   updateConversation(owner: Principal, id: string, patch: ConversationPatch): Promise<(Conversation & { streamingMessageId: string | null }) | null>;
   /** Soft delete, owner only; false when not found, not owned or already deleted. */
   deleteConversation(owner: Principal, id: string): Promise<boolean>;
+  /**
+   * Every conversation whoever owns it (the operator's export), newest first, keyset as
+   * listConversations; `access` is 'owner'.
+   */
+  listEveryConversation(options: Omit<ListOptions, 'scope'>): Promise<{ items: AccessibleConversation[]; hasMore: boolean }>;
+  /**
+   * Inserts a conversation from an export with its own id, times and messages (seqs 1..n), in one
+   * transaction, or nothing. `skipped` when the owner already has it: a conversation of theirs,
+   * deleted or not, whose id or import_source_id is the file's id or source id. An id another
+   * owner holds is never touched: the conversation gets a new id, recording the file's in
+   * import_source_id; a message id already taken gets a new one too (parent ids follow). Throws
+   * LimitExceededError as createConversation does; a deleted conversation counts toward no
+   * limit of live ones. With `dryRun` it decides and checks everything and writes nothing.
+   */
+  importConversation(
+    owner: Principal,
+    conversation: ImportedConversation,
+    options: { maxPerSession: number; maxMessages?: number; maxBytes?: number; session?: SessionInfo; dryRun?: boolean },
+  ): Promise<ImportOutcome>;
 
   listMessages(conversationId: string, options: { afterSeq: number; limit: number }): Promise<Message[]>;
   /**

@@ -3,6 +3,7 @@ import { storedCompletionDocs } from '../chat/stored-route.js';
 import { adminDocs } from '../routes/admin.js';
 import { conversationDocs } from '../routes/conversations/index.js';
 import { liveDocs } from '../routes/conversations/live.js';
+import { portabilityDocs } from '../routes/conversations/portability.js';
 import { healthDocs } from '../routes/health.js';
 import { meDocs } from '../routes/me.js';
 import { metricsDocs } from '../routes/metrics.js';
@@ -19,6 +20,7 @@ export const documentedRoutes: RouteDoc[] = [
   ...modelDocs,
   ...conversationDocs,
   ...liveDocs,
+  ...portabilityDocs,
   ...sharedDocs,
   ...meDocs,
   ...privacyDocs,

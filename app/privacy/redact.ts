@@ -1,7 +1,7 @@
 import type { MessagesToAppend, NewMessage, Store } from '../../db/store.js';
 
 /**
- * REDACT_SYSTEM_PROMPTS: every message write goes through the store's two message-writing
+ * REDACT_SYSTEM_PROMPTS: every message write goes through the store's three message-writing
  * methods, so filtering there keeps system prompts out of the database on every path (proxy,
  * messages endpoint, imports).
  */
@@ -17,5 +17,7 @@ export function redactSystemPrompts(store: Store): Store {
         ...options,
         messages: options.messages && (withoutSystem(options.messages) as NewMessage[]),
       })) satisfies Store['createConversation'],
+    importConversation: ((owner, conversation, options) =>
+      store.importConversation(owner, { ...conversation, messages: conversation.messages.filter((m) => m.role !== 'system') }, options)) satisfies Store['importConversation'],
   });
 }

@@ -14,11 +14,16 @@ import {
   completionRow,
   firstTurn,
   headroom,
+  importLimits,
+  importSourceIds,
+  importedRows,
   listFilter,
   messagePage,
   messageRow,
   ownedBy,
+  ownerOf,
   ownerOfRow,
+  pageFilter,
   readableBy,
   sessionColumns,
   sessionHasNothingLeft,
@@ -28,7 +33,10 @@ import {
 import {
   ConversationAccessError,
   ConversationNotFoundError,
+  dbErrorCode,
+  type Access,
   type Conversation,
+  type ImportOutcome,
   type Principal,
   type PurgeResult,
   type Store,
@@ -56,6 +64,10 @@ const messageBytes = sql<number>`case when ${messages.status} in ('draft', 'stre
   + coalesce(chat_proxy_json_bytes(${messages.functionCall}), 0) end`.mapWith(Number);
 // Any constant works; it only has to be the same in every process of this application.
 const MIGRATION_LOCK_KEY = 7_341_920_113;
+/** The first half of the two-key advisory locks that serialise one owner's imports. */
+const IMPORT_LOCK_SPACE = 7_341;
+/** Rows per INSERT and per id lookup. */
+const INSERT_CHUNK = 1_000;
 
 /**
  * Whole rows of `table` as `(values (…), …) as v(col, …)` plus its column list, both taken from
@@ -68,6 +80,27 @@ function rowsOf<T extends PgTable>(table: T, rows: T['$inferSelect'][]) {
   const tuple = (row: Record<string, unknown>) =>
     sql`(${sql.join(columns.map(([key, column]) => sql`${sql.param(row[key] ?? null, column)}::${sql.raw(column.getSQLType())}`), sql`, `)})`;
   return { names, values: sql`(values ${sql.join(rows.map(tuple), sql`, `)}) as v(${names})` };
+}
+
+/**
+ * Inserts many whole rows of `table` as one JSON parameter expanded by jsonb_populate_recordset:
+ * building a statement of one parameter per value costs Drizzle about half a millisecond a row,
+ * which made a 1,000-message import spend most of its time in JavaScript. Keys come from the
+ * schema's column names, so a column added to the schema is carried along.
+ */
+async function insertAsJson<T extends PgTable>(db: Pick<ReturnType<typeof drizzle>, 'execute'>, table: T, rows: T['$inferSelect'][]): Promise<void> {
+  // Generated columns are the database's to fill.
+  const columns = Object.entries(getTableColumns(table)).filter(([, column]) => !column.generated && !column.generatedIdentity);
+  const json = rows.map((row) => {
+    const out: Record<string, unknown> = {};
+    for (const [key, column] of columns) {
+      const value = (row as Record<string, unknown>)[key];
+      out[column.name] = value instanceof Date ? value.toISOString() : (value ?? null);
+    }
+    return out;
+  });
+  const names = sql.join(columns.map(([, column]) => sql.identifier(column.name)), sql`, `);
+  await db.execute(sql`insert into ${table} (${names}) select ${names} from jsonb_populate_recordset(null::${table}, ${JSON.stringify(json)}::jsonb)`);
 }
 
 export interface PgStoreOptions {
@@ -205,6 +238,69 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .where(and(eq(conversations.id, cleanText(id)), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
         .returning({ id: conversations.id });
       return rows.length > 0;
+    },
+
+    async listEveryConversation(options) {
+      const rows = await db
+        .select({ ...getTableColumns(conversations), access: sql<Access>`'owner'`, streamingMessageId })
+        .from(conversations)
+        .where(pageFilter(conversations, { ...options, after: options.after && { ...options.after, id: cleanText(options.after.id) } }))
+        .orderBy(desc(conversations.createdAt), desc(conversations.id))
+        .limit(options.limit + 1);
+      return { items: rows.slice(0, options.limit), hasMore: rows.length > options.limit };
+    },
+
+    async importConversation(owner, input, { maxPerSession, maxMessages, maxBytes, session, dryRun }) {
+      const who = ownerOf(owner);
+      const lockKey = who.by === 'user' ? `user:${who.userId}` : `session:${who.sessionId}`;
+      const attempt = () =>
+        db.transaction(async (tx): Promise<ImportOutcome> => {
+          // One import at a time per owner: the same file sent twice at once must not insert it
+          // twice (with a new id each, when its own is another owner's).
+          await tx.execute(sql`select pg_advisory_xact_lock(${IMPORT_LOCK_SPACE}::int, hashtext(${lockKey}))`);
+          const sources = importSourceIds(input).map(cleanText);
+          const [theirs] = await tx
+            .select({ id: conversations.id })
+            .from(conversations)
+            .where(and(ownedBy(conversations, owner), or(inArray(conversations.id, sources), inArray(conversations.importSourceId, sources))))
+            .limit(1);
+          if (theirs) return { status: 'skipped', id: theirs.id, renamed: false };
+          // Not theirs (that was checked just above), so another owner's: never touched.
+          const renamed = (await tx.select({ id: conversations.id }).from(conversations).where(eq(conversations.id, sources[0]!))).length > 0;
+          const taken = new Set<string>();
+          const ids = input.messages.map((m) => cleanText(m.id));
+          for (let i = 0; i < ids.length; i += INSERT_CHUNK) {
+            // One JSON parameter rather than one per id (see insertAsJson).
+            const chunk = JSON.stringify(ids.slice(i, i + INSERT_CHUNK));
+            for (const row of await tx.select({ id: messages.id }).from(messages).where(sql`${messages.id} in (select jsonb_array_elements_text(${chunk}::jsonb))`)) taken.add(row.id);
+          }
+          const { conversation, rows } = importedRows(owner, input, renamed ? crypto.randomUUID() : input.id, taken);
+          const [live] = await tx
+            .select({ n: count(), bytes: liveBytes })
+            .from(conversations)
+            .where(and(ownedBy(conversations, owner), isNull(conversations.deletedAt)));
+          assertWithinLimits({ conversations: live?.n ?? 0, lastSeq: 0, bytes: live?.bytes ?? 0 }, rows, importLimits(input, { maxPerSession, maxMessages, maxBytes }));
+          if (dryRun) return { status: 'imported', id: conversation.id, renamed };
+          const now = new Date();
+          await tx
+            .insert(sessions)
+            .values({ id: owner.sessionId, userId: conversation.userId, createdAt: now, lastSeenAt: now, ...sessionColumns(session) })
+            .onConflictDoUpdate({ target: sessions.id, set: { lastSeenAt: sql`excluded.last_seen_at`, userId: sql`coalesce(excluded.user_id, ${sessions.userId})` } });
+          // stored_bytes is counted by the trigger as the messages go in.
+          const { storedBytes: _counted, ...row } = conversation;
+          await tx.insert(conversations).values(row);
+          for (let i = 0; i < rows.length; i += INSERT_CHUNK) await insertAsJson(tx, messages, rows.slice(i, i + INSERT_CHUNK));
+          return { status: 'imported', id: conversation.id, renamed };
+        });
+      for (let tries = 1; ; tries++) {
+        try {
+          return await attempt();
+        } catch (err) {
+          // Another owner's import took one of these ids between the check and the insert: the
+          // next attempt sees it taken and picks a new one.
+          if (dbErrorCode(err) !== '23505' || tries >= 3) throw err;
+        }
+      }
     },
 
     async listMessages(conversationId, { afterSeq, limit }) {

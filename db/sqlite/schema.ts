@@ -36,12 +36,17 @@ export const conversations = sqliteTable(
     createdAt: timestamp('created_at').notNull(),
     updatedAt: timestamp('updated_at').notNull(),
     deletedAt: timestamp('deleted_at'),
+    // The id a conversation had in the file it was imported from, when that id was taken here and
+    // it got a new one: importing the same file again finds it by this and skips it.
+    importSourceId: text('import_source_id'),
   },
   (t) => [
     index('conversations_session_created_idx').on(t.sessionId, t.createdAt, t.id),
     index('conversations_user_created_idx').on(t.userId, t.createdAt, t.id),
     index('conversations_updated_idx').on(t.updatedAt),
     index('conversations_deleted_idx').on(t.deletedAt),
+    // Source ids are UUIDs, so a lookup by one finds a row or two, then filtered by owner.
+    index('conversations_import_source_idx').on(t.importSourceId),
   ],
 );
 

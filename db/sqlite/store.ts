@@ -15,12 +15,16 @@ import {
   completionOrder,
   completionRow,
   firstTurn,
+  importLimits,
+  importSourceIds,
+  importedRows,
   listFilter,
   messagePage,
   messageRow,
   ownedBy,
   ownerOf,
   ownerOfRow,
+  pageFilter,
   readableBy,
   sessionColumns,
   sessionHasNothingLeft,
@@ -31,9 +35,11 @@ import {
 import {
   ConversationAccessError,
   ConversationNotFoundError,
+  type Access,
   type AccessibleConversation,
   type ChatCompletionRecord,
   type Conversation,
+  type ImportOutcome,
   type Message,
   type Principal,
   type PurgeResult,
@@ -289,6 +295,48 @@ export function createSqliteStore(path: string): Store {
         .where(and(eq(conversations.id, id), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
         .run();
       return result.changes > 0;
+    },
+
+    async listEveryConversation(options) {
+      const rows = db
+        .select({ ...getTableColumns(conversations), access: sql<Access>`'owner'`, streamingMessageId })
+        .from(conversations)
+        .where(pageFilter(conversations, options))
+        .orderBy(desc(conversations.createdAt), desc(conversations.id))
+        .limit(options.limit + 1)
+        .all();
+      return { items: rows.slice(0, options.limit), hasMore: rows.length > options.limit };
+    },
+
+    async importConversation(owner, input, { maxPerSession, maxMessages, maxBytes, session, dryRun }) {
+      const run = (): ImportOutcome => {
+        const sources = importSourceIds(input);
+        const theirs = db
+          .select({ id: conversations.id })
+          .from(conversations)
+          .where(and(ownedBy(conversations, owner), or(inArray(conversations.id, sources), inArray(conversations.importSourceId, sources))))
+          .get();
+        if (theirs) return { status: 'skipped', id: theirs.id, renamed: false };
+        // Not theirs (that was checked just above), so another owner's: never touched.
+        const renamed = db.select({ id: conversations.id }).from(conversations).where(eq(conversations.id, input.id)).get() !== undefined;
+        const taken = new Set<string>();
+        const ids = input.messages.map((m) => m.id);
+        for (let i = 0; i < ids.length; i += 500) {
+          for (const row of db.select({ id: messages.id }).from(messages).where(inArray(messages.id, ids.slice(i, i + 500))).all()) taken.add(row.id);
+        }
+        const { conversation, rows } = importedRows(owner, input, renamed ? crypto.randomUUID() : input.id, taken);
+        const live = liveOf(owner);
+        assertWithinLimits({ conversations: live.n, lastSeq: 0, bytes: live.bytes }, rows, importLimits(input, { maxPerSession, maxMessages, maxBytes }));
+        if (!dryRun) {
+          hot().upsertSession.run({ id: owner.sessionId, userId: conversation.userId, now: new Date(), ...sessionColumns(session) });
+          // stored_bytes is counted by the triggers as the messages go in.
+          const { storedBytes: _counted, ...row } = conversation;
+          db.insert(conversations).values(row).run();
+          insertMessages(rows);
+        }
+        return { status: 'imported', id: conversation.id, renamed };
+      };
+      return dryRun ? client.transaction(run).deferred() : client.transaction(run).immediate();
     },
 
     async listMessages(conversationId, { afterSeq, limit }) {
