@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, or, sql, sum, type AnyColumn } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
@@ -19,7 +19,18 @@ import {
   sessionColumns,
   sessionHasNothingLeft,
 } from '../shared.js';
-import { ConversationAccessError, ConversationNotFoundError, type Conversation, type Principal, type PurgeResult, type Store } from '../store.js';
+import {
+  ConversationAccessError,
+  ConversationNotFoundError,
+  type Conversation,
+  type MessageRole,
+  type Principal,
+  type PurgeResult,
+  type SearchHit,
+  type Store,
+} from '../store.js';
+import { pgTsquery } from '../search-query.js';
+import { MAX_INDEXED_CHARS } from '../search-text.js';
 import { pgIdentity } from './identity.js';
 import * as schema from './schema.js';
 
@@ -43,6 +54,18 @@ function rowsOf<T extends PgTable>(table: T, rows: T['$inferSelect'][]) {
     sql`(${sql.join(columns.map(([key, column]) => sql`${sql.param(row[key] ?? null, column)}::${sql.raw(column.getSQLType())}`), sql`, `)})`;
   return { names, values: sql`(values ${sql.join(rows.map(tuple), sql`, `)}) as v(${names})` };
 }
+
+/** A search hit as the query reads it: a message (seq set), or a conversation by its title. */
+type PgHitRow = {
+  score: number;
+  created_ms: number;
+  id: string;
+  seq: number | null;
+  role: MessageRole | null;
+  content: string | null;
+  conversation_id: string;
+  title: string | null;
+};
 
 export interface PgStoreOptions {
   /** Pool size; the default suits one server process on a small machine. */
@@ -280,6 +303,51 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const [c] = await db.select({ n: count() }).from(conversations).where(isNull(conversations.deletedAt));
       const [m] = await db.select({ n: count() }).from(messages);
       return { conversations: c?.n ?? 0, messages: m?.n ?? 0 };
+    },
+
+    async search(reader, { query, limit, after }) {
+      if (!query.terms.length) return { items: [], hasMore: false };
+      const tsquery = pgTsquery(query);
+      const readable = sql`${readableBy(accessTables, reader)} and ${conversations.deletedAt} is null`;
+      // The same expression as conversations_title_search_idx, so that index answers it.
+      const titleVector = sql`to_tsvector('simple', chat_proxy_search_text(${conversations.title}))`;
+      // Timestamps are compared in whole milliseconds, as cursors carry them (and as SQLite stores them).
+      const ms = (column: AnyColumn) => sql`floor(extract(epoch from ${column}) * 1000)::float8`;
+      const position = after
+        ? sql`where score < ${after.score}::float8 or (score = ${after.score}::float8 and (created_ms < ${after.createdAt.getTime()}::float8 or (created_ms = ${after.createdAt.getTime()}::float8 and id < ${cleanText(after.id)})))`
+        : sql``;
+      // The page is chosen on ids and ranks alone; only its rows' text is read.
+      const rows = await db.execute<PgHitRow>(sql`
+        with hits as (
+          select ${messages.id} as id, ${messages.conversationId} as conversation_id, ${ms(messages.createdAt)} as created_ms,
+            ts_rank(search_vector, ${tsquery}, 1)::float8 as score, true as is_message
+          from ${messages} join ${conversations} on ${conversations.id} = ${messages.conversationId}
+          where search_vector @@ ${tsquery} and ${readable}
+          union all
+          select ${conversations.id}, ${conversations.id}, ${ms(conversations.createdAt)}, ts_rank(${titleVector}, ${tsquery}, 1)::float8, false
+          from ${conversations}
+          where ${titleVector} @@ ${tsquery} and ${readable}
+        ), page as (
+          select * from hits ${position} order by score desc, created_ms desc, id desc limit ${limit + 1}
+        )
+        select page.score, page.created_ms, page.id, m.seq, m.role, left(m.content, ${MAX_INDEXED_CHARS}) as content,
+          page.conversation_id, c.title
+        from page left join messages m on page.is_message and m.id = page.id
+          join conversations c on c.id = page.conversation_id
+        order by page.score desc, page.created_ms desc, page.id desc`);
+      const items = [...rows].slice(0, limit).map(
+        (r): SearchHit => ({
+          conversationId: r.conversation_id,
+          conversationTitle: r.title,
+          messageId: r.seq === null ? null : r.id,
+          seq: r.seq,
+          role: r.role,
+          text: r.seq === null ? (r.title ?? '') : (r.content ?? ''),
+          createdAt: new Date(r.created_ms),
+          score: r.score,
+        }),
+      );
+      return { items, hasMore: rows.length > limit };
     },
 
     async tokenTotals(ids) {

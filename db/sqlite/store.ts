@@ -29,9 +29,13 @@ import {
   type Conversation,
   type Message,
   type Principal,
+  type MessageRole,
   type PurgeResult,
+  type SearchHit,
   type Store,
 } from '../store.js';
+import { fts5Match } from '../search-query.js';
+import { MAX_INDEXED_CHARS, searchText } from '../search-text.js';
 import { sqliteIdentity } from './identity.js';
 import * as schema from './schema.js';
 
@@ -55,6 +59,18 @@ function toDriverRow(row: Message): Record<string, unknown> {
 }
 const migrationsFolder = fileURLToPath(new URL('../../drizzle/sqlite', import.meta.url));
 
+/** A search hit as the query reads it: a message (seq set), or a conversation by its title. */
+interface SqliteHitRow {
+  score: number;
+  created_ms: number;
+  id: string;
+  seq: number | null;
+  role: MessageRole | null;
+  content: string | null;
+  conversation_id: string;
+  title: string | null;
+}
+
 /**
  * better-sqlite3 is synchronous, so every method runs to completion before it returns and
  * transactions cannot interleave within a process; BEGIN IMMEDIATE takes the write lock up
@@ -71,6 +87,9 @@ export function createSqliteStore(path: string): Store {
   client.pragma('foreign_keys = ON');
   // Used by the migration that replaces stored session ids by their hashes.
   client.function('chat_proxy_sha256_hex', { deterministic: true }, (v: unknown) => (v == null ? null : createHash('sha256').update(String(v)).digest('hex')));
+  // What the search index is given for a message's content or a title (see the search migration):
+  // the triggers call it, so every connection that writes messages must register it.
+  client.function('chat_proxy_search_text', { deterministic: true }, (v: unknown) => (v == null ? null : searchText(String(v))));
   const db = drizzle(client, { schema });
   const open = inArray(messages.status, ['draft', 'streaming']);
 
@@ -342,6 +361,49 @@ export function createSqliteStore(path: string): Store {
       const c = db.select({ n: count() }).from(conversations).where(isNull(conversations.deletedAt)).get();
       const m = db.select({ n: count() }).from(messages).get();
       return { conversations: c?.n ?? 0, messages: m?.n ?? 0 };
+    },
+
+    async search(reader, { query, limit, after }) {
+      if (!query.terms.length) return { items: [], hasMore: false };
+      const readable = sql`${readableBy(accessTables, reader)} and ${conversations.deletedAt} is null`;
+      // bm25 is lower for better matches: the score is its negation, higher first as in Postgres.
+      const position = after
+        ? sql`where score < ${after.score} or (score = ${after.score} and (created_ms < ${after.createdAt.getTime()} or (created_ms = ${after.createdAt.getTime()} and id < ${after.id})))`
+        : sql``;
+      // One MATCH for messages (positive rowids) and titles (negative: minus the conversation's
+      // rowid); the page is chosen on ids and scores alone, and only its rows' text is read.
+      const rows = db.all<SqliteHitRow>(sql`
+        with found as materialized (
+          select rowid as ref, -bm25(search_index) as score from search_index where search_index match ${fts5Match(query)}
+        ), hits as (
+          select found.ref, found.score, ${messages.createdAt} as created_ms, ${messages.id} as id
+          from found join ${messages} on ${messages}.rowid = found.ref join ${conversations} on ${conversations.id} = ${messages.conversationId}
+          where found.ref > 0 and ${readable}
+          union all
+          select found.ref, found.score, ${conversations.createdAt}, ${conversations.id}
+          from found join ${conversations} on ${conversations}.rowid = -found.ref
+          where found.ref < 0 and ${readable}
+        ), page as (
+          select * from hits ${position} order by score desc, created_ms desc, id desc limit ${limit + 1}
+        )
+        select page.score, page.created_ms, page.id, m.seq, m.role, substr(m.content, 1, ${MAX_INDEXED_CHARS}) as content,
+          c.id as conversation_id, c.title
+        from page left join messages m on page.ref > 0 and m.rowid = page.ref
+          join conversations c on c.id = case when page.ref > 0 then m.conversation_id else page.id end
+        order by page.score desc, page.created_ms desc, page.id desc`);
+      const items = rows.slice(0, limit).map(
+        (r): SearchHit => ({
+          conversationId: r.conversation_id,
+          conversationTitle: r.title,
+          messageId: r.seq === null ? null : r.id,
+          seq: r.seq,
+          role: r.role,
+          text: r.seq === null ? (r.title ?? '') : (r.content ?? ''),
+          createdAt: new Date(r.created_ms),
+          score: r.score,
+        }),
+      );
+      return { items, hasMore: rows.length > limit };
     },
 
     async tokenTotals(ids) {
