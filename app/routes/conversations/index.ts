@@ -20,6 +20,7 @@ import {
   patchConversationSchema,
   shareSchema,
 } from './schemas.js';
+import { search } from './search.js';
 
 type Env = AppEnv & { Variables: { store: Store } };
 
@@ -36,6 +37,8 @@ async function conversationFor(c: Context<Env>, id: string, action: Action) {
 
 export const conversations = new Hono<Env>()
   .use(requirePersistence())
+  // Before the /:id routes, which would take "search" for an id.
+  .route('/', search)
 
   .post('/', requireStorable(), validate('json', createConversationSchema), async (c) => {
     const { config } = c.get('services');
