@@ -194,16 +194,33 @@ describe.each(dialects)('search on %s', (dialect) => {
     expect((await found({ session: s }, 'plants')).map((h) => [h.role, h.seq]).sort()).toEqual([['user', 1], [null, null]].sort());
   });
 
-  it('finds the text of an answer still streaming, delta by delta', async () => {
+  it('indexes an answer still streaming each time it passes 2048 bytes, and all of it when it ends or its writer dies', async () => {
     const s = newSession();
     const made = await conversation({ session: s }, null, 'start');
     const owner = { sessionId: hashSessionId(s), userId: null };
-    const [answer] = await db.store.appendMessages(owner, made.id, [{ role: 'assistant', status: 'streaming', content: '' }], { maxMessages: 100 });
-    await db.store.appendContent(answer!.id, 'The mitochon');
-    expect(await found({ session: s }, 'mitochondria')).toEqual([]);
-    await db.store.appendContent(answer!.id, 'dria is the powerhouse');
-    expect((await found({ session: s }, 'mitochondria')).map((h) => h.message_id)).toEqual([answer!.id]);
-    expect((await found({ session: s }, '"the powerhouse"')).map((h) => h.message_id)).toEqual([answer!.id]);
+    const streaming = async () =>
+      (await db.store.appendMessages(owner, made.id, [{ role: 'assistant', status: 'streaming', content: '' }], { maxMessages: 100 }))[0]!;
+    const ids = async (q: string) => (await found({ session: s }, q)).map((h) => h.message_id);
+
+    const answer = await streaming();
+    await db.store.appendContent(answer.id, 'The mitochondria is the ');
+    expect(await ids('mitochondria')).toEqual([]);
+    // Past 2048 bytes, everything written so far is found, the last delta included.
+    await db.store.appendContent(answer.id, `${'filler '.repeat(300)}powerhouse `);
+    expect(await ids('mitochondria')).toEqual([answer.id]);
+    expect(await ids('powerhouse')).toEqual([answer.id]);
+    // Below the next multiple of 2048, a new word waits for the end of the stream.
+    await db.store.appendContent(answer.id, 'of the cell');
+    expect(await ids('cell')).toEqual([]);
+    await db.store.finishMessage(answer.id, { status: 'final', finishReason: 'stop' });
+    expect(await ids('"powerhouse of the cell"')).toEqual([answer.id]);
+
+    // A writer that died mid-stream: the orphan sweep closes its message, and its text is found.
+    const orphan = await streaming();
+    await db.store.appendContent(orphan.id, 'Ribosomes build proteins');
+    expect(await ids('ribosomes')).toEqual([]);
+    expect(await db.store.sweepOrphans(new Date(Date.now() + 60_000))).toBeGreaterThanOrEqual(1);
+    expect(await ids('ribosomes')).toEqual([orphan.id]);
   });
 
   it("never finds another owner's text: other sessions, other users, deleted conversations, shares that were taken back", async () => {

@@ -1,8 +1,11 @@
 -- Full-text search (GET /v1/conversations/search): one FTS5 index holding every message's content
 -- (rowid = the message's rowid) and every conversation's title (rowid = minus the conversation's
--- rowid), so one bm25 ranks both. Triggers keep it current on every write, streamed deltas
--- included. It is contentless (the text stays in messages and conversations only) with
--- contentless_delete, so replacing a message's entry on a delta does not re-read its old text.
+-- rowid), so one bm25 ranks both. Triggers keep it current: a message is indexed when written
+-- whole, and a streamed answer each time it grows past a multiple of 2048 bytes and once more
+-- when it ends (re-indexing its whole text on every delta cost a streamed answer ~0.5-1 ms of
+-- blocking per 250 ms flush; see the README's Search section). It is contentless (the text stays
+-- in messages and conversations only) with contentless_delete, so replacing a message's entry
+-- never re-reads its old text.
 -- What it indexes is chat_proxy_search_text(text), registered by the SQLite store on its
 -- connection before it migrates (db/search-text.ts): the first 100 000 characters, CJK characters
 -- spaced apart so each is a word. unicode61 folds case and accents; marks (M*) count as letters
@@ -20,8 +23,17 @@ WHEN NEW.`content` <> ''
 BEGIN
   INSERT INTO `search_index` (rowid, `body`) VALUES (NEW.rowid, chat_proxy_search_text(NEW.`content`));
 END;--> statement-breakpoint
--- A streamed answer grows by `content = content || delta`: its entry is replaced with the whole text.
+-- A streamed answer grows by `content = content || delta`: its entry is replaced with the whole
+-- text when it crosses a multiple of 2048 bytes, and for any change once it is no longer open.
 CREATE TRIGGER `messages_search_update` AFTER UPDATE OF `content` ON `messages`
+WHEN NEW.`status` NOT IN ('draft', 'streaming')
+  OR length(CAST(NEW.`content` AS BLOB)) / 2048 > length(CAST(OLD.`content` AS BLOB)) / 2048
+BEGIN
+  INSERT OR REPLACE INTO `search_index` (rowid, `body`) VALUES (NEW.rowid, chat_proxy_search_text(NEW.`content`));
+END;--> statement-breakpoint
+-- The end of a stream (final, error, or closed by the orphan sweep): the whole text.
+CREATE TRIGGER `messages_search_finish` AFTER UPDATE OF `status` ON `messages`
+WHEN OLD.`status` IN ('draft', 'streaming') AND NEW.`status` NOT IN ('draft', 'streaming') AND NEW.`content` <> ''
 BEGIN
   INSERT OR REPLACE INTO `search_index` (rowid, `body`) VALUES (NEW.rowid, chat_proxy_search_text(NEW.`content`));
 END;--> statement-breakpoint
