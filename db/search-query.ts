@@ -16,6 +16,13 @@ import type { SearchQuery, SearchTerm } from './store.js';
 export const MAX_QUERY_WORDS = 32;
 /** A prefix matches every word that starts with it: one letter would match most of the index. */
 export const MIN_PREFIX_CHARS = 2;
+/**
+ * Most matches a search ranks: the caller's newest ones. Ranking costs the engine per match
+ * (bm25 or ts_rank reads each match's positions), so a word found in most of a large history
+ * would otherwise cost in proportion to that history. Queries with fewer matches, which is what
+ * finding an old answer usually takes, rank them all.
+ */
+export const MAX_RANKED_MATCHES = 2000;
 
 export class SearchQueryError extends Error {
   override name = 'SearchQueryError';

@@ -360,6 +360,7 @@ export interface Store extends IdentityStore {
   /**
    * Full-text search over the messages and titles of the live conversations `reader` may read
    * (readableBy): best match first, ties newest first, then by id; `after` continues a page.
+   * At most MAX_RANKED_MATCHES matches are ranked, the newest (db/search-query.ts).
    */
   search(reader: Principal, options: { query: SearchQuery; limit: number; after?: SearchPosition | null }): Promise<{ items: SearchHit[]; hasMore: boolean }>;
   /** Sums of known token counts per conversation; a conversation with none known has nulls. */

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, or, sql, sum, type AnyColumn } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, or, sql, sum, type SQLWrapper } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
@@ -29,7 +29,7 @@ import {
   type SearchHit,
   type Store,
 } from '../store.js';
-import { pgTsquery } from '../search-query.js';
+import { MAX_RANKED_MATCHES, pgTsquery } from '../search-query.js';
 import { MAX_INDEXED_CHARS } from '../search-text.js';
 import { pgIdentity } from './identity.js';
 import * as schema from './schema.js';
@@ -307,26 +307,44 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
 
     async search(reader, { query, limit, after }) {
       if (!query.terms.length) return { items: [], hasMore: false };
+      // The conversations the caller may read, first and by value: the planner then sees how
+      // many messages they hold, and can combine their index with the text index (BitmapAnd)
+      // or walk the caller's messages newest first, whichever the words' frequency favours.
+      const readable = (
+        await db
+          .select({ id: conversations.id })
+          .from(conversations)
+          .where(and(readableBy(accessTables, reader), isNull(conversations.deletedAt)))
+      ).map((r) => r.id);
+      if (!readable.length) return { items: [], hasMore: false };
+      // One text[] parameter however many there are (a list of parameters has a limit), its
+      // elements quoted as an array literal wants them.
+      const readableIds = sql`${`{${readable.map((id) => `"${id.replace(/[\\"]/g, '\\$&')}"`).join(',')}}`}::text[]`;
       const tsquery = pgTsquery(query);
-      const readable = sql`${readableBy(accessTables, reader)} and ${conversations.deletedAt} is null`;
-      // The same expression as conversations_title_search_idx, so that index answers it.
+      // The same expression as conversations_title_search_idx.
       const titleVector = sql`to_tsvector('simple', chat_proxy_search_text(${conversations.title}))`;
       // Timestamps are compared in whole milliseconds, as cursors carry them (and as SQLite stores them).
-      const ms = (column: AnyColumn) => sql`floor(extract(epoch from ${column}) * 1000)::float8`;
+      const ms = (column: SQLWrapper) => sql`floor(extract(epoch from ${column}) * 1000)::float8`;
       const position = after
         ? sql`where score < ${after.score}::float8 or (score = ${after.score}::float8 and (created_ms < ${after.createdAt.getTime()}::float8 or (created_ms = ${after.createdAt.getTime()}::float8 and id < ${cleanText(after.id)})))`
         : sql``;
-      // The page is chosen on ids and ranks alone; only its rows' text is read.
+      // ts_rank only for the newest MAX_RANKED_MATCHES matches; then the page is chosen, and
+      // only its rows' text is read.
       const rows = await db.execute<PgHitRow>(sql`
-        with hits as (
-          select ${messages.id} as id, ${messages.conversationId} as conversation_id, ${ms(messages.createdAt)} as created_ms,
-            ts_rank(search_vector, ${tsquery}, 1)::float8 as score, true as is_message
-          from ${messages} join ${conversations} on ${conversations.id} = ${messages.conversationId}
-          where search_vector @@ ${tsquery} and ${readable}
-          union all
-          select ${conversations.id}, ${conversations.id}, ${ms(conversations.createdAt)}, ts_rank(${titleVector}, ${tsquery}, 1)::float8, false
+        with found as (
+          select ${messages.id} as id, ${messages.conversationId} as conversation_id, ${messages.createdAt} as created_at, search_vector
+          from ${messages}
+          where search_vector @@ ${tsquery} and ${messages.conversationId} = any(${readableIds})
+          order by ${messages.createdAt} desc limit ${MAX_RANKED_MATCHES}
+        ), titled as (
+          select ${conversations.id} as id, ${conversations.createdAt} as created_at, ${titleVector} as vector
           from ${conversations}
-          where ${titleVector} @@ ${tsquery} and ${readable}
+          where ${titleVector} @@ ${tsquery} and ${conversations.id} = any(${readableIds})
+          order by ${conversations.createdAt} desc limit ${MAX_RANKED_MATCHES}
+        ), hits as (
+          select id, conversation_id, ${ms(sql`created_at`)} as created_ms, ts_rank(search_vector, ${tsquery}, 1)::float8 as score, true as is_message from found
+          union all
+          select id, id, ${ms(sql`created_at`)}, ts_rank(vector, ${tsquery}, 1)::float8, false from titled
         ), page as (
           select * from hits ${position} order by score desc, created_ms desc, id desc limit ${limit + 1}
         )

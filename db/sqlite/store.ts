@@ -34,7 +34,7 @@ import {
   type SearchHit,
   type Store,
 } from '../store.js';
-import { fts5Match } from '../search-query.js';
+import { fts5Match, MAX_RANKED_MATCHES } from '../search-query.js';
 import { MAX_INDEXED_CHARS, searchText } from '../search-text.js';
 import { sqliteIdentity } from './identity.js';
 import * as schema from './schema.js';
@@ -365,31 +365,34 @@ export function createSqliteStore(path: string): Store {
 
     async search(reader, { query, limit, after }) {
       if (!query.terms.length) return { items: [], hasMore: false };
-      const readable = sql`${readableBy(accessTables, reader)} and ${conversations.deletedAt} is null`;
       // bm25 is lower for better matches: the score is its negation, higher first as in Postgres.
       const position = after
         ? sql`where score < ${after.score} or (score = ${after.score} and (created_ms < ${after.createdAt.getTime()} or (created_ms = ${after.createdAt.getTime()} and id < ${after.id})))`
         : sql``;
-      // One MATCH for messages (positive rowids) and titles (negative: minus the conversation's
-      // rowid); the page is chosen on ids and scores alone, and only its rows' text is read.
+      // Index rowids are conversation rowid * 2^32 + seq (0: the title), newest conversations
+      // highest: the caller's conversations are kept by shifting, without a lookup per match,
+      // and bm25 is computed only for the newest MAX_RANKED_MATCHES of those (FTS5 walks rowids
+      // in descending order itself, so LIMIT stops the walk). Then the page is chosen, and only
+      // its rows' text is read.
       const rows = db.all<SqliteHitRow>(sql`
-        with found as materialized (
-          select rowid as ref, -bm25(search_index) as score from search_index where search_index match ${fts5Match(query)}
+        with readable as materialized (
+          select ${conversations}.rowid as r from ${conversations} where ${readableBy(accessTables, reader)} and ${conversations.deletedAt} is null
+        ), found as materialized (
+          select rowid >> 32 as conv, rowid & 4294967295 as seq, -bm25(search_index) as score from search_index
+          where search_index match ${fts5Match(query)} and (rowid >> 32) in (select r from readable)
+          order by rowid desc limit ${MAX_RANKED_MATCHES}
         ), hits as (
-          select found.ref, found.score, ${messages.createdAt} as created_ms, ${messages.id} as id
-          from found join ${messages} on ${messages}.rowid = found.ref join ${conversations} on ${conversations.id} = ${messages.conversationId}
-          where found.ref > 0 and ${readable}
-          union all
-          select found.ref, found.score, ${conversations.createdAt}, ${conversations.id}
-          from found join ${conversations} on ${conversations}.rowid = -found.ref
-          where found.ref < 0 and ${readable}
+          select found.score, found.seq, c.id as conversation_id, coalesce(m.created_at, c.created_at) as created_ms, coalesce(m.id, c.id) as id
+          from found join conversations c on c.rowid = found.conv
+            left join messages m on found.seq > 0 and m.conversation_id = c.id and m.seq = found.seq
+          where found.seq = 0 or m.id is not null
         ), page as (
           select * from hits ${position} order by score desc, created_ms desc, id desc limit ${limit + 1}
         )
         select page.score, page.created_ms, page.id, m.seq, m.role, substr(m.content, 1, ${MAX_INDEXED_CHARS}) as content,
-          c.id as conversation_id, c.title
-        from page left join messages m on page.ref > 0 and m.rowid = page.ref
-          join conversations c on c.id = case when page.ref > 0 then m.conversation_id else page.id end
+          page.conversation_id, c.title
+        from page join conversations c on c.id = page.conversation_id
+          left join messages m on page.seq > 0 and m.id = page.id
         order by page.score desc, page.created_ms desc, page.id desc`);
       const items = rows.slice(0, limit).map(
         (r): SearchHit => ({

@@ -64,4 +64,7 @@ $$;--> statement-breakpoint
 CREATE TRIGGER "messages_search" BEFORE INSERT OR UPDATE OF "content", "status" ON "messages"
 FOR EACH ROW EXECUTE FUNCTION chat_proxy_index_message();--> statement-breakpoint
 CREATE INDEX "messages_search_idx" ON "messages" USING gin ("search_vector");--> statement-breakpoint
+-- A search ranks at most the newest few thousand matches of its caller: for a word in most
+-- messages, walking messages newest first until enough match beats fetching every match.
+CREATE INDEX "messages_created_idx" ON "messages" ("created_at");--> statement-breakpoint
 CREATE INDEX "conversations_title_search_idx" ON "conversations" USING gin (to_tsvector('simple', chat_proxy_search_text("title")));
