@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashSessionId } from '../app/session-ids.js';
+import { MAX_RANKED_MATCHES, parseSearchQuery } from '../db/search-query.js';
 import { CJK_RANGES } from '../db/search-text.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
 import { dialects, sharedTestStore } from './helpers/dialects.js';
@@ -281,6 +282,39 @@ describe.each(dialects)('search on %s', (dialect) => {
     expect(other.status).toBe(400);
     expect(other.json.error).toMatchObject({ type: 'invalid_request_error', param: 'cursor' });
     expect(other.json.error.message).toContain('same q');
+  });
+
+  it(`ranks at most the ${MAX_RANKED_MATCHES} newest matches of a word found everywhere`, async () => {
+    const s = newSession();
+    const owner = { sessionId: hashSessionId(s), userId: null };
+    const made = await conversation({ session: s }, null);
+    const total = MAX_RANKED_MATCHES + 60;
+    await db.store.appendMessages(owner, made.id, Array.from({ length: total }, (_, i) => ({ role: 'user' as const, content: `ubiquitous entry ${i + 1}` })), { maxMessages: total });
+    const seqs: number[] = [];
+    let after = null;
+    for (;;) {
+      const page = await db.store.search(owner, { query: parseSearchQuery('ubiquitous'), limit: 50, after });
+      seqs.push(...page.items.map((h) => h.seq!));
+      if (!page.hasMore) break;
+      const last = page.items.at(-1)!;
+      after = { score: last.score, createdAt: last.createdAt, id: last.messageId! };
+    }
+    expect(seqs).toHaveLength(MAX_RANKED_MATCHES);
+    expect(Math.min(...seqs)).toBe(total - MAX_RANKED_MATCHES + 1);
+    // A rarer word of an older message is still found: the bound is on matches, not on history.
+    expect((await found({ session: s }, '"entry 1"')).map((h) => h.seq)).toEqual([1]);
+  }, 60_000);
+
+  it('drops a conversation from the index when it is purged', async () => {
+    const s = newSession();
+    const c = await conversation({ session: s }, 'Ephemeral quokka', 'The quokka smiles');
+    expect((await call(app, 'DELETE', `/v1/conversations/${c.id}`, { session: s })).status).toBe(204);
+    while ((await db.store.purgeExpired({ idleBefore: null, deletedBefore: new Date(Date.now() + 60_000), batchSize: 500 })).conversations > 0);
+    const left =
+      dialect === 'sqlite'
+        ? await db.sql(`select rowid from search_index where search_index match 'quokka'`)
+        : await db.sql(`select id from messages where search_vector @@ 'quokka'::tsquery`);
+    expect(left).toEqual([]);
   });
 
   it('answers 400 naming the parameter for a missing, empty or too long q, a bad limit or cursor', async () => {

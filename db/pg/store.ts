@@ -335,12 +335,12 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           select ${messages.id} as id, ${messages.conversationId} as conversation_id, ${messages.createdAt} as created_at, search_vector
           from ${messages}
           where search_vector @@ ${tsquery} and ${messages.conversationId} = any(${readableIds})
-          order by ${messages.createdAt} desc limit ${MAX_RANKED_MATCHES}
+          order by ${messages.createdAt} desc, ${messages.seq} desc, ${messages.id} desc limit ${MAX_RANKED_MATCHES}
         ), titled as (
           select ${conversations.id} as id, ${conversations.createdAt} as created_at, ${titleVector} as vector
           from ${conversations}
           where ${titleVector} @@ ${tsquery} and ${conversations.id} = any(${readableIds})
-          order by ${conversations.createdAt} desc limit ${MAX_RANKED_MATCHES}
+          order by ${conversations.createdAt} desc, ${conversations.id} desc limit ${MAX_RANKED_MATCHES}
         ), hits as (
           select id, conversation_id, ${ms(sql`created_at`)} as created_ms, ts_rank(search_vector, ${tsquery}, 1)::float8 as score, true as is_message from found
           union all
