@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { SNIPPET_MAX_CHARS, snippetMaker } from '../app/search/snippet.js';
 import { MAX_QUERY_WORDS, SearchQueryError, fts5Match, parseSearchQuery } from '../db/search-query.js';
 import { foldText, searchText, wordsOf } from '../db/search-text.js';
+import { registerSearchFunctions } from '../db/sqlite/search-index.js';
 import { anyChar, anyText, SPECIAL_STRINGS } from './helpers/fuzz-inputs.js';
 
 // The engines themselves are exercised through HTTP on both dialects in search.test.ts; these
@@ -14,7 +15,7 @@ const wellFormed = (s: string) => (s as unknown as { isWellFormed(): boolean }).
 /** FTS5 as the store sets it up, with the function its triggers call. */
 function fts5() {
   const db = new Database(':memory:');
-  db.function('chat_proxy_search_text', { deterministic: true }, (v: unknown) => searchText(String(v)));
+  registerSearchFunctions(db);
   db.exec(`create virtual table search_index using fts5(body, content='', contentless_delete=1, tokenize="unicode61 remove_diacritics 2 categories 'L* N* Co M*'")`);
   return db;
 }

@@ -1,10 +1,12 @@
 import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashSessionId } from '../app/session-ids.js';
 import { MAX_RANKED_MATCHES, parseSearchQuery } from '../db/search-query.js';
 import { CJK_RANGES } from '../db/search-text.js';
+import { rebuildSearchIndex } from '../db/sqlite/search-index.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
 import { dialects, sharedTestStore } from './helpers/dialects.js';
 import { anyText, SPECIAL_STRINGS } from './helpers/fuzz-inputs.js';
@@ -315,6 +317,23 @@ describe.each(dialects)('search on %s', (dialect) => {
         ? await db.sql(`select rowid from search_index where search_index match 'quokka'`)
         : await db.sql(`select id from messages where search_vector @@ 'quokka'::tsquery`);
     expect(left).toEqual([]);
+  });
+
+  it.runIf(dialect === 'sqlite')('rebuilds the SQLite index from the messages and titles (npm run search:reindex)', async () => {
+    const s = { session: newSession() };
+    const c = await conversation(s, 'Rebuilt narwhal', 'A narwhal tusk', '独角鲸');
+    const before = await found(s, 'narwhal');
+    expect(before.map((h) => h.message_id).sort()).toEqual([c.messages[0], null].sort());
+    const raw = new Database((db.target as { path: string }).path);
+    try {
+      raw.prepare(`insert into search_index (search_index) values ('delete-all')`).run();
+      expect(await found(s, 'narwhal')).toEqual([]);
+      expect(rebuildSearchIndex(raw)).toBeGreaterThanOrEqual(3);
+    } finally {
+      raw.close();
+    }
+    expect(await found(s, 'narwhal')).toEqual(before);
+    expect((await found(s, '角鲸')).map((h) => h.message_id)).toEqual([c.messages[1]]);
   });
 
   it('answers 400 naming the parameter for a missing, empty or too long q, a bad limit or cursor', async () => {

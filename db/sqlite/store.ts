@@ -35,7 +35,8 @@ import {
   type Store,
 } from '../store.js';
 import { fts5Match, MAX_RANKED_MATCHES } from '../search-query.js';
-import { MAX_INDEXED_CHARS, searchText } from '../search-text.js';
+import { MAX_INDEXED_CHARS } from '../search-text.js';
+import { registerSearchFunctions } from './search-index.js';
 import { sqliteIdentity } from './identity.js';
 import * as schema from './schema.js';
 
@@ -89,7 +90,7 @@ export function createSqliteStore(path: string): Store {
   client.function('chat_proxy_sha256_hex', { deterministic: true }, (v: unknown) => (v == null ? null : createHash('sha256').update(String(v)).digest('hex')));
   // What the search index is given for a message's content or a title (see the search migration):
   // the triggers call it, so every connection that writes messages must register it.
-  client.function('chat_proxy_search_text', { deterministic: true }, (v: unknown) => (v == null ? null : searchText(String(v))));
+  registerSearchFunctions(client);
   const db = drizzle(client, { schema });
   const open = inArray(messages.status, ['draft', 'streaming']);
 
