@@ -302,7 +302,8 @@ export function queryKinds(data: DataSet): Kind[] {
   };
   const n = (f: () => string) => Array.from({ length: PER_KIND }, f);
   return [
-    { kind: 'common word (rank 10-60)', queries: band(10, 60) },
+    { kind: 'very common word (rank 10-60: in, you, that…)', queries: band(10, 60) },
+    { kind: 'frequent word (rank 100-300)', queries: band(100, 300) },
     { kind: 'mid word (rank 500-3000)', queries: band(500, 3_000) },
     { kind: 'rare word (rank 10k-30k)', queries: band(10_000, 30_000) },
     { kind: 'two words', queries: n(() => `${pickFrom(data.words.slice(50, 2_000))} ${pickFrom(data.words.slice(50, 2_000))}`) },
