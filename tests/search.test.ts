@@ -362,13 +362,36 @@ describe.each(dialects)('search on %s', (dialect) => {
     expect((await search(s, Array.from({ length: 32 }, (_, i) => `w${i}`).join(' '))).status).toBe(200);
   });
 
-  it('is a route of its own: /search is never read as a conversation id, and needs persistence', async () => {
+  it('is a route of its own: /search is never read as a conversation id, needs persistence, and refuses the callers other routes refuse', async () => {
     const s = { session: newSession() };
     expect((await search(s, 'anything')).json).toMatchObject({ object: 'list', data: [] });
     const off = testApp(null, { PERSIST_TRANSCRIPTS: 'false' });
-    const res = await call(off, 'GET', '/v1/conversations/search?q=x', s);
-    expect(res.status).toBe(501);
+    expect((await call(off, 'GET', '/v1/conversations/search?q=x', s)).status).toBe(501);
+    const adminKey = 'search-admin-key-0123456789-abcdefghijk';
+    const guarded = testApp(db.store, { ADMIN_API_KEY: adminKey, ANONYMOUS_ACCESS: 'false' });
+    expect((await call(guarded, 'GET', '/v1/conversations/search?q=x', s)).status).toBe(401);
+    expect((await call(guarded, 'GET', '/v1/conversations/search?q=x', { headers: { authorization: `Bearer cpk_${'A'.repeat(43)}` } })).status).toBe(401);
+    expect((await call(guarded, 'GET', '/v1/conversations/search?q=x', { headers: { authorization: `Bearer ${adminKey}` } })).status).toBe(403);
   });
+
+  it('never fails in the store either, whatever the parsed query holds', async () => {
+    const s = newSession();
+    await conversation({ session: s }, 'Store fuzz', 'plain words and 天气 and café');
+    const reader = { sessionId: hashSessionId(s), userId: null };
+    await fc.assert(
+      fc.asyncProperty(fc.oneof(anyText, fc.array(anyText, { maxLength: 8 }).map((p) => p.join(' '))), async (text) => {
+        let query;
+        try {
+          query = parseSearchQuery(text);
+        } catch {
+          return;
+        }
+        const page = await db.store.search(reader, { query, limit: 5 });
+        expect(page.items.length).toBeLessThanOrEqual(5);
+      }),
+      { numRuns: 400 },
+    );
+  }, 60_000);
 
   it('cuts a long message around its best match, at most 200 characters, without splitting a character', async () => {
     const s = { session: newSession() };
