@@ -337,6 +337,45 @@ export interface MessagePageOptions {
 }
 
 /**
+ * One thing a search looks for: a word, or the words of a quoted phrase in that order; with
+ * `prefix`, the last word matches any word that starts with it.
+ */
+export interface SearchTerm {
+  words: string[];
+  prefix: boolean;
+}
+
+/** A parsed search (db/search-query.ts): every term must match. No terms: nothing matches. */
+export interface SearchQuery {
+  terms: SearchTerm[];
+}
+
+/**
+ * Position in a search's order (best match first, then newest, then id): the last hit of the
+ * previous page. `score` is the engine's relevance as the store reported it, compared exactly.
+ */
+export interface SearchPosition {
+  score: number;
+  createdAt: Date;
+  id: string;
+}
+
+/**
+ * A message, or a conversation whose title matched (`messageId`, `seq` and `role` null). `text`
+ * is what matched: the message's content (its indexed start, MAX_INDEXED_CHARS) or the title.
+ */
+export interface SearchHit {
+  conversationId: string;
+  conversationTitle: string | null;
+  messageId: string | null;
+  seq: number | null;
+  role: MessageRole | null;
+  text: string;
+  createdAt: Date;
+  score: number;
+}
+
+/**
  * What to append: a fixed list, or a function of the conversation as it stands inside the
  * transaction (so "only if empty" decisions cannot race another writer).
  */
@@ -521,6 +560,12 @@ export interface Store extends IdentityStore {
   purgeExpired(options: { idleBefore: Date | null; deletedBefore: Date; batchSize: number }): Promise<PurgeResult>;
   /** Live conversations and all their messages, for health reporting. */
   counts(): Promise<{ conversations: number; messages: number }>;
+  /**
+   * Full-text search over the messages and titles of the live conversations `reader` may read
+   * (readableBy): best match first, ties newest first, then by id; `after` continues a page.
+   * At most MAX_RANKED_MATCHES matches are ranked, the newest (db/search-query.ts).
+   */
+  search(reader: Principal, options: { query: SearchQuery; limit: number; after?: SearchPosition | null }): Promise<{ items: SearchHit[]; hasMore: boolean }>;
   /** Sums of known token counts per conversation; a conversation with none known has nulls. */
   tokenTotals(conversationIds: string[]): Promise<Map<string, TokenTotals>>;
 

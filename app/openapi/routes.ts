@@ -4,6 +4,7 @@ import { adminDocs } from '../routes/admin.js';
 import { conversationDocs } from '../routes/conversations/index.js';
 import { liveDocs } from '../routes/conversations/live.js';
 import { portabilityDocs } from '../routes/conversations/portability.js';
+import { searchDocs } from '../routes/conversations/search.js';
 import { healthDocs } from '../routes/health.js';
 import { meDocs } from '../routes/me.js';
 import { metricsDocs } from '../routes/metrics.js';
@@ -21,6 +22,7 @@ export const documentedRoutes: RouteDoc[] = [
   ...conversationDocs,
   ...liveDocs,
   ...portabilityDocs,
+  ...searchDocs,
   ...sharedDocs,
   ...meDocs,
   ...privacyDocs,

@@ -1,4 +1,4 @@
-import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, or, sql, sum, type SQLWrapper } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
@@ -37,11 +37,15 @@ import {
   type Access,
   type Conversation,
   type ImportOutcome,
+  type MessageRole,
   type Principal,
   type PurgeResult,
+  type SearchHit,
   type Store,
   type StoredChatCompletion,
 } from '../store.js';
+import { MAX_RANKED_MATCHES, pgTsquery } from '../search-query.js';
+import { MAX_INDEXED_CHARS } from '../search-text.js';
 import { pgIdentity } from './identity.js';
 import { migrationsFolder as findMigrations } from '../migrations-folder.js';
 import { pgNotifications } from './notify.js';
@@ -102,6 +106,18 @@ async function insertAsJson<T extends PgTable>(db: Pick<ReturnType<typeof drizzl
   const names = sql.join(columns.map(([, column]) => sql.identifier(column.name)), sql`, `);
   await db.execute(sql`insert into ${table} (${names}) select ${names} from jsonb_populate_recordset(null::${table}, ${JSON.stringify(json)}::jsonb)`);
 }
+
+/** A search hit as the query reads it: a message (seq set), or a conversation by its title. */
+type PgHitRow = {
+  score: number;
+  created_ms: number;
+  id: string;
+  seq: number | null;
+  role: MessageRole | null;
+  content: string | null;
+  conversation_id: string;
+  title: string | null;
+};
 
 export interface PgStoreOptions {
   /** Pool size; the default suits one server process on a small machine. */
@@ -514,6 +530,69 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const [c] = await db.select({ n: count() }).from(conversations).where(isNull(conversations.deletedAt));
       const [m] = await db.select({ n: count() }).from(messages);
       return { conversations: c?.n ?? 0, messages: m?.n ?? 0 };
+    },
+
+    async search(reader, { query, limit, after }) {
+      if (!query.terms.length) return { items: [], hasMore: false };
+      // The conversations the caller may read, first and by value: the planner then sees how
+      // many messages they hold, and can combine their index with the text index (BitmapAnd)
+      // or walk the caller's messages newest first, whichever the words' frequency favours.
+      const readable = (
+        await db
+          .select({ id: conversations.id })
+          .from(conversations)
+          .where(and(readableBy(accessTables, reader), isNull(conversations.deletedAt)))
+      ).map((r) => r.id);
+      if (!readable.length) return { items: [], hasMore: false };
+      // One text[] parameter however many there are (a list of parameters has a limit), its
+      // elements quoted as an array literal wants them.
+      const readableIds = sql`${`{${readable.map((id) => `"${id.replace(/[\\"]/g, '\\$&')}"`).join(',')}}`}::text[]`;
+      const tsquery = pgTsquery(query);
+      // The same expression as conversations_title_search_idx.
+      const titleVector = sql`to_tsvector('simple', chat_proxy_search_text(${conversations.title}))`;
+      // Timestamps are compared in whole milliseconds, as cursors carry them (and as SQLite stores them).
+      const ms = (column: SQLWrapper) => sql`floor(extract(epoch from ${column}) * 1000)::float8`;
+      const position = after
+        ? sql`where score < ${after.score}::float8 or (score = ${after.score}::float8 and (created_ms < ${after.createdAt.getTime()}::float8 or (created_ms = ${after.createdAt.getTime()}::float8 and id < ${cleanText(after.id)})))`
+        : sql``;
+      // ts_rank only for the newest MAX_RANKED_MATCHES matches; then the page is chosen, and
+      // only its rows' text is read.
+      const rows = await db.execute<PgHitRow>(sql`
+        with found as (
+          select ${messages.id} as id, ${messages.conversationId} as conversation_id, ${messages.createdAt} as created_at, search_vector
+          from ${messages}
+          where search_vector @@ ${tsquery} and ${messages.conversationId} = any(${readableIds})
+          order by ${messages.createdAt} desc, ${messages.seq} desc, ${messages.id} desc limit ${MAX_RANKED_MATCHES}
+        ), titled as (
+          select ${conversations.id} as id, ${conversations.createdAt} as created_at, ${titleVector} as vector
+          from ${conversations}
+          where ${titleVector} @@ ${tsquery} and ${conversations.id} = any(${readableIds})
+          order by ${conversations.createdAt} desc, ${conversations.id} desc limit ${MAX_RANKED_MATCHES}
+        ), hits as (
+          select id, conversation_id, ${ms(sql`created_at`)} as created_ms, ts_rank(search_vector, ${tsquery}, 1)::float8 as score, true as is_message from found
+          union all
+          select id, id, ${ms(sql`created_at`)}, ts_rank(vector, ${tsquery}, 1)::float8, false from titled
+        ), page as (
+          select * from hits ${position} order by score desc, created_ms desc, id desc limit ${limit + 1}
+        )
+        select page.score, page.created_ms, page.id, m.seq, m.role, left(m.content, ${MAX_INDEXED_CHARS}) as content,
+          page.conversation_id, c.title
+        from page left join messages m on page.is_message and m.id = page.id
+          join conversations c on c.id = page.conversation_id
+        order by page.score desc, page.created_ms desc, page.id desc`);
+      const items = [...rows].slice(0, limit).map(
+        (r): SearchHit => ({
+          conversationId: r.conversation_id,
+          conversationTitle: r.title,
+          messageId: r.seq === null ? null : r.id,
+          seq: r.seq,
+          role: r.role,
+          text: r.seq === null ? (r.title ?? '') : (r.content ?? ''),
+          createdAt: new Date(r.created_ms),
+          score: r.score,
+        }),
+      );
+      return { items, hasMore: rows.length > limit };
     },
 
     async tokenTotals(ids) {

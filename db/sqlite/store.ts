@@ -42,10 +42,15 @@ import {
   type ImportOutcome,
   type Message,
   type Principal,
+  type MessageRole,
   type PurgeResult,
+  type SearchHit,
   type Store,
   type StoredChatCompletion,
 } from '../store.js';
+import { fts5Match, MAX_RANKED_MATCHES } from '../search-query.js';
+import { MAX_INDEXED_CHARS } from '../search-text.js';
+import { registerSearchFunctions } from './search-index.js';
 import { sqliteIdentity } from './identity.js';
 import { migrationsFolder as findMigrations } from '../migrations-folder.js';
 import * as schema from './schema.js';
@@ -86,6 +91,18 @@ function toDriverRow(row: Message): Record<string, unknown> {
 }
 const migrationsFolder = findMigrations('sqlite');
 
+/** A search hit as the query reads it: a message (seq set), or a conversation by its title. */
+interface SqliteHitRow {
+  score: number;
+  created_ms: number;
+  id: string;
+  seq: number | null;
+  role: MessageRole | null;
+  content: string | null;
+  conversation_id: string;
+  title: string | null;
+}
+
 /**
  * better-sqlite3 is synchronous, so every method runs to completion before it returns and
  * transactions cannot interleave within a process; BEGIN IMMEDIATE takes the write lock up
@@ -102,6 +119,9 @@ export function createSqliteStore(path: string): Store {
   client.pragma('foreign_keys = ON');
   // Used by the migration that replaces stored session ids by their hashes.
   client.function('chat_proxy_sha256_hex', { deterministic: true }, (v: unknown) => (v == null ? null : createHash('sha256').update(String(v)).digest('hex')));
+  // What the search index is given for a message's content or a title (see the search migration):
+  // the triggers call it, so every connection that writes messages must register it.
+  registerSearchFunctions(client);
   const db = drizzle(client, { schema });
   const open = inArray(messages.status, ['draft', 'streaming']);
 
@@ -533,6 +553,52 @@ export function createSqliteStore(path: string): Store {
       const c = db.select({ n: count() }).from(conversations).where(isNull(conversations.deletedAt)).get();
       const m = db.select({ n: count() }).from(messages).get();
       return { conversations: c?.n ?? 0, messages: m?.n ?? 0 };
+    },
+
+    async search(reader, { query, limit, after }) {
+      if (!query.terms.length) return { items: [], hasMore: false };
+      // bm25 is lower for better matches: the score is its negation, higher first as in Postgres.
+      const position = after
+        ? sql`where score < ${after.score} or (score = ${after.score} and (created_ms < ${after.createdAt.getTime()} or (created_ms = ${after.createdAt.getTime()} and id < ${after.id})))`
+        : sql``;
+      // Index rowids are conversation rowid * 2^32 + seq (0: the title), newest conversations
+      // highest: the caller's conversations are kept by shifting, without a lookup per match,
+      // and bm25 is computed only for the newest MAX_RANKED_MATCHES of those (FTS5 walks rowids
+      // in descending order itself, so LIMIT stops the walk). Then the page is chosen, and only
+      // its rows' text is read.
+      const rows = db.all<SqliteHitRow>(sql`
+        with readable as materialized (
+          select ${conversations}.rowid as r from ${conversations} where ${readableBy(accessTables, reader)} and ${conversations.deletedAt} is null
+        ), found as materialized (
+          select rowid >> 32 as conv, rowid & 4294967295 as seq, -bm25(search_index) as score from search_index
+          where search_index match ${fts5Match(query)} and (rowid >> 32) in (select r from readable)
+          order by rowid desc limit ${MAX_RANKED_MATCHES}
+        ), hits as (
+          select found.score, found.seq, c.id as conversation_id, coalesce(m.created_at, c.created_at) as created_ms, coalesce(m.id, c.id) as id
+          from found join conversations c on c.rowid = found.conv
+            left join messages m on found.seq > 0 and m.conversation_id = c.id and m.seq = found.seq
+          where found.seq = 0 or m.id is not null
+        ), page as (
+          select * from hits ${position} order by score desc, created_ms desc, id desc limit ${limit + 1}
+        )
+        select page.score, page.created_ms, page.id, m.seq, m.role, substr(m.content, 1, ${MAX_INDEXED_CHARS}) as content,
+          page.conversation_id, c.title
+        from page join conversations c on c.id = page.conversation_id
+          left join messages m on page.seq > 0 and m.id = page.id
+        order by page.score desc, page.created_ms desc, page.id desc`);
+      const items = rows.slice(0, limit).map(
+        (r): SearchHit => ({
+          conversationId: r.conversation_id,
+          conversationTitle: r.title,
+          messageId: r.seq === null ? null : r.id,
+          seq: r.seq,
+          role: r.role,
+          text: r.seq === null ? (r.title ?? '') : (r.content ?? ''),
+          createdAt: new Date(r.created_ms),
+          score: r.score,
+        }),
+      );
+      return { items, hasMore: rows.length > limit };
     },
 
     async tokenTotals(ids) {

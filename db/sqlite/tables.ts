@@ -4,6 +4,7 @@ import { drizzle } from 'drizzle-orm/better-sqlite3';
 import type { SQLiteTable } from 'drizzle-orm/sqlite-core';
 import { keyColumns, keyIn, keyOf, keyAfter, type Row, type TableAccess, type TableName } from '../copy.js';
 import * as schema from './schema.js';
+import { registerSearchFunctions } from './search-index.js';
 
 const TABLES: Record<TableName, SQLiteTable> = {
   users: schema.users,
@@ -25,6 +26,8 @@ export function sqliteTables(path: string): TableAccess {
   client.pragma('journal_mode = WAL');
   client.pragma('busy_timeout = 5000');
   client.pragma('foreign_keys = ON');
+  // The search index's triggers call it as messages and titles are written.
+  registerSearchFunctions(client);
   const db = drizzle(client, { schema });
   const keysOf = (name: TableName) => {
     const columns = getTableColumns(TABLES[name]) as Record<string, AnyColumn>;

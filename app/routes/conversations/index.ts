@@ -28,6 +28,7 @@ import {
   shareSchema,
   updateConversationSchema,
 } from './schemas.js';
+import { search } from './search.js';
 
 type Env = ConversationsEnv;
 
@@ -52,6 +53,8 @@ async function itemFor(c: Context<Env>, conversationId: string, itemId: string) 
 
 export const conversations = new Hono<Env>()
   .use(requirePersistence())
+  // Before the /:id routes, which would take "search" for an id.
+  .route('/', search)
 
   .post('/', requireStorable(), validate('json', createConversationSchema), async (c) => {
     const { config } = c.get('services');
