@@ -29,11 +29,13 @@ interface Fixture {
   /** The stored completion of the conversation's exchange, and an item of it (the question). */
   completionId: string;
   itemId: string;
+  /** The conversation's answer (an assistant message, final). */
+  answerId: string;
 }
 
 interface Endpoint {
   name: string;
-  request(f: Fixture): { method: string; path: string; body?: unknown; conversation?: boolean };
+  request(f: Fixture): { method: string; path: string; body?: unknown; conversation?: boolean; headers?: Record<string, string> };
   /** Status per role; callers with bad credentials get 401 unless `public`. */
   expect: Record<Role, number>;
   public?: boolean;
@@ -98,6 +100,23 @@ const endpoints: Endpoint[] = [
   { name: 'claim a session', request: () => ({ method: 'POST', path: '/v1/me/claim' }), expect: users(400, 403) },
   { name: 'read the privacy notice', request: () => ({ method: 'GET', path: '/v1/privacy' }), expect: everyone(200) },
   { name: 'give consent', request: () => ({ method: 'POST', path: '/v1/privacy/consent', body: { consent: 'granted' } }), expect: everyone(200) },
+  // Watching and stopping an answer (live answers).
+  { name: 'watch the answer', request: (f) => ({ method: 'GET', path: `/v1/conversations/${f.id}/messages/${f.answerId}/stream` }), expect: on(200, 200, 200) },
+  { name: 'cancel the answer', request: (f) => ({ method: 'POST', path: `/v1/conversations/${f.id}/messages/${f.answerId}/cancel` }), expect: on(200, 200, 403) },
+  // Moving data and finding it.
+  { name: 'export what one owns', request: () => ({ method: 'GET', path: '/v1/conversations/export' }), expect: everyone(200) },
+  { name: 'export the conversation', request: (f) => ({ method: 'GET', path: `/v1/conversations/${f.id}/export` }), expect: on(200, 200, 200) },
+  {
+    name: 'import a file',
+    request: () => ({
+      method: 'POST',
+      path: '/v1/conversations/import',
+      headers: { 'content-type': 'application/x-ndjson' },
+      body: '{"type":"export","format":"chat-proxy","version":1,"exported_at":"2026-01-01T00:00:00.000Z"}\n',
+    }),
+    expect: everyone(200),
+  },
+  { name: 'search', request: () => ({ method: 'GET', path: '/v1/conversations/search?q=hello' }), expect: everyone(200) },
   { name: 'list users (admin)', request: () => ({ method: 'GET', path: '/v1/admin/users' }), expect: everyone(403) },
   { name: 'create a user (admin)', request: () => ({ method: 'POST', path: '/v1/admin/users', body: { name: 'x' } }), expect: everyone(403) },
   { name: "create someone's key (admin)", request: (f) => ({ method: 'POST', path: `/v1/admin/users/${f.someoneElse.user.id}/api_keys`, body: {} }), expect: everyone(403) },
@@ -182,13 +201,13 @@ describe.each(dialects)('access matrix on %s', (dialect) => {
     await db.store.setShare(c.id, people.someoneElse.user.id, 'viewer');
     const link = newShareToken();
     await db.store.setShareLink(c.id, link.hash);
-    fixture = { id: c.id, linkToken: link.token, someoneElse: people.someoneElse, completionId, itemId };
+    fixture = { id: c.id, linkToken: link.token, someoneElse: people.someoneElse, completionId, itemId, answerId: answer };
   });
 
   const snapshot = async () => Object.fromEntries(await Promise.all(Object.entries(TABLES).map(async ([t, q]) => [t, JSON.stringify(await db.sql(q))])));
   const send = (endpoint: Endpoint, headers: Record<string, string>) => {
-    const { method, path, body, conversation } = endpoint.request(fixture);
-    return call(app, method, path, { headers: { ...headers, ...(conversation && { 'x-conversation-id': fixture.id }) }, body });
+    const { method, path, body, conversation, headers: own } = endpoint.request(fixture);
+    return call(app, method, path, { headers: { ...headers, ...own, ...(conversation && { 'x-conversation-id': fixture.id }) }, body });
   };
 
   const cases = endpoints.flatMap((e) => [
