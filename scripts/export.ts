@@ -8,10 +8,8 @@ import { parseArgs } from 'node:util';
 import { ConfigError } from '../app/env.js';
 import { EXPORT_PAGE, exportErrorLine, ndjsonLines, pullStream, type ExportSource } from '../app/portability/export.js';
 import { checkOwner, parseOwner, type OwnerSpec } from '../app/portability/owner.js';
-import { explainDbFailure } from '../db/explain-failure.js';
-import { createStore } from '../db/index.js';
 import type { Store } from '../db/store.js';
-import { UsageError, cliConfig } from './cli-config.js';
+import { UsageError, cliConfig, openStore } from './cli-config.js';
 import { progress } from './progress.js';
 
 const USAGE = `Usage: npm run -s export -- [--owner OWNER] [--out FILE] [--include-deleted]
@@ -78,15 +76,8 @@ async function main(): Promise<number> {
     throw err;
   }
 
-  let store: Store | undefined;
-  try {
-    store = createStore(config.db);
-    await store.migrate();
-  } catch (err) {
-    console.error(explainDbFailure(err, config.db, 'Cannot open the database'));
-    await store?.close().catch(() => {});
-    return 1;
-  }
+  const store = await openStore(config);
+  if (!store) return 1;
   try {
     if (args.owner) await checkOwner(store, args.owner);
   } catch (err) {

@@ -11,10 +11,8 @@ import { BodyTooLargeError, readLines } from '../app/portability/lines.js';
 import { checkOwner, parseOwner, type OwnerSpec } from '../app/portability/owner.js';
 import { notStoredMessages } from '../app/privacy/policy.js';
 import { redactSystemPrompts } from '../app/privacy/redact.js';
-import { explainDbFailure } from '../db/explain-failure.js';
-import { createStore } from '../db/index.js';
 import type { Store } from '../db/store.js';
-import { UsageError, cliConfig } from './cli-config.js';
+import { UsageError, cliConfig, openStore } from './cli-config.js';
 import { progress } from './progress.js';
 
 const USAGE = `Usage: npm run -s import -- FILE --owner OWNER [--source chatgpt] [--dry-run]
@@ -115,15 +113,8 @@ async function main(): Promise<number> {
     throw err;
   }
 
-  let raw: Store | undefined;
-  try {
-    raw = createStore(config.db);
-    await raw.migrate();
-  } catch (err) {
-    console.error(explainDbFailure(err, config.db, 'Cannot open the database'));
-    await raw?.close().catch(() => {});
-    return 1;
-  }
+  const raw = await openStore(config);
+  if (!raw) return 1;
   const store = config.redactSystemPrompts ? redactSystemPrompts(raw) : raw;
   const report = progress('import');
   let result: ImportResult | null = null;
