@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { except } from 'hono/combine';
 import { requestId } from 'hono/request-id';
 import { dbErrorCode } from '../db/store.js';
 import { ApiError, renderError, toApiError } from './errors.js';
@@ -14,8 +15,13 @@ import { Credentials } from './auth/credentials.js';
 import { createJwtVerifier } from './auth/jwt.js';
 import { SessionIds } from './session-ids.js';
 import { chat } from './chat/route.js';
+import { storedCompletions } from './chat/stored-route.js';
+import { UpstreamModels } from './upstream/models.js';
+import { models } from './routes/models.js';
+import { reference } from './routes/reference.js';
 import { admin } from './routes/admin.js';
 import { conversations } from './routes/conversations/index.js';
+import { portability } from './routes/conversations/portability.js';
 import { health } from './routes/health.js';
 import { createMetrics } from './metrics.js';
 import { Consents } from './privacy/consents.js';
@@ -39,6 +45,7 @@ export function createApp(input: AppDeps) {
     consents: store ? new Consents(store) : null,
     sessionIds: new SessionIds(config.session, store, input.logger),
     credentials: new Credentials(store, createJwtVerifier(config.auth), input.logger),
+    models: new UpstreamModels(config.upstream),
   };
   const app = new Hono<AppEnv>();
 
@@ -58,6 +65,7 @@ export function createApp(input: AppDeps) {
       exposeHeaders: [
         'x-session-id',
         'x-conversation-id',
+        'x-chat-completion-id',
         'x-request-id',
         'retry-after',
         'ratelimit-limit',
@@ -68,27 +76,39 @@ export function createApp(input: AppDeps) {
       maxAge: 600,
     }),
   );
+  // An import reads its body itself, as a stream, under its own limit (IMPORT_MAX_BYTES) and
+  // media types: the body limit would buffer it, the depth check parse it whole, and both refuse
+  // what an import is for.
+  const ownBodies = ['/v1/conversations/import'];
   app.use(
-    bodyLimit({
-      maxSize: config.bodyLimitBytes,
-      onError: () => {
-        throw new ApiError(
-          413,
-          'invalid_request_error',
-          `The request body is larger than this server accepts (${config.bodyLimitBytes} bytes, BODY_LIMIT_BYTES).`,
-          'request_too_large',
-        );
-      },
-    }),
+    except(
+      ownBodies,
+      bodyLimit({
+        maxSize: config.bodyLimitBytes,
+        onError: () => {
+          throw new ApiError(
+            413,
+            'invalid_request_error',
+            `The request body is larger than this server accepts (${config.bodyLimitBytes} bytes, BODY_LIMIT_BYTES).`,
+            'request_too_large',
+          );
+        },
+      }),
+    ),
   );
 
-  app.use(limitJsonDepth(config.limits.jsonDepth));
-  app.use('/v1/*', jsonOnly());
+  app.use(except(ownBodies, limitJsonDepth(config.limits.jsonDepth)));
+  app.use('/v1/*', jsonOnly({ exempt: ownBodies }));
   app.route('/healthz', health);
   app.route('/metrics', metrics);
+  app.route('/', reference);
   app.use('/v1/*', identify());
   app.use('/v1/*', rateLimit({ store: deps.rateLimitStore ?? createMemoryRateLimitStore(), ...config.rateLimit }));
   app.route('/v1/chat', chat);
+  // Before the conversations routes: /export and /import are not conversation ids.
+  app.route('/v1/conversations', portability);
+  app.route('/v1/chat', storedCompletions);
+  app.route('/v1/models', models);
   app.route('/v1/conversations', conversations);
   app.route('/v1/privacy', privacy);
   app.route('/v1/me', me);

@@ -170,10 +170,15 @@ const envSchema = z.object({
   REDACT_SYSTEM_PROMPTS: bool(false),
   UPSTREAM_TIMEOUT_MS: int(120_000, 1),
   BODY_LIMIT_BYTES: int(1_048_576, 1),
+  IMPORT_MAX_BYTES: int(50 * 1024 * 1024, 1),
+  IMPORT_MAX_LINE_BYTES: int(8 * 1024 * 1024, 1024),
   TOKEN_ESTIMATE_MAX_CHARS: int(65_536, 1_024, 16_777_216),
   STREAM_LEASE_MS: int(15_000, 100, 600_000),
   ORPHAN_SWEEP_INTERVAL_MS: int(5_000, 50, 600_000),
   SHUTDOWN_GRACE_MS: int(10_000, 0, 600_000),
+  STREAM_ON_DISCONNECT: z.enum(['abort', 'continue'], { error: 'must be abort or continue' }).default('abort'),
+  STREAM_DETACHED_MAX_MS: int(600_000, 1, 86_400_000),
+  STREAM_MAX_WATCHERS: int(32, 1, 10_000),
   IP_HASH_SALT: z.string().min(16, 'must be at least 16 characters').optional(),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   LOG_FORMAT: z.enum(['json', 'pretty']).default('json'),
@@ -253,10 +258,26 @@ export interface Config {
   flush: { ms: number; chars: number; retryMs: number };
   redactSystemPrompts: boolean;
   bodyLimitBytes: number;
+  /**
+   * POST /v1/conversations/import: the body, read as a stream, in bytes (BODY_LIMIT_BYTES does
+   * not apply to it), and one line of an export file.
+   */
+  imports: { maxBytes: number; maxLineBytes: number };
   /** Characters a token estimate counts at most; beyond, it samples and extrapolates. */
   tokenEstimateMaxChars: number;
-  /** Crash recovery: lease on in-flight messages, how often orphans are swept, shutdown grace. */
-  streams: { leaseMs: number; sweepMs: number; shutdownGraceMs: number };
+  /**
+   * Crash recovery: lease on in-flight messages, how often orphans are swept, shutdown grace.
+   * What a client leaving does to its answer by default (`continue`: recorded to its end, for at
+   * most `detachedMaxMs` after it left), and how many watchers one answer may have per process.
+   */
+  streams: {
+    leaseMs: number;
+    sweepMs: number;
+    shutdownGraceMs: number;
+    onDisconnect: 'abort' | 'continue';
+    detachedMaxMs: number;
+    maxWatchers: number;
+  };
   ipHashSalt: string | undefined;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
   /**
@@ -366,8 +387,16 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     flush: { ms: e.HISTORY_BATCH_FLUSH_MS, chars: e.HISTORY_BATCH_FLUSH_CHARS, retryMs: e.HISTORY_RETRY_MS },
     redactSystemPrompts: e.REDACT_SYSTEM_PROMPTS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    imports: { maxBytes: e.IMPORT_MAX_BYTES, maxLineBytes: Math.min(e.IMPORT_MAX_LINE_BYTES, e.IMPORT_MAX_BYTES) },
     tokenEstimateMaxChars: e.TOKEN_ESTIMATE_MAX_CHARS,
-    streams: { leaseMs: e.STREAM_LEASE_MS, sweepMs: e.ORPHAN_SWEEP_INTERVAL_MS, shutdownGraceMs: e.SHUTDOWN_GRACE_MS },
+    streams: {
+      leaseMs: e.STREAM_LEASE_MS,
+      sweepMs: e.ORPHAN_SWEEP_INTERVAL_MS,
+      shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+      onDisconnect: e.STREAM_ON_DISCONNECT,
+      detachedMaxMs: e.STREAM_DETACHED_MAX_MS,
+      maxWatchers: e.STREAM_MAX_WATCHERS,
+    },
     ipHashSalt: e.IP_HASH_SALT,
     logLevel: e.LOG_LEVEL,
     chatLimits: {

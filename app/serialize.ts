@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import type { Access, Conversation, Message, PlacedMessage, Share, TokenTotals } from '../db/store.js';
 
 const unknownTotals: TokenTotals = { tokensIn: null, tokensOut: null };
@@ -6,7 +7,7 @@ const unknownTotals: TokenTotals = { tokensIn: null, tokensOut: null };
  * The API's view of stored rows: snake_case, ISO-8601 UTC timestamps, same in both dialects.
  * `usage` sums the known token counts of the conversation's messages (null when none is known).
  */
-export function conversationJson(c: Conversation & { access?: Access }, totals: TokenTotals = unknownTotals) {
+export function conversationJson(c: Conversation & { access?: Access; streamingMessageId?: string | null }, totals: TokenTotals = unknownTotals) {
   return {
     id: c.id,
     object: 'conversation' as const,
@@ -18,6 +19,8 @@ export function conversationJson(c: Conversation & { access?: Access }, totals: 
     message_count: c.lastSeq,
     // The leaf of the branch the conversation shows (its messages are the path to it).
     active_message_id: c.activeMessageId,
+    // The answer being generated now, to watch or resume (GET …/messages/:id/stream); null when none.
+    streaming_message_id: c.streamingMessageId ?? null,
     usage: { tokens_in: totals.tokensIn, tokens_out: totals.tokensOut },
     created_at: c.createdAt.toISOString(),
     updated_at: c.updatedAt.toISOString(),
@@ -76,3 +79,52 @@ export function sharedMessageJson(m: Message) {
     created_at: m.createdAt.toISOString(),
   };
 }
+
+// The shapes, for the API reference.
+const iso = z.string().describe('ISO-8601 UTC');
+const anyJson = z.unknown();
+export const conversationSchema = z
+  .object({
+    id: z.string(),
+    object: z.literal('conversation'),
+    access: z.enum(['owner', 'editor', 'viewer']),
+    title: z.string().nullable(),
+    model: z.string().nullable(),
+    metadata: z.record(z.string(), anyJson),
+    message_count: z.number().int(),
+    usage: z.object({ tokens_in: z.number().int().nullable(), tokens_out: z.number().int().nullable() }),
+    created_at: iso,
+    updated_at: iso,
+    deleted_at: iso.nullable(),
+  })
+  .meta({ id: 'Conversation' });
+
+export const messageSchema = z
+  .object({
+    id: z.string(),
+    object: z.literal('conversation.message'),
+    conversation_id: z.string(),
+    seq: z.number().int(),
+    role: z.enum(['system', 'user', 'assistant', 'tool']),
+    status: z.enum(['draft', 'streaming', 'final', 'error']),
+    content: z.string(),
+    content_json: anyJson,
+    parent_message_id: z.string().nullable(),
+    tokens_in: z.number().int().nullable(),
+    tokens_out: z.number().int().nullable(),
+    tokens_source: z.enum(['provider', 'estimated']).nullable(),
+    finish_reason: z.string().nullable(),
+    tool_calls: anyJson,
+    function_call: anyJson,
+    created_at: iso,
+    updated_at: iso,
+  })
+  .meta({ id: 'Message' });
+
+export const shareSchemaJson = z.object({
+  object: z.literal('conversation.share'),
+  conversation_id: z.string(),
+  user_id: z.string(),
+  role: z.enum(['viewer', 'editor']),
+  created_at: iso,
+});

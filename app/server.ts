@@ -11,6 +11,7 @@ import { scheduleRetention } from './privacy/retention.js';
 import { databaseStartupError, listenStartupError } from './startup-error.js';
 import { hasVersionSegment, maskUrl } from './upstream/base-url.js';
 import { InFlight } from './streaming/in-flight.js';
+import type { AnswerBus } from './streaming/bus.js';
 
 export interface RunningServer {
   url: string;
@@ -51,7 +52,18 @@ export async function startServer(
       'OPENAI_BASE_URL has no version segment such as /v1 (e.g. https://api.openai.com/v1); most providers answer 404 without it',
     );
   }
-  const inFlight = new InFlight(store, { leaseMs: config.streams.leaseMs, sweepMs: config.streams.sweepMs, log: logger });
+  // Watchers follow answers made by other processes through the database's notifications
+  // (Postgres); on SQLite, one process, the in-process bus InFlight makes does it.
+  let bus: AnswerBus | undefined;
+  if (store?.notifications) {
+    try {
+      bus = await (await import('./streaming/pg-bus.js')).PgAnswerBus.start(store.notifications, logger);
+    } catch (err) {
+      if (!options.store) await store.close().catch(() => {});
+      throw databaseStartupError(err, config.db);
+    }
+  }
+  const inFlight = new InFlight(store, { leaseMs: config.streams.leaseMs, sweepMs: config.streams.sweepMs, log: logger, bus });
   // Closes what a previous run left streaming, then keeps sweeping and renewing leases.
   await inFlight.start();
   // Redis when configured (shared by every process using it), else per process. Never throws:
@@ -72,6 +84,7 @@ export async function startServer(
   } catch (err) {
     stopRetention();
     await inFlight.shutdown(0);
+    await inFlight.bus.close();
     if (!options.rateLimitStore) await rateLimitStore.close().catch(() => {});
     if (!options.store) await store?.close().catch(() => {});
     throw listenStartupError(err, config.host, config.port);
@@ -99,9 +112,10 @@ export async function startServer(
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
         await inFlight.shutdown(config.streams.shutdownGraceMs);
-        // Streams are over; whatever is left is idle keep-alive or a client that never reads.
+        // Streams are over; whatever is left is idle keep-alive, a watcher, or a client that never reads.
         server.closeAllConnections();
         await closed;
+        await inFlight.bus.close();
         if (!options.rateLimitStore) await rateLimitStore.close();
         // A store handed in belongs to the caller, like a rate-limit store.
         if (!options.store) await store?.close();

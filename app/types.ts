@@ -9,6 +9,7 @@ import type { SessionIds } from './session-ids.js';
 import type { Metrics } from './metrics.js';
 import type { Consents } from './privacy/consents.js';
 import type { InFlight } from './streaming/in-flight.js';
+import type { UpstreamModels } from './upstream/models.js';
 
 export interface AppDeps {
   config: Config;
@@ -32,6 +33,8 @@ export interface Services extends AppDeps {
   sessionIds: SessionIds;
   /** Checks API keys and JWTs. */
   credentials: Credentials;
+  /** The upstream's model list, cached. */
+  models: UpstreamModels;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { zValidator } from '@hono/zod-validator';
 import type { ValidationTargets } from 'hono';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { ApiError } from './errors.js';
 
 const where: Record<keyof ValidationTargets, string> = {
@@ -21,3 +21,11 @@ export const validate = <Target extends keyof ValidationTargets, Schema extends 
     const message = param ? `Invalid ${where[target]} '${param}': ${issue.message}` : `Invalid request ${where[target]}: ${issue.message}`;
     throw new ApiError(400, 'invalid_request_error', message, 'invalid_value', param);
   });
+
+/** A query parameter that is a whole number in [min, max]. */
+export const intParam = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));

@@ -4,6 +4,8 @@
 //
 // Env: TURN_COST_MESSAGES (history length, default 1000), TURN_COST_TURNS (timed turns, 50),
 // TURN_COST_DIALECTS (default "sqlite,postgres"), TEST_DATABASE_URL (Postgres, as the tests).
+import { LocalAnswerBus } from '../app/streaming/bus.js';
+import { LiveAnswers } from '../app/streaming/live-answer.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +30,18 @@ const owner = { sessionId: 'bench-session', userId: null };
 const text = (i: number) => `message ${i}: ${'lorem ipsum dolor sit amet '.repeat(4)}`;
 
 async function measure(store: Store): Promise<number[]> {
-  const ctx = { store, owner, config, log, metrics, lease: { holder: 'bench', expiresAt: new Date(Date.now() + 3_600_000) }, session: {} };
+  const bus = new LocalAnswerBus();
+  const ctx = {
+    store,
+    owner,
+    config,
+    log,
+    metrics,
+    lease: { holder: 'bench', expiresAt: new Date(Date.now() + 3_600_000) },
+    session: {},
+    answers: new LiveAnswers(bus),
+    bus,
+  };
   // The history as a chat page holds it: user and assistant in turn, ending with an answer.
   const history: ChatMessage[] = [];
   for (let i = 0; i < HISTORY; i++) history.push({ role: i % 2 ? 'assistant' : 'user', content: text(i) });

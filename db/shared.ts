@@ -1,12 +1,17 @@
-import { and, eq, gt, isNull, lt, or, sql, type AnyColumn, type Placeholder, type SQL, type Table } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableName, gt, isNull, lt, or, sql, type AnyColumn, type Placeholder, type SQL, type Table } from 'drizzle-orm';
 import { fingerprintOf, planTurn, type TreeNode } from './tree.js';
 import {
   LimitExceededError,
   type Access,
+  type ChatCompletionListOptions,
+  type ChatCompletionRecord,
   type ChatTurn,
   type Conversation,
   type IdempotencyRecord,
+  type ImportedConversation,
+  type MessagePageOptions,
   type MessageView,
+  type NewChatCompletion,
   type RecordedTurn,
   type Json,
   type JsonObject,
@@ -61,6 +66,7 @@ export function conversationRow(owner: Principal, input: NewConversation, lastSe
     createdAt: now,
     updatedAt: now,
     deletedAt: null,
+    importSourceId: null,
   };
 }
 
@@ -137,9 +143,49 @@ export function messageRow(conversationId: string, seq: number, m: NewMessage, n
     updatedAt: now,
     leaseOwner: m.lease?.holder ?? null,
     leaseExpiresAt: m.lease?.expiresAt ?? null,
+    cancelRequestedAt: null,
   };
 }
 
+
+/**
+ * The rows an import inserts: the conversation under `id` (the file's, or a new one when that is
+ * another owner's), and its messages with seqs 1..n, each keeping its id unless `takenMessageIds`
+ * has it (then a new one, and parent ids that pointed to it follow). Times are the file's.
+ */
+export function importedRows(owner: Principal, input: ImportedConversation, id: string, takenMessageIds: ReadonlySet<string>) {
+  const renamed = id !== input.id;
+  const conversation: Conversation = {
+    ...conversationRow(owner, input, input.messages.length, input.createdAt),
+    id,
+    updatedAt: input.updatedAt,
+    deletedAt: input.deletedAt,
+    importSourceId: renamed ? (input.sourceId ?? input.id) : input.sourceId,
+  };
+  const newIds = new Map<string, string>();
+  for (const m of input.messages) if (takenMessageIds.has(m.id)) newIds.set(m.id, crypto.randomUUID());
+  const idOf = (old: string) => newIds.get(old) ?? old;
+  // A file from before branches names no parents: its messages are one chain. A parent the file
+  // does not hold (left out, as redacted system prompts are) is replaced by the message before.
+  const legacy = input.messages.every((m) => m.parentMessageId == null);
+  const inFile = new Set(input.messages.map((m) => m.id));
+  const rows = input.messages.map((m, i) => {
+    const before = i > 0 ? idOf(input.messages[i - 1]!.id) : null;
+    const parent = legacy || (m.parentMessageId != null && !inFile.has(m.parentMessageId)) ? before : m.parentMessageId == null ? null : idOf(m.parentMessageId);
+    return { ...messageRow(id, i + 1, { ...m, id: idOf(m.id), parentMessageId: parent, lease: null }, m.createdAt), updatedAt: m.updatedAt };
+  });
+  const named = input.activeMessageId != null && inFile.has(input.activeMessageId) ? idOf(input.activeMessageId) : null;
+  conversation.activeMessageId = named ?? rows.at(-1)?.id ?? null;
+  return { conversation, rows };
+}
+
+/** The ids an import recognises a conversation by: its id in the file and the id it came from. */
+export const importSourceIds = (input: ImportedConversation): string[] => [input.id, ...(input.sourceId && input.sourceId !== input.id ? [input.sourceId] : [])];
+
+/** Limits an import is checked against: a deleted conversation adds to no live count. */
+export function importLimits(input: ImportedConversation, limits: WriteLimits): WriteLimits {
+  return input.deletedAt ? { maxMessages: limits.maxMessages } : limits;
+}
 
 /**
  * Whom a principal's rows belong to: a signed-in user owns what carries its user id, whichever
@@ -191,20 +237,61 @@ export function accessOf(t: AccessTables, reader: Principal | Owner<string | Pla
   return sql<Access>`case when ${t.conversations.userId} = ${who.userId} then 'owner' else (select ${t.shares.role} from ${t.shares} where ${t.shares.conversationId} = ${t.conversations.id} and ${t.shares.userId} = ${who.userId}) end`;
 }
 
+/**
+ * The conversation's answer being generated now (`streaming_message_id`): the latest of its
+ * messages with status `streaming`, found through the partial index messages_streaming_idx,
+ * which holds in-flight rows only.
+ */
+export function streamingMessageOf(t: {
+  conversations: Table & { id: AnyColumn };
+  messages: Table & { id: AnyColumn; conversationId: AnyColumn; status: AnyColumn; seq: AnyColumn };
+}): SQL<string | null> {
+  // Spelled out in full: Drizzle leaves columns unqualified in a one-table select, and the
+  // subquery's "id" would then be its own.
+  const m = sql.identifier('streaming_m');
+  const c = sql.identifier(getTableName(t.conversations));
+  const of = (table: ReturnType<typeof sql.identifier>, column: AnyColumn) => sql`${table}.${sql.identifier(column.name)}`;
+  const { messages } = t;
+  return sql<string | null>`(select ${of(m, messages.id)} from ${messages} as ${m} where ${of(m, messages.conversationId)} = ${of(c, t.conversations.id)} and ${of(m, messages.status)} = 'streaming' order by ${of(m, messages.seq)} desc limit 1)`;
+}
+
+/**
+ * Where a message stands once someone asks to stop it: the request is noted, and a message no
+ * live process holds (lease expired, or none) is closed as cancelled on the spot, since no writer
+ * is left to notice. The same rule as sweepOrphans, so the two agree on who is gone.
+ */
+export function cancelColumns(m: { status: AnyColumn; finishReason: AnyColumn; leaseOwner: AnyColumn; leaseExpiresAt: AnyColumn; cancelRequestedAt: AnyColumn }, now: SQL) {
+  const gone = sql`(${m.leaseExpiresAt} is null or ${m.leaseExpiresAt} < ${now})`;
+  return {
+    cancelRequestedAt: sql`coalesce(${m.cancelRequestedAt}, ${now})`,
+    status: sql`case when ${gone} then 'error' else ${m.status} end`,
+    finishReason: sql`case when ${gone} then 'cancelled' else ${m.finishReason} end`,
+    leaseOwner: sql`case when ${gone} then null else ${m.leaseOwner} end`,
+    leaseExpiresAt: sql`case when ${gone} then null else ${m.leaseExpiresAt} end`,
+  };
+}
+
 /** Newest first, keyset on (created_at, id) so equal timestamps still page stably. */
 export function listFilter(
   t: AccessTables & { conversations: { createdAt: AnyColumn; deletedAt: AnyColumn } },
   reader: Principal,
   options: ListOptions,
 ): SQL {
-  const table = t.conversations;
-  const conditions: (SQL | undefined)[] = [readableBy(t, reader, options.scope)];
+  return and(readableBy(t, reader, options.scope), pageFilter(t.conversations, options)) as SQL;
+}
+
+/** listFilter without the reader: deleted ones or not, and the keyset position. */
+export function pageFilter(
+  table: { id: AnyColumn; createdAt: AnyColumn; deletedAt: AnyColumn },
+  options: Omit<ListOptions, 'scope' | 'limit'>,
+): SQL | undefined {
+  const conditions: (SQL | undefined)[] = [];
   if (!options.includeDeleted) conditions.push(isNull(table.deletedAt));
   if (options.after) {
     const { createdAt, id } = options.after;
     conditions.push(or(lt(table.createdAt, createdAt), and(eq(table.createdAt, createdAt), lt(table.id, id))));
   }
-  return and(...conditions) as SQL;
+  return and(...conditions);
 }
 
 /**
@@ -361,4 +448,55 @@ export function idempotencyOwner(principal: Principal): string {
 export function mayTakeOver(record: IdempotencyRecord, requestHash: string, { expiredBefore, staleBefore }: { expiredBefore: Date; staleBefore: Date }): boolean {
   if (record.createdAt < expiredBefore) return true;
   return record.status === null && record.requestHash === requestHash && record.createdAt < staleBefore;
+}
+
+/** A completion record's row, as both dialects insert it. */
+export function completionRow(c: NewChatCompletion, conversationId: string, now: Date): ChatCompletionRecord {
+  return {
+    id: c.id,
+    conversationId,
+    messageId: c.messageId,
+    upstreamId: c.upstreamId == null ? null : cleanText(c.upstreamId),
+    model: c.model == null ? null : cleanText(c.model),
+    metadata: cleanJson(c.metadata),
+    createdAt: now,
+  };
+}
+
+/** The tables a completion listing reads, in either dialect. */
+export interface CompletionTables extends AccessTables {
+  conversations: AccessTables['conversations'] & { deletedAt: AnyColumn };
+  completions: Table & { id: AnyColumn; model: AnyColumn; upstreamId: AnyColumn };
+}
+
+/**
+ * Completions the reader may read (owned or shared, live conversations), after `after` in the
+ * listing's order, of a model and with metadata pairs (`hasPair` is the dialect's JSON test).
+ * Ids sort by creation time, so the keyset is the id alone.
+ */
+export function completionListFilter(t: CompletionTables, reader: Principal, options: ChatCompletionListOptions, hasPair: (key: string, value: string) => SQL): SQL {
+  const c = t.completions;
+  const conditions: SQL[] = [readableBy(t, reader), isNull(t.conversations.deletedAt)];
+  if (options.after) conditions.push(options.order === 'asc' ? gt(c.id, options.after) : lt(c.id, options.after));
+  if (options.model !== undefined) conditions.push(eq(c.model, cleanText(options.model)));
+  for (const [key, value] of Object.entries(options.metadata ?? {})) conditions.push(hasPair(cleanText(key), cleanText(value)));
+  return and(...conditions) as SQL;
+}
+
+export const completionOrder = (t: CompletionTables, order: 'asc' | 'desc') => (order === 'asc' ? asc(t.completions.id) : desc(t.completions.id));
+
+/** A completion looked up by the upstream's id: the reader's own first, then the most recent. */
+export function upstreamIdLookup(t: CompletionTables, reader: Principal, upstreamId: string) {
+  return {
+    where: and(eq(t.completions.upstreamId, cleanText(upstreamId)), readableBy(t, reader), isNull(t.conversations.deletedAt)) as SQL,
+    orderBy: [sql`case when ${ownedBy(t.conversations, reader)} then 0 else 1 end`, desc(t.completions.id)],
+  };
+}
+
+/** The seq bounds of a page of messages (MessagePageOptions), and its order. */
+export function messageSeqPage(t: { conversationId: AnyColumn; seq: AnyColumn }, conversationId: string, options: MessagePageOptions) {
+  const conditions: (SQL | undefined)[] = [eq(t.conversationId, conversationId)];
+  if (options.from != null) conditions.push(options.order === 'asc' ? sql`${t.seq} >= ${options.from}` : sql`${t.seq} <= ${options.from}`);
+  if (options.below != null) conditions.push(lt(t.seq, options.below));
+  return { where: and(...conditions) as SQL, orderBy: options.order === 'asc' ? asc(t.seq) : desc(t.seq) };
 }

@@ -4,6 +4,8 @@
  */
 export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 export type JsonObject = { [key: string]: Json };
+/** OpenAI's metadata: string keys, string values. */
+export type StringMap = { [key: string]: string };
 
 export const messageRoles = ['system', 'user', 'assistant', 'tool'] as const;
 export type MessageRole = (typeof messageRoles)[number];
@@ -114,6 +116,8 @@ export interface Conversation {
   createdAt: Date;
   updatedAt: Date;
   deletedAt: Date | null;
+  /** The id it had in the file it was imported from, when that id was another owner's here. */
+  importSourceId: string | null;
 }
 
 export interface Message {
@@ -143,6 +147,8 @@ export interface Message {
   updatedAt: Date;
   leaseOwner: string | null;
   leaseExpiresAt: Date | null;
+  /** When someone asked to stop this answer; its writer stops it (see requestCancel). */
+  cancelRequestedAt: Date | null;
 }
 
 /** A message with its place among its siblings (the messages of the same parent, by seq), for "2 / 3". */
@@ -164,6 +170,34 @@ export interface Lease {
 /** A conversation as one principal sees it: with what that principal may do with it. */
 export interface AccessibleConversation extends Conversation {
   access: Access;
+  /** The assistant message being generated right now (status `streaming`), if any: derived, never stored. */
+  streamingMessageId: string | null;
+}
+
+/** A stretch of a message's stored text, with how the message stands, read in one snapshot. */
+export interface MessageText {
+  conversationId: string;
+  role: MessageRole;
+  status: MessageStatus;
+  /** Content from the code point asked for, at most as many code points as asked for. */
+  text: string;
+  finishReason: string | null;
+  toolCalls: Json | null;
+}
+
+/**
+ * Messages between the server processes that share one database (Postgres LISTEN/NOTIFY).
+ * Absent on SQLite, which one process uses.
+ */
+export interface NotificationChannel {
+  /**
+   * Hears every payload sent on the channel, by any process (this one included). `onListen` runs
+   * whenever listening (re)starts: payloads sent while the connection was down are lost, so a
+   * listener that relies on them should look again. Resolves once listening; gives `stop`.
+   */
+  listen(onPayload: (payload: string) => void, onListen: () => void): Promise<() => Promise<void>>;
+  /** Sends a payload (ASCII, under 8000 bytes) to every listener. */
+  notify(payload: string): Promise<void>;
 }
 
 export interface NewMessage {
@@ -195,6 +229,41 @@ export interface NewConversation {
   metadata?: JsonObject;
 }
 
+/** A message as an import brings it: its own id and times; its seq is its place (1..n). */
+export interface ImportedMessage extends NewMessage {
+  id: string;
+  /** Closed: a message that was still streaming comes in as an error (see the import). */
+  status: 'final' | 'error';
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** A whole conversation from an export file, for importConversation. */
+export interface ImportedConversation {
+  /** Its id in the file: kept when no conversation here has it. */
+  id: string;
+  /** The id it had before an earlier import renamed it (the file's import_source_id), if any. */
+  sourceId: string | null;
+  /** The leaf of the branch it shows, when the file names one. */
+  activeMessageId?: string | null;
+  title: string | null;
+  model: string | null;
+  metadata: JsonObject;
+  createdAt: Date;
+  updatedAt: Date;
+  deletedAt: Date | null;
+  /** In order: they get seqs 1..n. */
+  messages: ImportedMessage[];
+}
+
+export interface ImportOutcome {
+  /** `skipped`: the owner already has it, by its id or the id it came from; nothing was written. */
+  status: 'imported' | 'skipped';
+  /** Its id here: the file's, or a new one (`renamed`) when another owner has the file's. */
+  id: string;
+  renamed: boolean;
+}
+
 export interface ConversationPatch {
   title?: string | null;
   metadata?: JsonObject;
@@ -222,6 +291,115 @@ export interface ListOptions {
   includeDeleted?: boolean;
   /** Conversations the principal owns, those shared with it, or both (the default). */
   scope?: 'owned' | 'shared' | 'all';
+}
+
+/**
+ * A stored chat completion (OpenAI's `store: true`): one proxied exchange as OpenAI's stored
+ * completions API shows it. Its answer is `messageId`; its request is what precedes that
+ * message in the conversation.
+ */
+export interface ChatCompletionRecord {
+  /** Ours, from newChatCompletionId(): the upstream's id may repeat. */
+  id: string;
+  conversationId: string;
+  messageId: string;
+  /** The upstream's `id` and `model`, once its answer started. */
+  upstreamId: string | null;
+  model: string | null;
+  metadata: StringMap;
+  createdAt: Date;
+}
+
+/** A completion record to write with the exchange's messages; `messageId` is one of them. */
+export interface NewChatCompletion {
+  id: string;
+  messageId: string;
+  model: string | null;
+  metadata: StringMap;
+  upstreamId?: string | null;
+}
+
+/** A completion record with its answer, as one principal may see it. */
+export interface StoredChatCompletion {
+  record: ChatCompletionRecord;
+  message: Message;
+  access: Access;
+}
+
+export interface ChatCompletionListOptions {
+  limit: number;
+  order: 'asc' | 'desc';
+  /** The id of the last completion of the previous page (it need not exist any more). */
+  after?: string | null;
+  model?: string;
+  /** Every pair must be in the completion's metadata. */
+  metadata?: StringMap;
+}
+
+/**
+ * A completion id that sorts by creation time: `chatcmpl-`, the creation time in milliseconds as
+ * 12 hex digits, then 80 bits, random for the first id of a millisecond and counting up from it
+ * for the next ones of this process (as monotonic ULIDs do), so one caller's exchanges list in
+ * the order they were made. Lists page on it (keyset on the primary key), and an `after` that
+ * was deleted meanwhile still marks a place.
+ */
+let last = { ms: 0, tail: 0n };
+export function newChatCompletionId(now = Date.now()): string {
+  if (now > last.ms) {
+    const random = Buffer.from(crypto.getRandomValues(new Uint8Array(10))).toString('hex');
+    // Room to count up: the top bit starts clear.
+    last = { ms: now, tail: BigInt(`0x${random}`) >> 1n };
+  } else {
+    last = { ms: last.ms, tail: last.tail + 1n };
+  }
+  return `chatcmpl-${last.ms.toString(16).padStart(12, '0')}${last.tail.toString(16).padStart(20, '0')}`;
+}
+
+/** Messages of a conversation in seq order from `from` (inclusive) on, below seq `below`. */
+export interface MessagePageOptions {
+  order: 'asc' | 'desc';
+  limit: number;
+  from?: number | null;
+  below?: number | null;
+}
+
+/**
+ * One thing a search looks for: a word, or the words of a quoted phrase in that order; with
+ * `prefix`, the last word matches any word that starts with it.
+ */
+export interface SearchTerm {
+  words: string[];
+  prefix: boolean;
+}
+
+/** A parsed search (db/search-query.ts): every term must match. No terms: nothing matches. */
+export interface SearchQuery {
+  terms: SearchTerm[];
+}
+
+/**
+ * Position in a search's order (best match first, then newest, then id): the last hit of the
+ * previous page. `score` is the engine's relevance as the store reported it, compared exactly.
+ */
+export interface SearchPosition {
+  score: number;
+  createdAt: Date;
+  id: string;
+}
+
+/**
+ * A message, or a conversation whose title matched (`messageId`, `seq` and `role` null). `text`
+ * is what matched: the message's content (its indexed start, MAX_INDEXED_CHARS) or the title.
+ */
+export interface SearchHit {
+  conversationId: string;
+  conversationTitle: string | null;
+  messageId: string | null;
+  seq: number | null;
+  role: MessageRole | null;
+  text: string;
+  createdAt: Date;
+  score: number;
 }
 
 /**
@@ -337,15 +515,36 @@ export interface Store extends IdentityStore {
       maxBytes?: number;
       /** The active leaf (an imported tree's); default the last of `messages`. */
       activeMessageId?: string | null;
+      /** The exchange's completion record, written in the same transaction as `messages`. */
+      completion?: NewChatCompletion;
     },
   ): Promise<Conversation>;
   /** A conversation the principal may read (owned or shared with it), with its access; null otherwise. */
   getConversation(reader: Principal, id: string, options?: { includeDeleted?: boolean }): Promise<AccessibleConversation | null>;
   listConversations(reader: Principal, options: ListOptions): Promise<{ items: AccessibleConversation[]; hasMore: boolean }>;
   /** Owner only: null when not found, deleted or not owned. */
-  updateConversation(owner: Principal, id: string, patch: ConversationPatch): Promise<Conversation | null>;
+  updateConversation(owner: Principal, id: string, patch: ConversationPatch): Promise<(Conversation & { streamingMessageId: string | null }) | null>;
   /** Soft delete, owner only; false when not found, not owned or already deleted. */
   deleteConversation(owner: Principal, id: string): Promise<boolean>;
+  /**
+   * Every conversation whoever owns it (the operator's export), newest first, keyset as
+   * listConversations; `access` is 'owner'.
+   */
+  listEveryConversation(options: Omit<ListOptions, 'scope'>): Promise<{ items: AccessibleConversation[]; hasMore: boolean }>;
+  /**
+   * Inserts a conversation from an export with its own id, times and messages (seqs 1..n), in one
+   * transaction, or nothing. `skipped` when the owner already has it: a conversation of theirs,
+   * deleted or not, whose id or import_source_id is the file's id or source id. An id another
+   * owner holds is never touched: the conversation gets a new id, recording the file's in
+   * import_source_id; a message id already taken gets a new one too (parent ids follow). Throws
+   * LimitExceededError as createConversation does; a deleted conversation counts toward no
+   * limit of live ones. With `dryRun` it decides and checks everything and writes nothing.
+   */
+  importConversation(
+    owner: Principal,
+    conversation: ImportedConversation,
+    options: { maxPerSession: number; maxMessages?: number; maxBytes?: number; session?: SessionInfo; dryRun?: boolean },
+  ): Promise<ImportOutcome>;
 
   /** Every message of the conversation (all branches), by seq. */
   listMessages(conversationId: string, options: { afterSeq: number; limit: number }): Promise<Message[]>;
@@ -376,7 +575,7 @@ export interface Store extends IdentityStore {
     writer: Principal,
     conversationId: string,
     messages: MessagesToAppend,
-    options: { maxMessages: number; maxBytes?: number },
+    options: { maxMessages: number; maxBytes?: number; completion?: NewChatCompletion },
   ): Promise<Message[]>;
   /**
    * Records one proxied exchange in the conversation's tree, in one transaction under the
@@ -394,6 +593,8 @@ export interface Store extends IdentityStore {
       maxBytes?: number;
       /** Throw AnswerPendingError, writing nothing, when the match stops at messages still being written (TurnPlan.pending). */
       deferIfPending?: boolean;
+      /** The exchange's completion record, written in the same transaction as the turn. */
+      completion?: NewChatCompletion;
     },
   ): Promise<RecordedTurn>;
   /** Appends text to a message's content (used for batched stream deltas). */
@@ -401,12 +602,51 @@ export interface Store extends IdentityStore {
   /** Moves a message to its terminal status; a message already final or error is left alone. */
   finishMessage(messageId: string, finish: MessageFinish): Promise<void>;
   getMessage(messageId: string): Promise<Message | null>;
+  /**
+   * A message's content from code point `fromChar` (0-based), at most `maxChars` code points of
+   * it (all when omitted), with its status in the same snapshot; null when there is no such
+   * message. Code points, because both databases count characters so; stored text holds no lone
+   * surrogate, so each is one or two UTF-16 code units.
+   */
+  readMessageText(messageId: string, fromChar: number, maxChars?: number): Promise<MessageText | null>;
+  /**
+   * Asks the writer of an open message to stop it: records when (the first request counts).
+   * When no live process holds the message (its lease expired), nobody would: it is closed here
+   * as `error` / `cancelled`. Returns the message as it then stands; null when there is no such
+   * message or it had already ended (nothing changes then).
+   */
+  requestCancel(messageId: string, now: Date): Promise<Message | null>;
+  /** A page of a conversation's messages in either order (seq bounds as MessagePageOptions say). */
+  pageMessages(conversationId: string, options: MessagePageOptions): Promise<Message[]>;
+  /**
+   * Removes a message from its live conversation and closes the gap: later messages move down
+   * one seq, the counter and the stored bytes follow, all in one transaction under the
+   * conversation's lock. The caller has checked the principal's right to. False when there is
+   * no such message in a live conversation.
+   */
+  deleteMessage(conversationId: string, messageId: string): Promise<boolean>;
+
+  // Stored chat completions (OpenAI's API for them), visible to whoever may read their conversation.
+  /** In id (= creation) order, from conversations the reader may read, live ones only. */
+  listChatCompletions(reader: Principal, options: ChatCompletionListOptions): Promise<{ items: StoredChatCompletion[]; hasMore: boolean }>;
+  /**
+   * A completion the reader may read, by our id; with `orUpstreamId`, failing that, the most
+   * recent one whose upstream id it is (the reader's own before those shared with it).
+   */
+  getChatCompletion(reader: Principal, id: string, options?: { orUpstreamId?: boolean }): Promise<StoredChatCompletion | null>;
+  /** Replaces a completion's metadata (the caller checked access); null when there is none. */
+  updateChatCompletion(id: string, metadata: StringMap): Promise<ChatCompletionRecord | null>;
+  /** Deletes the record only: its conversation keeps the messages. */
+  deleteChatCompletion(id: string): Promise<boolean>;
+  /** Records the upstream's id and model once its answer starts (first write wins). */
+  noteChatCompletionUpstream(id: string, upstream: { upstreamId: string | null; model: string | null }): Promise<void>;
 
   /**
    * Heartbeat: extends the lease on every message still open under this lease owner, from the
-   * moment it is created (a slow upstream's first byte included) until it is finished.
+   * moment it is created (a slow upstream's first byte included) until it is finished. Returns
+   * the ids of those whose cancel was requested (see requestCancel).
    */
-  renewLeases(holder: string, expiresAt: Date): Promise<void>;
+  renewLeases(holder: string, expiresAt: Date): Promise<string[]>;
   /**
    * Closes messages left in flight by a process that is gone (lease expired, or never set):
    * status `error`, finish_reason `interrupted`, content kept. Returns how many it closed.
@@ -422,6 +662,12 @@ export interface Store extends IdentityStore {
   purgeExpired(options: { idleBefore: Date | null; deletedBefore: Date; batchSize: number; keysBefore?: Date }): Promise<PurgeResult>;
   /** Live conversations and all their messages, for health reporting. */
   counts(): Promise<{ conversations: number; messages: number }>;
+  /**
+   * Full-text search over the messages and titles of the live conversations `reader` may read
+   * (readableBy): best match first, ties newest first, then by id; `after` continues a page.
+   * At most MAX_RANKED_MATCHES matches are ranked, the newest (db/search-query.ts).
+   */
+  search(reader: Principal, options: { query: SearchQuery; limit: number; after?: SearchPosition | null }): Promise<{ items: SearchHit[]; hasMore: boolean }>;
   /** Sums of known token counts per conversation; a conversation with none known has nulls. */
   tokenTotals(conversationIds: string[]): Promise<Map<string, TokenTotals>>;
 
@@ -444,6 +690,8 @@ export interface Store extends IdentityStore {
   completeIdempotencyKey(owner: Principal, key: string, outcome: { status: number; response: Json }): Promise<void>;
   /** Gives a claimed key up (the request failed and wrote nothing): a retry runs again. */
   releaseIdempotencyKey(owner: Principal, key: string): Promise<void>;
+  /** Between the processes of one database; absent on SQLite (one process). */
+  readonly notifications?: NotificationChannel;
 }
 
 export interface PurgeResult {

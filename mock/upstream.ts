@@ -41,8 +41,10 @@ export interface MockUpstream {
   /**
    * Chat and other requests handled since start (recorded or not), and how many of their
    * responses are over (sent, dropped, or abandoned by the client): what tests wait on.
+   * `unfinished` counts those that closed before the whole response was sent: the client went
+   * away (aborted its request), or a fault mode cut them.
    */
-  readonly traffic: { received: number; ended: number };
+  readonly traffic: { received: number; ended: number; unfinished: number };
   defaults: MockOptions;
   reset(): void;
   close(): Promise<void>;
@@ -363,7 +365,10 @@ export function startMockUpstream(
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
     mock.traffic.received++;
-    res.once('close', () => mock.traffic.ended++);
+    res.once('close', () => {
+      mock.traffic.ended++;
+      if (!res.writableFinished) mock.traffic.unfinished++;
+    });
     if (record) {
       const list = mock.requests;
       list.push({ method, path: url, headers: req.headers, body });
@@ -446,7 +451,7 @@ export function startMockUpstream(
     url: '',
     port: 0,
     requests: [],
-    traffic: { received: 0, ended: 0 },
+    traffic: { received: 0, ended: 0, unfinished: 0 },
     defaults: { ...initialDefaults },
     reset() {
       mock.requests.length = 0;

@@ -8,8 +8,8 @@ import { createApiKeySchema, createUserSchema, listUsersQuerySchema } from '../a
 import { ConfigError, loadConfig, type Config } from '../app/env.js';
 import { ApiError } from '../app/errors.js';
 import { explainDbFailure } from '../db/explain-failure.js';
-import { createStore } from '../db/index.js';
-import { DuplicateError, UserNotFoundError, dbErrorCode, type Store } from '../db/store.js';
+import { DuplicateError, UserNotFoundError, dbErrorCode } from '../db/store.js';
+import { openStore } from './cli-config.js';
 
 const USAGE = `Usage: npm run admin -- <command> [options]
 
@@ -165,15 +165,8 @@ async function main(): Promise<number> {
     throw err;
   }
 
-  let store: Store | undefined;
-  try {
-    store = createStore(config.db);
-    await store.migrate();
-  } catch (err) {
-    console.error(explainDbFailure(err, config.db, 'Cannot open the database'));
-    await store?.close().catch(() => {});
-    return 1;
-  }
+  const store = await openStore(config);
+  if (!store) return 1;
   try {
     const out = await run(adminService(store, config));
     if (out !== undefined) console.log(JSON.stringify(out, null, 2));

@@ -1,6 +1,7 @@
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { newShareToken } from '../app/auth/api-keys.js';
+import { newChatCompletionId } from '../db/store.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
 import { dialects, sharedTestStore } from './helpers/dialects.js';
 import { useMockUpstream } from './helpers/mock.js';
@@ -27,11 +28,16 @@ interface Fixture {
   messageId: string;
   linkToken: string;
   someoneElse: TestUser;
+  /** The stored completion of the conversation's exchange, and an item of it (the question). */
+  completionId: string;
+  itemId: string;
+  /** The conversation's answer (an assistant message, final). */
+  answerId: string;
 }
 
 interface Endpoint {
   name: string;
-  request(f: Fixture): { method: string; path: string; body?: unknown; conversation?: boolean };
+  request(f: Fixture): { method: string; path: string; body?: unknown; conversation?: boolean; headers?: Record<string, string> };
   /** Status per role; callers with bad credentials get 401 unless `public`. */
   expect: Record<Role, number>;
   public?: boolean;
@@ -59,7 +65,26 @@ const endpoints: Endpoint[] = [
   // Whoever may read it may copy it into a conversation of their own.
   { name: 'fork it', request: (f) => ({ method: 'POST', path: `/v1/conversations/${f.id}/fork`, body: { message_id: f.messageId } }), expect: on(201, 201, 201) },
   { name: 'rename the conversation', request: (f) => ({ method: 'PATCH', path: `/v1/conversations/${f.id}`, body: { title: 'renamed' } }), expect: on(200, 403, 403) },
-  { name: 'delete the conversation', request: (f) => ({ method: 'DELETE', path: `/v1/conversations/${f.id}` }), expect: on(204, 403, 403) },
+  { name: 'delete the conversation', request: (f) => ({ method: 'DELETE', path: `/v1/conversations/${f.id}` }), expect: on(200, 403, 403) },
+  { name: 'update it as OpenAI does', request: (f) => ({ method: 'POST', path: `/v1/conversations/${f.id}`, body: { metadata: { a: 'b' } } }), expect: on(200, 403, 403) },
+  { name: 'list its items', request: (f) => ({ method: 'GET', path: `/v1/conversations/${f.id}/items` }), expect: on(200, 200, 200) },
+  {
+    name: 'add items',
+    request: (f) => ({ method: 'POST', path: `/v1/conversations/${f.id}/items`, body: { items: [{ role: 'user', content: 'item' }] } }),
+    expect: on(200, 200, 403),
+  },
+  { name: 'get an item', request: (f) => ({ method: 'GET', path: `/v1/conversations/${f.id}/items/${f.itemId}` }), expect: on(200, 200, 200) },
+  { name: 'delete an item', request: (f) => ({ method: 'DELETE', path: `/v1/conversations/${f.id}/items/${f.itemId}` }), expect: on(200, 403, 403) },
+  { name: 'list stored completions', request: () => ({ method: 'GET', path: '/v1/chat/completions' }), expect: everyone(200) },
+  { name: 'get the stored completion', request: (f) => ({ method: 'GET', path: `/v1/chat/completions/${f.completionId}` }), expect: on(200, 200, 200) },
+  { name: "list the completion's messages", request: (f) => ({ method: 'GET', path: `/v1/chat/completions/${f.completionId}/messages` }), expect: on(200, 200, 200) },
+  {
+    name: "update the completion's metadata",
+    request: (f) => ({ method: 'POST', path: `/v1/chat/completions/${f.completionId}`, body: { metadata: { a: 'b' } } }),
+    expect: on(200, 403, 403),
+  },
+  { name: 'delete the stored completion', request: (f) => ({ method: 'DELETE', path: `/v1/chat/completions/${f.completionId}` }), expect: on(200, 403, 403) },
+  { name: "list the upstream's models", request: () => ({ method: 'GET', path: '/v1/models' }), expect: everyone(200) },
   {
     name: 'post a message',
     request: (f) => ({ method: 'POST', path: `/v1/conversations/${f.id}/messages`, body: { role: 'user', content: 'note' } }),
@@ -85,6 +110,23 @@ const endpoints: Endpoint[] = [
   { name: 'claim a session', request: () => ({ method: 'POST', path: '/v1/me/claim' }), expect: users(400, 403) },
   { name: 'read the privacy notice', request: () => ({ method: 'GET', path: '/v1/privacy' }), expect: everyone(200) },
   { name: 'give consent', request: () => ({ method: 'POST', path: '/v1/privacy/consent', body: { consent: 'granted' } }), expect: everyone(200) },
+  // Watching and stopping an answer (live answers).
+  { name: 'watch the answer', request: (f) => ({ method: 'GET', path: `/v1/conversations/${f.id}/messages/${f.answerId}/stream` }), expect: on(200, 200, 200) },
+  { name: 'cancel the answer', request: (f) => ({ method: 'POST', path: `/v1/conversations/${f.id}/messages/${f.answerId}/cancel` }), expect: on(200, 200, 403) },
+  // Moving data and finding it.
+  { name: 'export what one owns', request: () => ({ method: 'GET', path: '/v1/conversations/export' }), expect: everyone(200) },
+  { name: 'export the conversation', request: (f) => ({ method: 'GET', path: `/v1/conversations/${f.id}/export` }), expect: on(200, 200, 200) },
+  {
+    name: 'import a file',
+    request: () => ({
+      method: 'POST',
+      path: '/v1/conversations/import',
+      headers: { 'content-type': 'application/x-ndjson' },
+      body: '{"type":"export","format":"chat-proxy","version":1,"exported_at":"2026-01-01T00:00:00.000Z"}\n',
+    }),
+    expect: everyone(200),
+  },
+  { name: 'search', request: () => ({ method: 'GET', path: '/v1/conversations/search?q=hello' }), expect: everyone(200) },
   { name: 'list users (admin)', request: () => ({ method: 'GET', path: '/v1/admin/users' }), expect: everyone(403) },
   { name: 'create a user (admin)', request: () => ({ method: 'POST', path: '/v1/admin/users', body: { name: 'x' } }), expect: everyone(403) },
   { name: "create someone's key (admin)", request: (f) => ({ method: 'POST', path: `/v1/admin/users/${f.someoneElse.user.id}/api_keys`, body: {} }), expect: everyone(403) },
@@ -100,6 +142,7 @@ const TABLES: Record<string, string> = {
   messages: 'select * from messages order by id',
   conversation_shares: 'select * from conversation_shares order by conversation_id, user_id',
   share_links: 'select * from share_links order by token_hash',
+  chat_completions: 'select * from chat_completions order by id',
   server_settings: 'select * from server_settings order by key',
 };
 
@@ -143,23 +186,38 @@ describe.each(dialects)('access matrix on %s', (dialect) => {
     await db?.cleanup();
   });
 
-  // A fresh conversation for every case: the owner's, with a message, shared with an editor and
-  // a viewer, with a public link, and also shared with someone else (for the share routes).
+  // A fresh conversation for every case: the owner's, with an exchange recorded as a stored
+  // completion, shared with an editor and a viewer, with a public link, and also shared with
+  // someone else (for the share routes).
   beforeEach(async () => {
     const owner = { sessionId: `matrix-${crypto.randomUUID()}`, userId: people.owner.user.id };
-    const c = await db.store.createConversation(owner, { title: 'matrix' }, { maxPerSession: 10_000, messages: [{ role: 'user', content: 'hi' }] });
+    const itemId = crypto.randomUUID();
+    const answer = crypto.randomUUID();
+    const completionId = newChatCompletionId();
+    const c = await db.store.createConversation(
+      owner,
+      { title: 'matrix' },
+      {
+        maxPerSession: 10_000,
+        messages: [
+          { id: itemId, role: 'user', content: 'hi' },
+          { id: answer, role: 'assistant', content: 'hello' },
+        ],
+        completion: { id: completionId, messageId: answer, model: 'mock-model', metadata: {} },
+      },
+    );
     await db.store.setShare(c.id, people.editor.user.id, 'editor');
     await db.store.setShare(c.id, people.viewer.user.id, 'viewer');
     await db.store.setShare(c.id, people.someoneElse.user.id, 'viewer');
     const link = newShareToken();
     await db.store.setShareLink(c.id, link.hash);
-    fixture = { id: c.id, messageId: c.activeMessageId!, linkToken: link.token, someoneElse: people.someoneElse };
+    fixture = { id: c.id, messageId: c.activeMessageId!, linkToken: link.token, someoneElse: people.someoneElse, completionId, itemId, answerId: answer };
   });
 
   const snapshot = async () => Object.fromEntries(await Promise.all(Object.entries(TABLES).map(async ([t, q]) => [t, JSON.stringify(await db.sql(q))])));
   const send = (endpoint: Endpoint, headers: Record<string, string>) => {
-    const { method, path, body, conversation } = endpoint.request(fixture);
-    return call(app, method, path, { headers: { ...headers, ...(conversation && { 'x-conversation-id': fixture.id }) }, body });
+    const { method, path, body, conversation, headers: own } = endpoint.request(fixture);
+    return call(app, method, path, { headers: { ...headers, ...own, ...(conversation && { 'x-conversation-id': fixture.id }) }, body });
   };
 
   const cases = endpoints.flatMap((e) => [

@@ -127,7 +127,7 @@ describe.each(dialects)('JSON-only writes on %s', (dialect) => {
     const session = newSession();
     const { id } = (await call(app, 'POST', '/v1/conversations', { session, body: {} })).json;
     expect((await call(app, 'GET', '/v1/conversations', { session, headers: { 'content-type': 'text/plain' } })).status).toBe(200);
-    expect((await call(app, 'DELETE', `/v1/conversations/${id}`, { session, headers: { 'content-type': 'text/plain' } })).status).toBe(204);
+    expect((await call(app, 'DELETE', `/v1/conversations/${id}`, { session, headers: { 'content-type': 'text/plain' } })).status).toBe(200);
   });
 
   it('refuses a form sent to a real listening server, as a browser would send it', async () => {

@@ -207,7 +207,7 @@ describe.each(dialects)('conversations API on %s', (dialect) => {
       expect((await post('y')).status).toBe(429);
       expect((await call(limited, 'POST', '/v1/conversations', { session: newSession(), body: {} })).status).toBe(201);
       // Deleting frees the space.
-      expect((await call(limited, 'DELETE', `/v1/conversations/${id}`, { session })).status).toBe(204);
+      expect((await call(limited, 'DELETE', `/v1/conversations/${id}`, { session })).status).toBe(200);
       expect((await call(limited, 'POST', '/v1/conversations', { session, body: {} })).status).toBe(201);
     });
 
@@ -241,7 +241,7 @@ describe.each(dialects)('conversations API on %s', (dialect) => {
       expect(over.json.error).toMatchObject({ code: 'limit_exceeded', type: 'rate_limit_error' });
       // Deleting one frees a place.
       const first = (await call(limited, 'GET', '/v1/conversations', { session })).json.items[0];
-      expect((await call(limited, 'DELETE', `/v1/conversations/${first.id}`, { session })).status).toBe(204);
+      expect((await call(limited, 'DELETE', `/v1/conversations/${first.id}`, { session })).status).toBe(200);
       expect((await call(limited, 'POST', '/v1/conversations', { session, body: {} })).status).toBe(201);
     });
   });
@@ -359,11 +359,13 @@ describe.each(dialects)('conversations API on %s', (dialect) => {
       expect((await call(app, 'GET', `/v1/conversations/${id}`, { session })).json).toMatchObject({ title: null, model: null, metadata: { pinned: true } });
     });
 
-    it('soft-deletes: 204, then 404 everywhere, hidden unless include_deleted', async () => {
+    it("soft-deletes: 200 with OpenAI's deleted object, then 404 everywhere, hidden unless include_deleted", async () => {
       const session = newSession();
       const keep = (await create(session, { title: 'keep' })).json;
       const gone = (await create(session, { title: 'gone' })).json;
-      expect((await call(app, 'DELETE', `/v1/conversations/${gone.id}`, { session })).status).toBe(204);
+      const deleted = await call(app, 'DELETE', `/v1/conversations/${gone.id}`, { session });
+      expect(deleted.status).toBe(200);
+      expect(deleted.json).toEqual({ id: gone.id, object: 'conversation.deleted', deleted: true });
       expect((await call(app, 'DELETE', `/v1/conversations/${gone.id}`, { session })).status).toBe(404);
       expect((await call(app, 'GET', `/v1/conversations/${gone.id}`, { session })).status).toBe(404);
       expect((await call(app, 'PATCH', `/v1/conversations/${gone.id}`, { session, body: { title: 'x' } })).status).toBe(404);

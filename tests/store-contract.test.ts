@@ -10,6 +10,7 @@ import {
   type NewMessage,
   type Principal,
   type Store,
+  newChatCompletionId,
 } from '../db/store.js';
 import { dialects, sharedTestStore, testStore, type TestStore } from './helpers/dialects.js';
 import { anon, rejection, roomy, signedIn } from './helpers/principals.js';
@@ -74,7 +75,7 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       expect(made).toMatchObject({ sessionId: owner.sessionId, userId: null, title: 'Hi', model: 'm-1', metadata: { a: [1, { b: null }] }, lastSeq: 0, deletedAt: null });
       expect(made.createdAt).toBeInstanceOf(Date);
       expect(made.updatedAt.getTime()).toBe(made.createdAt.getTime());
-      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner' });
+      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner', streamingMessageId: null });
     });
 
     it('defaults title and model to null and metadata to {}', async () => {
@@ -133,7 +134,7 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       expect(await store.deleteConversation(other, made.id)).toBe(false);
       await expectNotFound(store.appendMessages(other, made.id, [user('intruder')], appendRoomy));
       await expectNotFound(store.appendMessages(other, made.id, () => [user('intruder')], appendRoomy));
-      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner' });
+      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner', streamingMessageId: null });
       expect(await seqs(made.id)).toEqual([1]);
     });
 
@@ -214,7 +215,7 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       await clockPast(made.updatedAt);
       expect(await store.appendMessages(owner, made.id, [], { maxMessages: 1 })).toEqual([]);
       expect(await store.appendMessages(owner, made.id, () => [], { maxMessages: 1 })).toEqual([]);
-      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner' });
+      expect(await store.getConversation(owner, made.id)).toEqual({ ...made, access: 'owner', streamingMessageId: null });
     });
 
     it("maxBytes bounds the bytes held by the owner's live conversations, counted in UTF-8", async () => {
@@ -553,6 +554,145 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
     });
   });
 
+  describe('stored chat completions', () => {
+    const answer = (id = crypto.randomUUID()): NewMessage => ({ id, role: 'assistant', content: 'hi' });
+    /** A conversation whose first turn is recorded as a completion; returns the ids. */
+    const exchange = async (owner: Principal, metadata: Record<string, string> = {}, model = 'm') => {
+      const messageId = crypto.randomUUID();
+      const id = newChatCompletionId();
+      const c = await store.createConversation(owner, {}, { ...roomy, messages: [user('q'), answer(messageId)], completion: { id, messageId, model, metadata } });
+      return { id, messageId, conversationId: c.id };
+    };
+
+    it('writes the record with the messages, in createConversation and appendMessages', async () => {
+      const owner = anon();
+      const first = await exchange(owner, { k: 'v' });
+      const messageId = crypto.randomUUID();
+      const id = newChatCompletionId();
+      await store.appendMessages(owner, first.conversationId, [user('again'), answer(messageId)], { ...appendRoomy, completion: { id, messageId, model: 'm2', metadata: {} } });
+      const got = await store.getChatCompletion(owner, id);
+      expect(got?.record).toMatchObject({ id, conversationId: first.conversationId, messageId, model: 'm2', upstreamId: null, metadata: {} });
+      expect(got?.message).toMatchObject({ id: messageId, seq: 4, content: 'hi' });
+      expect(got?.access).toBe('owner');
+      expect((await store.getChatCompletion(owner, first.id))?.record.metadata).toEqual({ k: 'v' });
+      expect(await store.getChatCompletion(anon(), id)).toBeNull();
+    });
+
+    it('writes nothing when the exchange is refused', async () => {
+      const owner = anon();
+      const messageId = crypto.randomUUID();
+      const id = newChatCompletionId();
+      await expectLimit(
+        store.createConversation(owner, {}, { ...roomy, maxMessages: 1, messages: [user('q'), answer(messageId)], completion: { id, messageId, model: null, metadata: {} } }),
+        'messages_per_conversation',
+        1,
+      );
+      expect(await store.getChatCompletion(owner, id)).toBeNull();
+    });
+
+    it('lists in id order both ways after a cursor, filtered by model and metadata pairs', async () => {
+      const owner = anon();
+      const made = [];
+      for (let i = 0; i < 5; i++) made.push(await exchange(owner, { n: String(i), parity: i % 2 ? 'odd' : 'even', 'we\'ird."key': 'x' }, i < 3 ? 'a' : 'b'));
+      const ids = made.map((m) => m.id);
+      const list = async (options: Partial<Parameters<Store['listChatCompletions']>[1]>) =>
+        (await store.listChatCompletions(owner, { limit: 10, order: 'asc', ...options })).items.map((i) => i.record.id);
+      expect(await list({})).toEqual(ids);
+      expect(await list({ order: 'desc' })).toEqual([...ids].reverse());
+      expect(await list({ after: ids[1] })).toEqual(ids.slice(2));
+      expect(await list({ after: ids[3], order: 'desc' })).toEqual([ids[2], ids[1], ids[0]]);
+      expect(await list({ model: 'b' })).toEqual(ids.slice(3));
+      expect(await list({ metadata: { parity: 'odd' } })).toEqual([ids[1], ids[3]]);
+      expect(await list({ metadata: { parity: 'odd', n: '3' } })).toEqual([ids[3]]);
+      expect(await list({ metadata: { 'we\'ird."key': 'x', n: '0' } })).toEqual([ids[0]]);
+      expect(await list({ metadata: { parity: 'od' } })).toEqual([]);
+      const page = await store.listChatCompletions(owner, { limit: 2, order: 'asc' });
+      expect(page.hasMore).toBe(true);
+      expect((await store.listChatCompletions(owner, { limit: 5, order: 'asc' })).hasMore).toBe(false);
+      // A deleted conversation's completions are gone from lists and lookups.
+      await store.deleteConversation(owner, made[0]!.conversationId);
+      expect(await list({})).toEqual(ids.slice(1));
+      expect(await store.getChatCompletion(owner, ids[0]!)).toBeNull();
+    });
+
+    it("finds by the upstream's id, the reader's own most recent first, and notes it once", async () => {
+      const owner = anon();
+      const older = await exchange(owner);
+      const newer = await exchange(owner);
+      await store.noteChatCompletionUpstream(older.id, { upstreamId: 'chatcmpl-7', model: 'm-2024' });
+      await store.noteChatCompletionUpstream(newer.id, { upstreamId: 'chatcmpl-7', model: null });
+      await store.noteChatCompletionUpstream(newer.id, { upstreamId: 'chatcmpl-8', model: 'later' });
+      expect((await store.getChatCompletion(owner, 'chatcmpl-7', { orUpstreamId: true }))?.record).toMatchObject({ id: newer.id, model: 'm', upstreamId: 'chatcmpl-7' });
+      expect((await store.getChatCompletion(owner, older.id))?.record).toMatchObject({ model: 'm-2024', upstreamId: 'chatcmpl-7' });
+      expect(await store.getChatCompletion(owner, 'chatcmpl-7')).toBeNull();
+      expect(await store.getChatCompletion(anon(), 'chatcmpl-7', { orUpstreamId: true })).toBeNull();
+    });
+
+    it('updates metadata and deletes the record alone; deleting the answer takes the record with it', async () => {
+      const owner = anon();
+      const one = await exchange(owner, { a: '1' });
+      expect((await store.updateChatCompletion(one.id, { b: '2' }))?.metadata).toEqual({ b: '2' });
+      expect(await store.deleteChatCompletion(one.id)).toBe(true);
+      expect(await store.deleteChatCompletion(one.id)).toBe(false);
+      expect(await store.updateChatCompletion(one.id, {})).toBeNull();
+      expect(await seqs(one.conversationId)).toEqual([1, 2]);
+      const two = await exchange(owner);
+      expect(await store.deleteMessage(two.conversationId, two.messageId)).toBe(true);
+      expect(await store.getChatCompletion(owner, two.id)).toBeNull();
+    });
+  });
+
+  describe('pageMessages and deleteMessage', () => {
+    it('pages from a seq, inclusive, either way, below a bound', async () => {
+      const owner = anon();
+      const c = await create(owner, ['1', '2', '3', '4', '5'].map(user));
+      const page = async (o: Parameters<Store['pageMessages']>[1]) => (await store.pageMessages(c.id, o)).map((m) => m.content);
+      expect(await page({ order: 'asc', limit: 10 })).toEqual(['1', '2', '3', '4', '5']);
+      expect(await page({ order: 'desc', limit: 2 })).toEqual(['5', '4']);
+      expect(await page({ order: 'asc', limit: 10, from: 2, below: 5 })).toEqual(['2', '3', '4']);
+      expect(await page({ order: 'desc', limit: 10, from: 3, below: 5 })).toEqual(['3', '2', '1']);
+    });
+
+    it('closes the gap: later seqs move down, the counter and the stored bytes follow', async () => {
+      const owner = anon();
+      const c = await create(owner, ['a', 'bb', 'ccc', 'dddd'].map(user));
+      const [, second] = await all(c.id);
+      expect(await store.deleteMessage(c.id, second!.id)).toBe(true);
+      expect((await all(c.id)).map((m) => [m.seq, m.content])).toEqual([
+        [1, 'a'],
+        [2, 'ccc'],
+        [3, 'dddd'],
+      ]);
+      const after = (await store.getConversation(owner, c.id))!;
+      expect(after.lastSeq).toBe(3);
+      expect(after.storedBytes).toBe(8);
+      // Appends carry on densely from the counter.
+      await store.appendMessages(owner, c.id, [user('e')], appendRoomy);
+      expect(await seqs(c.id)).toEqual([1, 2, 3, 4]);
+      expect(await store.deleteMessage(c.id, second!.id)).toBe(false);
+      // Only within its own conversation, and only a live one.
+      const other = await create(owner, [user('x')]);
+      const [x] = await all(other.id);
+      expect(await store.deleteMessage(c.id, x!.id)).toBe(false);
+      await store.deleteConversation(owner, other.id);
+      expect(await store.deleteMessage(other.id, x!.id)).toBe(false);
+    });
+
+    it('keeps seqs dense when deletes race appends', async () => {
+      const owner = anon();
+      const c = await create(owner, ['1', '2', '3', '4', '5', '6'].map(user));
+      const before = await all(c.id);
+      await Promise.all([
+        ...before.slice(0, 3).map((m) => store.deleteMessage(c.id, m.id)),
+        ...['7', '8', '9'].map((t) => store.appendMessages(owner, c.id, [user(t)], appendRoomy)),
+      ]);
+      const left = await all(c.id);
+      expect(left.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(left.map((m) => m.content).slice(0, 3)).toEqual(['4', '5', '6']);
+      expect((await store.getConversation(owner, c.id))!.lastSeq).toBe(6);
+    });
+  });
+
   describe('listMessages and getMessage', () => {
     it('pages by seq after a given one', async () => {
       const owner = anon();
@@ -863,6 +1003,85 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
       expect(values[0]).toMatch(/^v\d$/);
       expect(await store.sharedSetting(key, 'later')).toBe(values[0]);
       expect(await store.sharedSetting(`other-${key}`, 'own')).toBe('own');
+    });
+  });
+
+  describe('live answers', () => {
+    it('readMessageText reads a stretch of content by code point, with the status of the same snapshot', async () => {
+      const owner = anon();
+      const id = crypto.randomUUID();
+      const made = await create(owner, [user('q'), streaming({ id })]);
+      await store.appendContent(id, 'a🙂b');
+      await store.appendContent(id, '漢\u0000🙂c');
+      const text = `a🙂b漢${FFFD}🙂c`;
+      expect(await store.readMessageText(id, 0)).toEqual({ conversationId: made.id, role: 'assistant', status: 'streaming', text, finishReason: null, toolCalls: null });
+      const points = Array.from(text);
+      for (let from = 0; from <= points.length + 1; from++) {
+        for (const max of [1, 2, 3, 100]) expect((await store.readMessageText(id, from, max))!.text).toBe(points.slice(from, from + max).join(''));
+      }
+      await store.finishMessage(id, { status: 'final', finishReason: 'tool_calls', toolCalls: [{ id: 't' }] });
+      expect(await store.readMessageText(id, 5)).toMatchObject({ status: 'final', text: '🙂c', finishReason: 'tool_calls', toolCalls: [{ id: 't' }] });
+      expect(await store.readMessageText(crypto.randomUUID(), 0)).toBeNull();
+    });
+
+    it('requestCancel notes the first request on an open message whose writer lives; renewLeases hands it to that writer', async () => {
+      const owner = anon();
+      const holder = `p-${crypto.randomUUID()}`;
+      const future = new Date(Date.now() + 60_000);
+      const ids = { asked: crypto.randomUUID(), notAsked: crypto.randomUUID(), done: crypto.randomUUID() };
+      await create(owner, [
+        streaming({ id: ids.asked, lease: { holder, expiresAt: future } }),
+        streaming({ id: ids.notAsked, lease: { holder, expiresAt: future } }),
+        { id: ids.done, role: 'assistant', content: 'over' },
+      ]);
+      const first = new Date(Date.now() - 1_000);
+      expect(await store.requestCancel(ids.asked, first)).toMatchObject({ id: ids.asked, status: 'streaming', finishReason: null, leaseOwner: holder, cancelRequestedAt: first });
+      expect((await store.requestCancel(ids.asked, new Date()))!.cancelRequestedAt).toEqual(first);
+      // Ended, or not there: nothing changes.
+      expect(await store.requestCancel(ids.done, new Date())).toBeNull();
+      expect(await store.getMessage(ids.done)).toMatchObject({ status: 'final', cancelRequestedAt: null });
+      expect(await store.requestCancel(crypto.randomUUID(), new Date())).toBeNull();
+      expect(await store.renewLeases(holder, future)).toEqual([ids.asked]);
+      expect(await store.renewLeases(`p-${crypto.randomUUID()}`, future)).toEqual([]);
+    });
+
+    it('requestCancel closes an open message no live process holds as error / cancelled, content kept and counted', async () => {
+      const owner = anon();
+      const id = crypto.randomUUID();
+      const made = await create(owner, [streaming({ id, lease: { holder: 'gone', expiresAt: new Date(Date.now() - 1_000) } })]);
+      await store.appendContent(id, 'partial');
+      const now = new Date();
+      expect(await store.requestCancel(id, now)).toMatchObject({
+        status: 'error',
+        finishReason: 'cancelled',
+        content: 'partial',
+        leaseOwner: null,
+        leaseExpiresAt: null,
+        cancelRequestedAt: now,
+      });
+      expect((await store.getConversation(owner, made.id))!.storedBytes).toBe(bytes('partial'));
+      // Closed is closed: the writer coming back cannot reopen it.
+      await store.finishMessage(id, { status: 'final', finishReason: 'stop' });
+      expect(await store.getMessage(id)).toMatchObject({ status: 'error', finishReason: 'cancelled' });
+    });
+
+    it('streamingMessageId is the latest streaming message, in get, list and update; null when none is', async () => {
+      const owner = anon();
+      const [older, newer] = [crypto.randomUUID(), crypto.randomUUID()];
+      const made = await create(owner, [user('q'), streaming({ id: older }), user('r'), streaming({ id: newer }), streaming({ status: 'draft' })]);
+      const seen = async () => {
+        const got = (await store.getConversation(owner, made.id))!.streamingMessageId;
+        const listed = (await store.listConversations(owner, { limit: 10 })).items.find((c) => c.id === made.id)!.streamingMessageId;
+        const updated = (await store.updateConversation(owner, made.id, { title: 't' }))!.streamingMessageId;
+        expect(new Set([got, listed, updated]).size).toBe(1);
+        return got;
+      };
+      expect(await seen()).toBe(newer);
+      await store.finishMessage(newer, { status: 'final' });
+      expect(await seen()).toBe(older);
+      await store.finishMessage(older, { status: 'error', finishReason: 'interrupted' });
+      expect(await seen()).toBeNull();
+      expect((await create(owner)).id).toEqual(expect.any(String));
     });
   });
 

@@ -12,7 +12,7 @@ export interface UpstreamRequest {
 
 /**
  * What goes upstream for a client's request: its fields as they are, except those this server
- * consumes (`conversation_id`, a message's `id`), the model filled in, the operator's limits applied (a 400 when
+ * consumes (`conversation_id`, `store`, `metadata`, a message's `id`), the model filled in, the operator's limits applied (a 400 when
  * the request is over one), and, when the exchange is recorded, usage asked for on a stream
  * (honest accounting: the client's stream is filtered back to exactly what it asked for).
  */

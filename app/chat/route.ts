@@ -1,25 +1,29 @@
 import type { Context } from 'hono';
 import { Hono } from 'hono';
+import { z } from 'zod';
 import type { IdempotencyRecord, Message, Store } from '../../db/store.js';
 import { ApiError, notFound } from '../errors.js';
 import { claimKey, idempotencyKeyOf, requestHash, sleep, type Claimed } from '../idempotency.js';
+import { route } from '../openapi/registry.js';
 import { concurrencyLimit } from '../middleware/concurrency.js';
 import { sessionInfo } from '../middleware/session.js';
 import { mayStore } from '../privacy/policy.js';
 import { relay, type StreamObserver } from '../streaming/relay.js';
-import { idleTimeout, UpstreamTimeoutError } from '../streaming/stages/idle-timeout.js';
+import { Stopper } from '../streaming/stopper.js';
 import { withTelemetry } from '../streaming/telemetry.js';
 import type { AppEnv } from '../types.js';
-import { chatCompletionsUrl, maskUrl } from '../upstream/base-url.js';
+import { passError, readAll } from '../upstream/answer.js';
+import { chatCompletionsUrl } from '../upstream/base-url.js';
 import { callChatCompletions } from '../upstream/client.js';
-import { upstreamErrorAnswer } from '../upstream/error-text.js';
 import { validate } from '../validate.js';
 import { completionJson, completionSse } from './replay.js';
 import { buildUpstreamRequest, type UpstreamRequest } from './request.js';
-import { chatRequestSchema, type ChatRequest } from './schemas.js';
+import { chatHeadersSchema, chatRequestSchema, type ChatRequest } from './schemas.js';
 import { ProxiedTurn } from './turn.js';
 
 const CONVERSATION_HEADER = 'x-conversation-id';
+/** Our id of the stored completion a proxied answer was recorded as (the upstream's may repeat). */
+export const COMPLETION_HEADER = 'x-chat-completion-id';
 const ignore: StreamObserver = { push() {}, end() {} };
 type ChatContext = Context<AppEnv>;
 
@@ -32,14 +36,22 @@ interface AnswerPointer {
 type Run = Extract<Claimed, { kind: 'run' }>;
 
 /** `POST /v1/chat/completions`: the proxy, recording the exchange when it may. */
-export const chat = new Hono<AppEnv>().post('/completions', validate('json', chatRequestSchema), concurrencyLimit(), async (c) => {
+export const chat = new Hono<AppEnv>().post('/completions', validate('header', chatHeadersSchema), validate('json', chatRequestSchema), concurrencyLimit(), async (c) => {
   const startedAt = performance.now();
   const request = c.req.valid('json');
   const { config, store } = c.get('services');
-  const recording = await mayStore(c);
+  // `store: false` is OpenAI's way of saying what x-persist: off says.
+  const recording = request.store !== false && (await mayStore(c));
   // Refused here (over a limit), a request takes no Idempotency-Key.
   const upstreamRequest = buildUpstreamRequest(request, config, { recording });
-  const exchange: Exchange = { request, upstreamRequest, recording, startedAt, conversationId: request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null };
+  const exchange: Exchange = {
+    request,
+    upstreamRequest,
+    recording,
+    startedAt,
+    conversationId: request.conversation_id ?? c.req.header(CONVERSATION_HEADER) ?? null,
+    onDisconnect: c.req.valid('header')['x-on-disconnect'],
+  };
   // A retry with the first request's Idempotency-Key gets that request's answer, from the store:
   // only a recorded exchange has one to give, so a request that is not recorded ignores its key.
   const key = idempotencyKeyOf(c);
@@ -67,9 +79,11 @@ interface Exchange {
   recording: boolean;
   startedAt: number;
   conversationId: string | null;
+  /** The client's x-on-disconnect, when it sent one. */
+  onDisconnect: 'abort' | 'continue' | undefined;
 }
 
-async function proxy(c: ChatContext, { request, upstreamRequest, recording, startedAt, conversationId }: Exchange, claim: Run | null): Promise<Response> {
+async function proxy(c: ChatContext, { request, upstreamRequest, recording, startedAt, conversationId, onDisconnect: asked }: Exchange, claim: Run | null): Promise<Response> {
   const { config, store, inFlight, metrics } = c.get('services');
 
   // Recorded first, then sent: a request that cannot be recorded (not the caller's
@@ -78,7 +92,17 @@ async function proxy(c: ChatContext, { request, upstreamRequest, recording, star
   // connection delivered before it dropped: a failed body stream discards its queued chunks.
   const turn = recording
     ? await ProxiedTurn.begin(
-        { store: store!, owner: c.get('principal'), config, log: c.get('log'), metrics, lease: inFlight.lease(), session: sessionInfo(c) },
+        {
+          store: store!,
+          owner: c.get('principal'),
+          config,
+          log: c.get('log'),
+          metrics,
+          lease: inFlight.lease(),
+          session: sessionInfo(c),
+          answers: inFlight.answers,
+          bus: inFlight.bus,
+        },
         request,
         conversationId,
         upstreamRequest.stream,
@@ -86,19 +110,25 @@ async function proxy(c: ChatContext, { request, upstreamRequest, recording, star
     : null;
   if (turn) c.header(CONVERSATION_HEADER, turn.conversationId);
 
-  // Aborted when the client goes away, or to stop the upstream from here (shutdown).
-  const upstreamAbort = new AbortController();
+  // The client leaving stops the upstream (abort), or — for an answer that is recorded, so that
+  // someone can still read it — lets it run to its end within STREAM_DETACHED_MAX_MS (continue).
+  // A cancel request or a shutdown stops it too.
   const clientSignal = c.req.raw.signal;
-  const signal = AbortSignal.any([clientSignal, upstreamAbort.signal]);
+  const onDisconnect = turn ? (asked ?? config.streams.onDisconnect) : 'abort';
+  const stopper = new Stopper({ clientSignal, onDisconnect, detachedMaxMs: config.streams.detachedMaxMs });
+  turn?.live?.onStop((cause) => stopper.stop(cause));
   let upstream: Response;
   try {
-    upstream = await callChatCompletions(config.upstream, upstreamRequest.body, { stream: upstreamRequest.stream, signal });
+    upstream = await callChatCompletions(config.upstream, upstreamRequest.body, { stream: upstreamRequest.stream, signal: stopper.signal });
   } catch (err) {
-    await turn?.recordFailure(failureReason(err));
+    stopper.dispose();
+    await turn?.recordFailure(stopper.cause ?? failureReason(err));
+    if (stopper.cause === 'cancelled') throw cancelledBeforeAnswer();
     throw err;
   }
 
   if (!upstream.ok) {
+    stopper.dispose();
     let text: string;
     try {
       text = await readAll(upstream, config.upstream.timeoutMs);
@@ -107,9 +137,10 @@ async function proxy(c: ChatContext, { request, upstreamRequest, recording, star
     }
     // The upstream refused: nothing was answered, so a retry may try again.
     await claim?.release();
-    return passError(c, upstream, text);
+    return passError(c, upstream, text, chatCompletionsUrl(config.upstream.baseUrl!));
   }
-  if (!upstreamRequest.stream) return plainAnswer(c, upstream, turn, claim);
+  if (!upstreamRequest.stream) return plainAnswer(c, upstream, turn, claim).finally(() => stopper.dispose());
+  if (turn?.completionId) c.header(COMPLETION_HEADER, turn.completionId);
 
   // From here the answer is the one a retry gets, streaming or not.
   if (claim) await keep(c, claim, 200, { conversation_id: turn!.conversationId, message_id: turn!.answerId, stream: true });
@@ -118,10 +149,13 @@ async function proxy(c: ChatContext, { request, upstreamRequest, recording, star
     observer: c.get('slot').holdUntilEnd(observer),
     timeoutMs: config.upstream.timeoutMs,
     stripUsage: upstreamRequest.stripUsage,
-    abortUpstream: (reason) => upstreamAbort.abort(reason),
+    abortUpstream: (reason) => stopper.abortUpstream(reason),
     clientSignal,
+    ...(onDisconnect === 'continue' && { detach: { onClientGone: stopper.clientGone } }),
   });
-  inFlight.track({ interrupt: relayed.interrupt, settled: relayed.settled });
+  stopper.attach(relayed);
+  void relayed.settled.finally(() => stopper.dispose());
+  inFlight.track({ interrupt: () => stopper.stop('interrupted'), settled: relayed.settled });
   return c.body(relayed.readable, 200, {
     'content-type': upstream.headers.get('content-type') ?? 'text/event-stream',
     'cache-control': 'no-cache',
@@ -177,37 +211,41 @@ async function plainAnswer(c: ChatContext, upstream: Response, turn: ProxiedTurn
     throw new ApiError(502, 'upstream_error', 'The upstream provider answered with a body that is not JSON.', 'upstream_invalid_response');
   }
   if (claim) await keep(c, claim, upstream.status, { conversation_id: turn!.conversationId, message_id: turn!.answerId, stream: false });
+  if (turn?.completionId) c.header(COMPLETION_HEADER, turn.completionId);
   return c.body(text, upstream.status as 200, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
-}
-
-/** An upstream error answer, passed through with keys masked; a body that is not OpenAI's error JSON is wrapped in it. */
-function passError(c: ChatContext, res: Response, text: string): Response {
-  const { config } = c.get('services');
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  const retryAfter = res.headers.get('retry-after');
-  if (retryAfter) headers['retry-after'] = retryAfter;
-  const endpoint = chatCompletionsUrl(config.upstream.baseUrl!);
-  const answer = upstreamErrorAnswer(res.status, text, { endpoint, secrets: [config.upstream.apiKey] });
-  // A refused request is the client's to fix; anything else (key, quota, path, outage) the operator's.
-  c.get('log')[res.status === 400 || res.status === 422 ? 'info' : 'warn'](
-    { upstream_status: res.status, upstream_url: maskUrl(endpoint), upstream_error: answer.excerpt },
-    'upstream answered an error',
-  );
-  return c.body(answer.body, res.status as 400, headers);
 }
 
 /** Why an exchange failed before its answer, as its finish_reason. */
 const failureReason = (err: unknown) => (err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
 
-/** Reads a whole body under the idle timeout; a drop is a 502, silence a 504. */
-async function readAll(res: Response, timeoutMs: number): Promise<string> {
-  try {
-    return await new Response(res.body!.pipeThrough(idleTimeout(timeoutMs))).text();
-  } catch (err) {
-    if (err instanceof UpstreamTimeoutError) {
-      throw new ApiError(504, 'timeout_error', 'The upstream provider stopped sending its answer (UPSTREAM_TIMEOUT_MS).', 'upstream_timeout');
-    }
-    if ((err as Error)?.name === 'AbortError') throw err;
-    throw new ApiError(502, 'upstream_error', 'The connection to the upstream provider failed while reading its answer.', 'upstream_error');
-  }
-}
+/** The client is still there, waiting: it is told its answer was stopped before it began. */
+const cancelledBeforeAnswer = () =>
+  new ApiError(409, 'invalid_request_error', 'The answer was stopped by a cancel request before the upstream provider began it.', 'cancelled');
+
+export const chatDocs = [
+  route({
+    method: 'post',
+    path: '/v1/chat/completions',
+    tag: 'Chat',
+    summary: 'Create a chat completion (proxied to the upstream, recorded when persistence is on)',
+    description:
+      "OpenAI's request body; every field but `conversation_id`, `store` and `metadata` passes upstream untouched. Streamed (`stream: true`, Server-Sent Events) or not, the upstream's answer passes through as it came.",
+    body: chatRequestSchema,
+    headers: {
+      'x-conversation-id': 'The conversation to record the exchange in (or `conversation_id` in the body)',
+      'x-persist': '`off`: proxied only, nothing recorded',
+    },
+    responses: {
+      200: {
+        description: "The upstream's answer: chat.completion JSON, or a chat.completion.chunk event stream",
+        schema: z.object({ id: z.string(), object: z.literal('chat.completion'), choices: z.array(z.unknown()) }).loose(),
+        mediaType: 'text/event-stream',
+        headers: {
+          'x-conversation-id': 'The conversation the exchange was recorded in',
+          'x-chat-completion-id': 'Our id of the stored completion (GET /v1/chat/completions/{id})',
+        },
+      },
+    },
+    errors: [403, 404, 502, 503, 504],
+  }),
+];

@@ -1,8 +1,10 @@
-import { AnswerPendingError, type Json, type Lease, type MessageRole, type NewMessage, type Principal, type SessionInfo, type Store } from '../../db/store.js';
+import { AnswerPendingError, newChatCompletionId, type Json, type Lease, type MessageRole, type NewChatCompletion, type NewMessage, type Principal, type SessionInfo, type Store } from '../../db/store.js';
 import type { Config } from '../env.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { toNewMessage } from '../messages.js';
+import type { AnswerBus } from '../streaming/bus.js';
+import type { LiveAnswer, LiveAnswers } from '../streaming/live-answer.js';
 import type { StreamEnd, StreamObserver } from '../streaming/relay.js';
 import { TurnRecorder, type TurnOutcome } from '../streaming/recorder.js';
 import { estimatePromptTokens, estimateTokens } from '../tokens.js';
@@ -62,6 +64,9 @@ export interface TurnContext {
   /** Lease for the streaming message, so crash recovery knows a live process is writing it. */
   lease: Lease;
   session: SessionInfo;
+  /** Where a streamed answer is followed live by watchers in this process, and announced to others. */
+  answers: LiveAnswers;
+  bus: AnswerBus;
 }
 
 /**
@@ -73,6 +78,11 @@ export interface TurnContext {
  * the answer is in.
  */
 export class ProxiedTurn {
+  /** A streamed answer as this process's watchers follow it (and cancel requests reach it). */
+  readonly live: LiveAnswer | null;
+  /** The exchange's stored completion (OpenAI's `store`), once its record is written. */
+  private completionRecorded = false;
+
   private constructor(
     private readonly ctx: TurnContext,
     private readonly request: ChatRequest,
@@ -82,7 +92,16 @@ export class ProxiedTurn {
     readonly stream: boolean,
     /** The message the answer follows: the last of the request's messages as stored. */
     private readonly answerParentId: string | null,
-  ) {}
+    private readonly completion: NewChatCompletion,
+  ) {
+    this.live = stream ? ctx.answers.open(answerId) : null;
+    this.completionRecorded = stream;
+  }
+
+  /** Our id of the exchange's stored completion; null until it is recorded (or when it could not be). */
+  get completionId(): string | null {
+    return this.completionRecorded ? this.completion.id : null;
+  }
 
   /** The stream's assistant message, created with the turn; null for a plain request. */
   get assistantMessageId(): string | null {
@@ -91,15 +110,23 @@ export class ProxiedTurn {
 
   static async begin(ctx: TurnContext, request: ChatRequest, conversationId: string | null, stream: boolean): Promise<ProxiedTurn> {
     const { store, owner, config } = ctx;
-    // A stream's answer is created with the request's messages, under a known id and a lease.
+    // A stream's answer is created with the request's messages, under a known id and a lease,
+    // and with it the stored completion that shows it; a plain answer's record comes with it.
     const answerId = crypto.randomUUID();
     const answer = stream ? { id: answerId, role: 'assistant' as const, status: 'streaming' as const, content: '', lease: ctx.lease } : null;
+    const completion: NewChatCompletion = {
+      id: newChatCompletionId(),
+      messageId: answerId,
+      model: request.model ?? config.upstream.defaultModel,
+      metadata: request.metadata ?? {},
+    };
+    const recordNow = stream ? { completion } : {};
     // A plain request writes its answer afterwards: keep a place for it under the limit.
     const maxMessages = config.limits.messagesPerConversation - (stream ? 0 : 1);
     const messages = request.messages.map(toStored);
     if (conversationId) {
       const turn = { messages, answer };
-      const limits = { maxMessages, maxBytes: config.limits.bytesPerSession };
+      const limits = { maxMessages, maxBytes: config.limits.bytesPerSession, ...recordNow };
       let recorded;
       try {
         recorded = await store.appendTurn(owner, conversationId, turn, { ...limits, deferIfPending: true });
@@ -109,7 +136,7 @@ export class ProxiedTurn {
         // Matched as they are now: still open after the wait, they are not what the client resends.
         recorded = await store.appendTurn(owner, conversationId, turn, limits);
       }
-      return new ProxiedTurn(ctx, request, conversationId, answerId, stream, recorded.answerParentId);
+      return new ProxiedTurn(ctx, request, conversationId, answerId, stream, recorded.answerParentId, completion);
     }
     const created = await store.createConversation(
       owner,
@@ -120,16 +147,19 @@ export class ProxiedTurn {
         session: ctx.session,
         messages: answer ? [...messages, answer] : messages,
         maxMessages,
+        ...recordNow,
       },
     );
     // The first turn is one chain: the answer follows the last message kept (the active leaf before it).
     const parent = answer ? null : created.activeMessageId;
-    return new ProxiedTurn(ctx, request, created.id, answerId, stream, parent);
+    return new ProxiedTurn(ctx, request, created.id, answerId, stream, parent, completion);
   }
 
   /** Watches a relayed stream and records the assistant message from it. */
   observer(): StreamObserver {
-    const { store, config, log, metrics } = this.ctx;
+    const { store, config, log, metrics, bus } = this.ctx;
+    const live = this.live!;
+    const messageId = this.assistantMessageId!;
     const recorder = new TurnRecorder({
       store,
       messageId: this.assistantMessageId!,
@@ -141,15 +171,22 @@ export class ProxiedTurn {
         if (ok) metrics.dbFlushDuration.observe(ms);
         else metrics.dbFlushFailures.inc();
       },
+      // Watchers in other processes read what they miss from the database, once it is there.
+      onWritten: (chars) => bus.publish(messageId, { kind: 'grew', offset: chars }),
     });
     let skippedLogged = false;
     let state = emptyStreamState;
+    // The upstream's id and model, written once they are known, off the path of the bytes.
+    let noted: Promise<void> | null = null;
+    const note = () => this.noteUpstream(state.id, state.model);
     // The relay hands over whole events: their boundaries are ASCII, so no character is split.
     const decoder = new TextDecoder();
     return {
       push: (events) => {
+        const before = state;
         const read = (event: ChatEvent) => {
-          if (event.kind === 'chunk' && event.content) recorder.append(event.content);
+          // Recorded as stored, so what watchers here read live is what the database will hold.
+          if (event.kind === 'chunk' && event.content) recorder.append(live.append(event.content));
           else if (event.kind === 'skipped') {
             metrics.skippedEvents.inc();
             // Once per stream is enough to notice (never the event: it may be the answer's text);
@@ -162,12 +199,24 @@ export class ProxiedTurn {
         readEvents(decoder.decode(events), ({ data }) => read(parseChatChunk(data)), {
           onUnknownField: () => read({ kind: 'skipped', reason: 'unknown-field' }),
         });
+        if (state.text.length !== before.text.length || state.toolCalls !== before.toolCalls) {
+          live.toolCalls = state.toolCalls;
+          live.changed();
+        }
+        if (!noted && state.id !== null) noted = new Promise<void>((resolve) => setImmediate(resolve)).then(note);
       },
       end: (how: StreamEnd) => {
         const outcome = outcomeOf(how, state);
+        const held = live.takeHeld();
+        if (held) recorder.append(held);
         if (state.skipped) log.warn({ skipped_events: state.skipped }, 'stream had unreadable events');
         const generated = state.text + state.toolCalls.map((c) => c?.function.arguments ?? '').join('');
-        return this.tokens(state.usage, generated).then((tokens) => recorder.finish({ ...outcome, ...tokens }));
+        // A stream whose chunks named no id still tells its model.
+        if (!noted && state.model !== null) noted = note();
+        const finished = this.tokens(state.usage, generated)
+          .then((tokens) => recorder.finish({ ...outcome, ...tokens }))
+          .finally(() => live.finish());
+        return Promise.all([finished, noted]).then(() => {});
       },
     };
   }
@@ -192,16 +241,33 @@ export class ProxiedTurn {
     const content = typeof choice.message?.content === 'string' ? choice.message.content : '';
     const toolCalls = Array.isArray(choice.message?.tool_calls) ? choice.message.tool_calls : null;
     const args = (toolCalls ?? []).map((c: any) => (typeof c?.function?.arguments === 'string' ? c.function.arguments : '')).join('');
-    await this.appendAssistant({
-      role: 'assistant',
-      status: 'final',
-      content,
-      finishReason: choice.finish_reason ?? null,
-      toolCalls,
-      functionCall: choice.message?.function_call ?? null,
-      ...(await this.tokens(parsed.usage, content + args)),
-    });
+    const upstream = {
+      upstreamId: typeof parsed.id === 'string' ? parsed.id : null,
+      model: typeof parsed.model === 'string' ? parsed.model : this.completion.model,
+    };
+    this.completionRecorded = await this.appendAssistant(
+      {
+        id: this.completion.messageId,
+        role: 'assistant',
+        status: 'final',
+        content,
+        finishReason: choice.finish_reason ?? null,
+        toolCalls,
+        functionCall: choice.message?.function_call ?? null,
+        ...(await this.tokens(parsed.usage, content + args)),
+      },
+      { ...this.completion, ...upstream },
+    );
     return 'recorded';
+  }
+
+  /** Records the upstream's id and model on the completion; a failure costs the lookup by upstream id, nothing else. */
+  private async noteUpstream(upstreamId: string | null, model: string | null): Promise<void> {
+    try {
+      await this.ctx.store.noteChatCompletionUpstream(this.completion.id, { upstreamId, model });
+    } catch (err) {
+      this.ctx.log.warn({ err, completion_id: this.completion.id }, "could not record the upstream's id of the completion");
+    }
   }
 
   /**
@@ -233,20 +299,34 @@ export class ProxiedTurn {
   /** The upstream failed before any answer: the exchange ends as an error. */
   async recordFailure(finishReason: string): Promise<void> {
     if (this.assistantMessageId) {
-      await this.ctx.store.finishMessage(this.assistantMessageId, { status: 'error', finishReason });
+      try {
+        await this.ctx.store.finishMessage(this.assistantMessageId, { status: 'error', finishReason });
+      } finally {
+        this.live?.finish();
+      }
+      // No completion came of it: like a plain request's, the failure keeps no completion record.
+      // Best effort: the client is owed the upstream's error, not this write's.
+      this.completionRecorded = false;
+      await this.ctx.store.deleteChatCompletion(this.completion.id).catch((err: unknown) => {
+        this.ctx.log.warn({ err, completion_id: this.completion.id }, 'could not remove the completion record of a failed exchange');
+      });
     } else {
       await this.appendAssistant({ role: 'assistant', status: 'error', content: '', finishReason });
     }
   }
 
-  private async appendAssistant(message: NewMessage): Promise<void> {
+  /** Appends the answer (with its completion record, when it is one); false when that failed. */
+  private async appendAssistant(message: NewMessage, completion?: NewChatCompletion): Promise<boolean> {
     try {
       await this.ctx.store.appendMessages(this.ctx.owner, this.conversationId, [{ ...message, id: this.answerId, parentMessageId: this.answerParentId }], {
         // The answer to a turn that was admitted is always kept, even at the limit.
         maxMessages: Number.MAX_SAFE_INTEGER,
+        ...(completion && { completion }),
       });
+      return true;
     } catch (err) {
       this.ctx.log.error({ err, conversation_id: this.conversationId }, 'could not record the answer');
+      return false;
     }
   }
 }

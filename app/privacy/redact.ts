@@ -17,6 +17,8 @@ export function redactSystemPrompts(store: Store): Store {
         ...options,
         messages: options.messages && dropSystem(options.messages),
       })) satisfies Store['createConversation'],
+    importConversation: ((owner, conversation, options) =>
+      store.importConversation(owner, { ...conversation, messages: conversation.messages.filter((m) => m.role !== 'system') }, options)) satisfies Store['importConversation'],
   });
 }
 

@@ -1,6 +1,8 @@
 import { Hono } from 'hono';
 import type { Store } from '../../db/store.js';
 import { hasMetricsAccess } from '../middleware/metrics-token.js';
+import { z } from 'zod';
+import { route } from '../openapi/registry.js';
 import type { AppEnv } from '../types.js';
 
 const startedAt = Date.now();
@@ -47,3 +49,18 @@ export const health = new Hono<AppEnv>().get('/', async (c) => {
     code,
   );
 });
+
+export const healthDocs = [
+  route({
+    method: 'get',
+    path: '/healthz',
+    tag: 'Operations',
+    summary: 'Health: the process, the database and the upstream setting',
+    description: 'With METRICS_TOKEN set, a caller without it gets `{status}` only.',
+    auth: 'public',
+    responses: {
+      200: { description: 'ok, or degraded without an upstream', schema: z.object({ status: z.enum(['ok', 'degraded']) }).loose() },
+      503: { description: 'degraded: the database is down', schema: z.object({ status: z.literal('degraded') }).loose() },
+    },
+  }),
+];

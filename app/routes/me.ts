@@ -4,6 +4,7 @@ import type { Store } from '../../db/store.js';
 import { ApiError, permissionDenied } from '../errors.js';
 import { requirePersistence } from '../middleware/persistence.js';
 import { hashSessionId } from '../session-ids.js';
+import { route } from '../openapi/registry.js';
 import type { AppEnv } from '../types.js';
 import { validate } from '../validate.js';
 
@@ -79,3 +80,47 @@ export const me = new Hono<AppEnv & { Variables: { store: Store } }>()
     const claimed = await c.get('store').claimSession(hashSessionId(identity.sessionId), identity.user.id);
     return c.json({ object: 'session.claim', claimed });
   });
+
+const totals = z.object({ tokens_in: z.number().int(), tokens_out: z.number().int(), requests: z.number().int() });
+export const meDocs = [
+  route({
+    method: 'get',
+    path: '/v1/me',
+    tag: 'Me',
+    summary: 'Who the server takes the caller for',
+    responses: {
+      200: {
+        description: 'The principal',
+        schema: z.object({
+          object: z.literal('principal'),
+          type: z.enum(['user', 'session', 'admin', 'public']),
+          user: z.object({ id: z.string(), name: z.string(), is_admin: z.boolean() }).nullable(),
+          session_id: z.string().nullable(),
+        }),
+      },
+    },
+  }),
+  route({
+    method: 'get',
+    path: '/v1/me/usage',
+    tag: 'Me',
+    summary: "Token totals of the caller's own conversations",
+    query: usageQuery,
+    responses: {
+      200: {
+        description: 'Totals, per day or model when asked',
+        schema: z.object({ object: z.literal('usage'), from: z.string(), to: z.string(), group_by: z.enum(['day', 'model']).nullable(), data: z.array(totals.loose()), total: totals }),
+      },
+    },
+    persistence: true,
+  }),
+  route({
+    method: 'post',
+    path: '/v1/me/claim',
+    tag: 'Me',
+    summary: "Take over an anonymous session's conversations (signed-in user, with the session)",
+    responses: { 200: { description: 'How many were claimed', schema: z.object({ object: z.literal('session.claim'), claimed: z.number().int() }) } },
+    errors: [403],
+    persistence: true,
+  }),
+];

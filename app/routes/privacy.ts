@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { requirePersistence } from '../middleware/persistence.js';
 import { sessionInfo } from '../middleware/session.js';
 import { PERSIST_HEADER } from '../privacy/policy.js';
+import { route } from '../openapi/registry.js';
 import type { AppEnv } from '../types.js';
 import { validate } from '../validate.js';
 
@@ -46,3 +47,22 @@ export const privacy = new Hono<AppEnv>()
     await c.get('services').consents!.set(c.get('principal').sessionId, consent, sessionInfo(c));
     return c.json({ object: 'privacy.consent', consent });
   });
+
+export const privacyDocs = [
+  route({
+    method: 'get',
+    path: '/v1/privacy',
+    tag: 'Privacy',
+    summary: "What is stored, for how long, and this session's consent",
+    responses: { 200: { description: 'The privacy summary', schema: z.object({ object: z.literal('privacy'), persistence: z.boolean(), consent: z.enum(['granted', 'denied']).nullable() }).loose() } },
+  }),
+  route({
+    method: 'post',
+    path: '/v1/privacy/consent',
+    tag: 'Privacy',
+    summary: "Record the session's choice",
+    body: consentSchema,
+    responses: { 200: { description: 'The choice', schema: z.object({ object: z.literal('privacy.consent'), consent: z.enum(['granted', 'denied']) }) } },
+    persistence: true,
+  }),
+];

@@ -4,6 +4,8 @@ import { hashShareToken } from '../auth/api-keys.js';
 import { ApiError } from '../errors.js';
 import { requirePersistence } from '../middleware/persistence.js';
 import { sharedMessageJson } from '../serialize.js';
+import { z } from 'zod';
+import { route } from '../openapi/registry.js';
 import type { AppEnv } from '../types.js';
 import { validate } from '../validate.js';
 import { getQuerySchema } from './conversations/schemas.js';
@@ -36,3 +38,28 @@ export const shared = new Hono<AppEnv & { Variables: { store: Store } }>()
       next_after_seq: messages.hasMore ? messages.items.at(-1)!.seq : null,
     });
   });
+
+export const sharedDocs = [
+  route({
+    method: 'get',
+    path: '/v1/shared/:token',
+    tag: 'Conversations',
+    summary: "A shared conversation's title and messages, for whoever holds the link",
+    params: { token: 'The link token' },
+    query: getQuerySchema,
+    auth: 'public',
+    responses: {
+      200: {
+        description: 'The shared conversation',
+        schema: z.object({
+          object: z.literal('shared_conversation'),
+          title: z.string().nullable(),
+          messages: z.array(z.object({ seq: z.number().int(), role: z.string(), status: z.string(), content: z.string() }).loose()),
+          next_after_seq: z.number().int().nullable(),
+        }),
+      },
+    },
+    errors: [404],
+    persistence: true,
+  }),
+];

@@ -1,7 +1,10 @@
 import { hostname } from 'node:os';
 import type { Lease, Store } from '../../db/store.js';
 import type { Logger } from '../logger.js';
+import { LocalAnswerBus, type AnswerBus } from './bus.js';
+import { LiveAnswers } from './live-answer.js';
 import { StreamSlots } from './slots.js';
+import { Watchers } from './watch.js';
 
 /** A stream this process is relaying right now. */
 export interface InFlightStream {
@@ -17,6 +20,8 @@ export interface InFlightOptions {
   /** How often expired leases are looked for. */
   sweepMs: number;
   log: Logger;
+  /** Answer events between watchers and writers: across processes on Postgres; in this process by default. */
+  bus?: AnswerBus;
 }
 
 /**
@@ -31,12 +36,20 @@ export class InFlight {
   private readonly streams = new Set<InFlightStream>();
   /** Chat completions running now, per caller and in total, for the concurrency caps. */
   readonly slots = new StreamSlots();
+  readonly bus: AnswerBus;
+  /** The answers this process is generating, as its watchers follow them and cancels reach them. */
+  readonly answers: LiveAnswers;
+  /** Who watches which answer here (GET …/messages/:message_id/stream). */
+  readonly watchers = new Watchers();
   private timers: ReturnType<typeof setInterval>[] = [];
 
   constructor(
     private readonly store: Store | null,
     private readonly options: InFlightOptions,
-  ) {}
+  ) {
+    this.bus = options.bus ?? new LocalAnswerBus();
+    this.answers = new LiveAnswers(this.bus);
+  }
 
   lease(now = Date.now()): Lease {
     return { holder: this.holder, expiresAt: new Date(now + this.options.leaseMs) };
@@ -58,10 +71,15 @@ export class InFlight {
     await this.sweep();
   }
 
+  /**
+   * Renews this process's leases, and stops the answers whose cancel was requested: the bus
+   * tells a writer at once; this is for a notification that got lost.
+   */
   async heartbeat(): Promise<void> {
     if (!this.store) return;
     try {
-      await this.store.renewLeases(this.holder, this.lease().expiresAt);
+      const cancelled = await this.store.renewLeases(this.holder, this.lease().expiresAt);
+      for (const id of cancelled) this.answers.get(id)?.stop('cancelled');
     } catch (err) {
       this.options.log.warn({ err }, 'could not renew stream leases');
     }

@@ -16,6 +16,8 @@ export interface RecorderOptions {
   retryForMs: number;
   /** Told of every content write: how long it took and whether it worked. */
   onWrite?(ms: number, ok: boolean): void;
+  /** Told after each content write that worked: how many characters (UTF-16) the message now holds. */
+  onWritten?(chars: number): void;
 }
 
 export type TurnOutcome = Omit<MessageFinish, 'finishReason'> & { finishReason: string | null };
@@ -36,6 +38,8 @@ export class TurnRecorder {
   private writing: Promise<void> | null = null;
   private failures = 0;
   private finishing: Promise<void> | null = null;
+  /** Characters written so far (the store keeps lengths: what it cleans, it replaces one for one). */
+  private written = 0;
 
   constructor(private readonly options: RecorderOptions) {}
 
@@ -76,7 +80,9 @@ export class TurnRecorder {
     this.writing = this.options.store.appendContent(this.options.messageId, text).then(
       () => {
         this.failures = 0;
+        this.written += text.length;
         this.options.onWrite?.(performance.now() - started, true);
+        this.options.onWritten?.(this.written);
       },
       (err: unknown) => {
         this.options.onWrite?.(performance.now() - started, false);

@@ -5,9 +5,10 @@ import { fuse } from './stages/stage.js';
 import { usageStripperStage } from './stages/strip-usage.js';
 import { tapStage } from './stages/tap.js';
 import { errorBody } from '../errors.js';
+import type { StopCause } from './live-answer.js';
 
 /** How a relayed stream ended. */
-export type StreamEnd = 'completed' | 'client_abort' | 'upstream_error' | 'upstream_timeout' | 'interrupted';
+export type StreamEnd = 'completed' | 'client_abort' | 'upstream_error' | 'upstream_timeout' | 'interrupted' | 'cancelled';
 
 /** Watches the stream on the side; never changes it. */
 export interface StreamObserver {
@@ -19,17 +20,30 @@ export interface StreamObserver {
 
 const encoder = new TextEncoder();
 
-/** The last event a client sees when the upstream fails after the first byte. */
+/** The last event a client sees when the upstream fails after the first byte, or the answer is stopped. */
 const endMessages: Record<Exclude<StreamEnd, 'completed' | 'client_abort'>, [type: string, message: string]> = {
   upstream_error: ['upstream_error', 'The connection to the upstream provider failed mid-stream; the answer is incomplete.'],
   upstream_timeout: ['upstream_error', 'The upstream provider stopped sending data (UPSTREAM_TIMEOUT_MS); the answer is incomplete.'],
   interrupted: ['server_error', 'The server is restarting; the answer is incomplete. Please retry.'],
+  cancelled: ['invalid_request_error', 'The answer was stopped by a cancel request; it is incomplete.'],
 };
 
 /** The last event a client sees when its stream ends early through no fault of its own. */
 export function sseErrorEvent(how: keyof typeof endMessages): Uint8Array {
-  const [type, message] = endMessages[how];
-  return encoder.encode(`data: ${JSON.stringify(errorBody(message, type, how))}\n\n`);
+  return encoder.encode(`data: ${errorEventData(how)}\n\n`);
+}
+
+/**
+ * The data of the error event that ends an answer recorded as `error` with this finish_reason:
+ * the one the proxy sent its client when there was one, so a watcher sees the same end.
+ */
+export function errorEventData(finishReason: string | null): string {
+  const reason = finishReason ?? 'upstream_error';
+  const known = (endMessages as Record<string, [string, string]>)[reason];
+  const [type, message] = known ?? (reason === 'client_abort'
+    ? ['server_error', 'The client that asked for this answer went away before its end; the answer is incomplete.']
+    : ['server_error', `The answer ended in error (${reason}); it is incomplete.`]);
+  return JSON.stringify(errorBody(message, type, reason));
 }
 
 export interface RelayOptions {
@@ -42,6 +56,12 @@ export interface RelayOptions {
   abortUpstream(reason: unknown): void;
   /** The client's connection: aborted when it goes away. */
   clientSignal?: AbortSignal;
+  /**
+   * x-on-disconnect: continue. The client leaving does not end the stream: its half is let go,
+   * the upstream is read on into the observer, and `onClientGone` is told (once) so the caller
+   * can bound how long that lasts (STREAM_DETACHED_MAX_MS, then `stop('client_abort')`).
+   */
+  detach?: { onClientGone(): void };
 }
 
 export interface Relay {
@@ -50,6 +70,11 @@ export interface Relay {
   settled: Promise<void>;
   /** Ends the stream now (server shutdown); the client gets an SSE error event. */
   interrupt(): void;
+  /**
+   * Ends the stream now, as `how`: the upstream is aborted, the client (if still there) gets
+   * every whole event before, then an SSE error event (none for `client_abort`: nobody to tell).
+   */
+  stop(how: StopCause): void;
 }
 
 /**
@@ -63,7 +88,7 @@ export interface Relay {
 export function relay(body: ReadableStream<Uint8Array>, options: RelayOptions): Relay {
   const { observer } = options;
   let ended: StreamEnd | null = null;
-  let interrupting = false;
+  let stopping: StopCause | null = null;
   let markSettled!: () => void;
   const settled = new Promise<void>((r) => (markSettled = r));
   const end = (how: StreamEnd): boolean => {
@@ -96,10 +121,11 @@ export function relay(body: ReadableStream<Uint8Array>, options: RelayOptions): 
     options.abortUpstream(reason);
   });
   void pipeInOrder(body, stream.writable, async (err, writer) => {
-    const how: StreamEnd = options.clientSignal?.aborted
+    // A detached stream outlives its client: only a stop ends it as client_abort.
+    const how: StreamEnd = !options.detach && options.clientSignal?.aborted
       ? 'client_abort'
-      : interrupting
-        ? 'interrupted'
+      : stopping
+        ? stopping
         : timedOut || err instanceof UpstreamTimeoutError
           ? 'upstream_timeout'
           : 'upstream_error';
@@ -116,14 +142,74 @@ export function relay(body: ReadableStream<Uint8Array>, options: RelayOptions): 
     if (how === 'completed') end('completed');
   });
 
-  return {
-    readable: stream.readable,
-    settled,
-    interrupt() {
-      // Aborting the upstream fails the pipe, which ends the stream in order (above).
-      if (ended || interrupting) return;
-      interrupting = true;
-      options.abortUpstream(new Error('server shutting down'));
-    },
+  const stop = (how: StopCause) => {
+    // Aborting the upstream fails the pipe, which ends the stream in order (above).
+    if (ended || stopping) return;
+    stopping = how;
+    options.abortUpstream(new Error(how === 'interrupted' ? 'server shutting down' : `stopped: ${how}`));
   };
+  return {
+    readable: options.detach ? detachable(stream.readable, options.clientSignal, options.detach.onClientGone) : stream.readable,
+    settled,
+    interrupt: () => stop('interrupted'),
+    stop,
+  };
+}
+
+/**
+ * The client's half of a stream that must outlive the client: chunks go to the client while it
+ * is there, one read per read of its own (so a slow client still slows the upstream, as without
+ * this). Once it goes away (its reader cancels, or its connection's signal aborts), the source is
+ * read to its end and discarded, so the stages before (the tap, and so the recorder) see all of it.
+ */
+function detachable(source: ReadableStream<Uint8Array>, clientSignal: AbortSignal | undefined, onGone: () => void): ReadableStream<Uint8Array> {
+  const reader = source.getReader();
+  let gone = false;
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  const leave = () => {
+    if (gone) return;
+    gone = true;
+    clientSignal?.removeEventListener('abort', leave);
+    try {
+      // Its connection is gone; closing (rather than failing) it keeps the server's writer quiet.
+      controller.close();
+    } catch {
+      // already closed or cancelled
+    }
+    onGone();
+    void (async () => {
+      try {
+        while (!(await reader.read()).done);
+      } catch {
+        // the stream failed: its end is decided (and recorded) upstream of here
+      }
+    })();
+  };
+  return new ReadableStream<Uint8Array>(
+    {
+      start(c) {
+        controller = c;
+        if (clientSignal?.aborted) leave();
+        else clientSignal?.addEventListener('abort', leave, { once: true });
+      },
+      async pull(c) {
+        let next: ReadableStreamReadResult<Uint8Array>;
+        try {
+          next = await reader.read();
+        } catch (err) {
+          clientSignal?.removeEventListener('abort', leave);
+          if (!gone) c.error(err);
+          return;
+        }
+        // Read for a client that left meanwhile: the tap has seen it; drop it.
+        if (gone) return;
+        if (next.done) {
+          clientSignal?.removeEventListener('abort', leave);
+          c.close();
+        } else c.enqueue(next.value);
+      },
+      cancel: leave,
+    },
+    { highWaterMark: 0 },
+  );
 }

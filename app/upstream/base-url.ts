@@ -19,14 +19,19 @@ const endpoints = new Map<string, string>();
 export function chatCompletionsUrl(baseUrl: string): string {
   let url = endpoints.get(baseUrl);
   if (url === undefined) {
-    const u = new URL(baseUrl);
-    u.pathname = `${u.pathname.replace(/\/+$/, '')}/chat/completions`;
-    url = u.toString();
+    url = endpointUrl(baseUrl, 'chat/completions');
     // One base URL per process in practice; the bound keeps a misuse from growing it.
     if (endpoints.size > 16) endpoints.clear();
     endpoints.set(baseUrl, url);
   }
   return url;
+}
+
+/** `<base>/<path>`, keeping a query string where it belongs. */
+export function endpointUrl(baseUrl: string, path: string): string {
+  const u = new URL(baseUrl);
+  u.pathname = `${u.pathname.replace(/\/+$/, '')}/${path}`;
+  return u.toString();
 }
 
 /**

@@ -26,10 +26,18 @@ function closedBeforeAnswer(err: unknown): boolean {
  * a 502, no response headers within `timeoutMs` a 504. A connection that closes before the
  * answer begins is retried once, and nothing else is. `signal` aborts the request and its body.
  */
-export async function callChatCompletions(
+export function callChatCompletions(
   options: UpstreamOptions,
   body: string,
   { stream, signal }: { stream: boolean; signal: AbortSignal },
+): Promise<Response> {
+  return callUpstream(options, { method: 'POST', url: (base) => chatCompletionsUrl(base), body, accept: stream ? 'text/event-stream' : 'application/json', signal });
+}
+
+/** A request to the upstream, as callChatCompletions describes: the same key, timeout, retry and errors. */
+export async function callUpstream(
+  options: UpstreamOptions,
+  request: { method: 'GET' | 'POST'; url: (baseUrl: string) => string; body?: string; accept: string; signal: AbortSignal },
 ): Promise<Response> {
   if (!options.baseUrl) {
     throw new ApiError(
@@ -39,15 +47,14 @@ export async function callChatCompletions(
       'upstream_not_configured',
     );
   }
+  const { signal } = request;
   const headersTimeout = new AbortController();
   const timer = setTimeout(() => headersTimeout.abort(), options.timeoutMs);
-  const headers: Record<string, string> = {
-    'content-type': 'application/json',
-    accept: stream ? 'text/event-stream' : 'application/json',
-  };
+  const headers: Record<string, string> = { accept: request.accept };
+  if (request.body !== undefined) headers['content-type'] = 'application/json';
   if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
-  const send = () =>
-    fetch(chatCompletionsUrl(options.baseUrl!), { method: 'POST', headers, body, signal: AbortSignal.any([signal, headersTimeout.signal]) });
+  const url = request.url(options.baseUrl);
+  const send = () => fetch(url, { method: request.method, headers, body: request.body, signal: AbortSignal.any([signal, headersTimeout.signal]) });
   try {
     // The second try runs within the same UPSTREAM_TIMEOUT_MS: the timer keeps running.
     return await send().catch((err: unknown) => {

@@ -1,4 +1,4 @@
-import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, or, sql, sum } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, or, sql, sum, type SQLWrapper } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
@@ -6,22 +6,35 @@ import type { PgTable } from 'drizzle-orm/pg-core';
 import {
   accessOf,
   assertWithinLimits,
+  cancelColumns,
   chainRows,
   cleanJson,
   cleanText,
+  completionListFilter,
+  completionOrder,
+  completionRow,
   firstTurn,
   headroom,
   idempotencyOwner,
+  importLimits,
+  importSourceIds,
+  importedRows,
   listFilter,
   mayTakeOver,
   messagePage,
+  messageRow,
+  messageSeqPage,
   ownedBy,
+  ownerOf,
   ownerOfRow,
+  pageFilter,
   readableBy,
   sessionColumns,
   sessionHasNothingLeft,
+  streamingMessageOf,
   treeSql,
   turnRows,
+  upstreamIdLookup,
   type TreeRow,
 } from '../shared.js';
 import { fingerprintOf, type Fingerprinted } from '../tree.js';
@@ -30,25 +43,48 @@ import {
   ConversationAccessError,
   ConversationNotFoundError,
   MessageNotFoundError,
+  dbErrorCode,
+  type Access,
   type Conversation,
   type IdempotencyRecord,
+  type ImportOutcome,
   type Message,
+  type MessageRole,
   type Principal,
   type PurgeResult,
+  type SearchHit,
   type Store,
+  type StoredChatCompletion,
 } from '../store.js';
+import { MAX_RANKED_MATCHES, pgTsquery } from '../search-query.js';
+import { MAX_INDEXED_CHARS } from '../search-text.js';
 import { pgIdentity } from './identity.js';
 import { migrationsFolder as findMigrations } from '../migrations-folder.js';
+import { pgNotifications } from './notify.js';
 import * as schema from './schema.js';
 
-const { sessions, conversations, messages, serverSettings, conversationShares, idempotencyKeys } = schema;
+const { sessions, conversations, messages, serverSettings, conversationShares, idempotencyKeys, chatCompletions } = schema;
 type Tx = Parameters<Parameters<ReturnType<typeof drizzle<typeof schema>>['transaction']>[0]>[0];
 const accessTables = { conversations, shares: conversationShares };
-/** A conversation row with the reader's access, for selects. */
-const withAccess = (reader: Principal) => ({ ...getTableColumns(conversations), access: accessOf(accessTables, reader) });
+const streamingMessageId = streamingMessageOf({ conversations, messages });
+/** A conversation row with the reader's access and its answer in flight, for selects. */
+const withAccess = (reader: Principal) => ({ ...getTableColumns(conversations), access: accessOf(accessTables, reader), streamingMessageId });
 const migrationsFolder = findMigrations('pg');
+const completionTables = { ...accessTables, completions: chatCompletions };
+/** A completion record with its answer and the reader's access, for selects joining all three. */
+const completionSelect = (reader: Principal) => ({ record: getTableColumns(chatCompletions), message: getTableColumns(messages), access: accessOf(accessTables, reader) });
+/** Metadata holds this key with this string value. */
+const hasPair = (key: string, value: string) => sql`${chatCompletions.metadata} @> jsonb_build_object(${key}::text, ${value}::text)`;
+/** The bytes a message counts towards its owner's limit, as the byte trigger counts them. */
+const messageBytes = sql<number>`case when ${messages.status} in ('draft', 'streaming') then 0 else octet_length(${messages.content})
+  + coalesce(chat_proxy_json_bytes(${messages.contentJson}), 0) + coalesce(chat_proxy_json_bytes(${messages.toolCalls}), 0)
+  + coalesce(chat_proxy_json_bytes(${messages.functionCall}), 0) end`.mapWith(Number);
 // Any constant works; it only has to be the same in every process of this application.
 const MIGRATION_LOCK_KEY = 7_341_920_113;
+/** The first half of the two-key advisory locks that serialise one owner's imports. */
+const IMPORT_LOCK_SPACE = 7_341;
+/** Rows per INSERT and per id lookup. */
+const INSERT_CHUNK = 1_000;
 
 /**
  * Whole rows of `table` as `(values (…), …) as v(col, …)` plus its column list, both taken from
@@ -62,6 +98,39 @@ function rowsOf<T extends PgTable>(table: T, rows: T['$inferSelect'][]) {
     sql`(${sql.join(columns.map(([key, column]) => sql`${sql.param(row[key] ?? null, column)}::${sql.raw(column.getSQLType())}`), sql`, `)})`;
   return { names, values: sql`(values ${sql.join(rows.map(tuple), sql`, `)}) as v(${names})` };
 }
+
+/**
+ * Inserts many whole rows of `table` as one JSON parameter expanded by jsonb_populate_recordset:
+ * building a statement of one parameter per value costs Drizzle about half a millisecond a row,
+ * which made a 1,000-message import spend most of its time in JavaScript. Keys come from the
+ * schema's column names, so a column added to the schema is carried along.
+ */
+async function insertAsJson<T extends PgTable>(db: Pick<ReturnType<typeof drizzle>, 'execute'>, table: T, rows: T['$inferSelect'][]): Promise<void> {
+  // Generated columns are the database's to fill.
+  const columns = Object.entries(getTableColumns(table)).filter(([, column]) => !column.generated && !column.generatedIdentity);
+  const json = rows.map((row) => {
+    const out: Record<string, unknown> = {};
+    for (const [key, column] of columns) {
+      const value = (row as Record<string, unknown>)[key];
+      out[column.name] = value instanceof Date ? value.toISOString() : (value ?? null);
+    }
+    return out;
+  });
+  const names = sql.join(columns.map(([, column]) => sql.identifier(column.name)), sql`, `);
+  await db.execute(sql`insert into ${table} (${names}) select ${names} from jsonb_populate_recordset(null::${table}, ${JSON.stringify(json)}::jsonb)`);
+}
+
+/** A search hit as the query reads it: a message (seq set), or a conversation by its title. */
+type PgHitRow = {
+  score: number;
+  created_ms: number;
+  id: string;
+  seq: number | null;
+  role: MessageRole | null;
+  content: string | null;
+  conversation_id: string;
+  title: string | null;
+};
 
 export interface PgStoreOptions {
   /** Pool size; the default suits one server process on a small machine. */
@@ -85,6 +154,12 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
   const db = drizzle(client, { schema });
   const open = inArray(messages.status, ['draft', 'streaming']);
   const liveBytes = sql<number>`coalesce(sum(${conversations.storedBytes}), 0)`.mapWith(Number);
+  const completionsJoined = (reader: Principal) =>
+    db
+      .select(completionSelect(reader))
+      .from(chatCompletions)
+      .innerJoin(conversations, eq(conversations.id, chatCompletions.conversationId))
+      .innerJoin(messages, eq(messages.id, chatCompletions.messageId));
 
   /**
    * The conversation `writer` may add to, locked FOR UPDATE: writers in any process queue on its
@@ -193,7 +268,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       await client.end({ timeout: 5 });
     },
 
-    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes, activeMessageId }) {
+    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes, activeMessageId, completion }) {
       const limits = { maxPerSession, maxMessages, maxBytes };
       const now = new Date();
       const { conversation, rows, created } = firstTurn(owner, input, first ?? [], now, activeMessageId);
@@ -205,6 +280,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const { userAgent, ipHash } = sessionColumns(session);
       const made = rowsOf(conversations, [conversation]);
       const added = rows.length ? rowsOf(messages, rows) : null;
+      const recorded = completion ? rowsOf(chatCompletions, [completionRow(completion, conversation.id, now)]) : null;
       const [result] = await db.execute<{ created: number; n: number; bytes: string }>(sql`
         with live as (
           select count(*)::int as n, coalesce(sum(${conversations.storedBytes}), 0)::bigint as bytes
@@ -218,7 +294,9 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           on conflict (id) do update set last_seen_at = excluded.last_seen_at, user_id = coalesce(excluded.user_id, sessions.user_id)
         ), made as (
           insert into ${conversations} (${made.names}) select v.* from allowed, ${made.values} returning id
-        )${added ? sql`, added as (insert into ${messages} (${added.names}) select v.* from made, ${added.values})` : sql``}
+        )${added ? sql`, added as (insert into ${messages} (${added.names}) select v.* from made, ${added.values})` : sql``}${
+          recorded ? sql`, recorded as (insert into ${chatCompletions} (${recorded.names}) select v.* from made, ${recorded.values})` : sql``
+        }
         select (select count(*) from made)::int as created, live.n, live.bytes from live`);
       if (!result?.created) {
         assertWithinLimits({ conversations: result?.n ?? 0, lastSeq: 0, bytes: Number(result?.bytes ?? 0) }, rows, limits);
@@ -253,7 +331,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .update(conversations)
         .set(set)
         .where(and(eq(conversations.id, cleanText(id)), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
-        .returning();
+        .returning({ ...getTableColumns(conversations), streamingMessageId });
       return row ?? null;
     },
 
@@ -265,6 +343,69 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .where(and(eq(conversations.id, cleanText(id)), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
         .returning({ id: conversations.id });
       return rows.length > 0;
+    },
+
+    async listEveryConversation(options) {
+      const rows = await db
+        .select({ ...getTableColumns(conversations), access: sql<Access>`'owner'`, streamingMessageId })
+        .from(conversations)
+        .where(pageFilter(conversations, { ...options, after: options.after && { ...options.after, id: cleanText(options.after.id) } }))
+        .orderBy(desc(conversations.createdAt), desc(conversations.id))
+        .limit(options.limit + 1);
+      return { items: rows.slice(0, options.limit), hasMore: rows.length > options.limit };
+    },
+
+    async importConversation(owner, input, { maxPerSession, maxMessages, maxBytes, session, dryRun }) {
+      const who = ownerOf(owner);
+      const lockKey = who.by === 'user' ? `user:${who.userId}` : `session:${who.sessionId}`;
+      const attempt = () =>
+        db.transaction(async (tx): Promise<ImportOutcome> => {
+          // One import at a time per owner: the same file sent twice at once must not insert it
+          // twice (with a new id each, when its own is another owner's).
+          await tx.execute(sql`select pg_advisory_xact_lock(${IMPORT_LOCK_SPACE}::int, hashtext(${lockKey}))`);
+          const sources = importSourceIds(input).map(cleanText);
+          const [theirs] = await tx
+            .select({ id: conversations.id })
+            .from(conversations)
+            .where(and(ownedBy(conversations, owner), or(inArray(conversations.id, sources), inArray(conversations.importSourceId, sources))))
+            .limit(1);
+          if (theirs) return { status: 'skipped', id: theirs.id, renamed: false };
+          // Not theirs (that was checked just above), so another owner's: never touched.
+          const renamed = (await tx.select({ id: conversations.id }).from(conversations).where(eq(conversations.id, sources[0]!))).length > 0;
+          const taken = new Set<string>();
+          const ids = input.messages.map((m) => cleanText(m.id));
+          for (let i = 0; i < ids.length; i += INSERT_CHUNK) {
+            // One JSON parameter rather than one per id (see insertAsJson).
+            const chunk = JSON.stringify(ids.slice(i, i + INSERT_CHUNK));
+            for (const row of await tx.select({ id: messages.id }).from(messages).where(sql`${messages.id} in (select jsonb_array_elements_text(${chunk}::jsonb))`)) taken.add(row.id);
+          }
+          const { conversation, rows } = importedRows(owner, input, renamed ? crypto.randomUUID() : input.id, taken);
+          const [live] = await tx
+            .select({ n: count(), bytes: liveBytes })
+            .from(conversations)
+            .where(and(ownedBy(conversations, owner), isNull(conversations.deletedAt)));
+          assertWithinLimits({ conversations: live?.n ?? 0, lastSeq: 0, bytes: live?.bytes ?? 0 }, rows, importLimits(input, { maxPerSession, maxMessages, maxBytes }));
+          if (dryRun) return { status: 'imported', id: conversation.id, renamed };
+          const now = new Date();
+          await tx
+            .insert(sessions)
+            .values({ id: owner.sessionId, userId: conversation.userId, createdAt: now, lastSeenAt: now, ...sessionColumns(session) })
+            .onConflictDoUpdate({ target: sessions.id, set: { lastSeenAt: sql`excluded.last_seen_at`, userId: sql`coalesce(excluded.user_id, ${sessions.userId})` } });
+          // stored_bytes is counted by the trigger as the messages go in.
+          const { storedBytes: _counted, ...row } = conversation;
+          await tx.insert(conversations).values(row);
+          for (let i = 0; i < rows.length; i += INSERT_CHUNK) await insertAsJson(tx, messages, rows.slice(i, i + INSERT_CHUNK));
+          return { status: 'imported', id: conversation.id, renamed };
+        });
+      for (let tries = 1; ; tries++) {
+        try {
+          return await attempt();
+        } catch (err) {
+          // Another owner's import took one of these ids between the check and the insert: the
+          // next attempt sees it taken and picks a new one.
+          if (dbErrorCode(err) !== '23505' || tries >= 3) throw err;
+        }
+      }
     },
 
     async listMessages(conversationId, { afterSeq, limit }) {
@@ -310,7 +451,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       });
     },
 
-    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes }) {
+    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes, completion }) {
       return db.transaction(async (tx) => {
         const conversation = await writable(tx, writer, conversationId);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
@@ -333,11 +474,13 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           .update(conversations)
           .set({ lastSeq: conversation.lastSeq + rows.length, activeMessageId: rows.at(-1)!.id, updatedAt: now })
           .where(eq(conversations.id, conversation.id));
-        return tx.insert(messages).values(rows).returning();
+        const inserted = await tx.insert(messages).values(rows).returning();
+        if (completion) await tx.insert(chatCompletions).values(completionRow(completion, conversation.id, now));
+        return inserted;
       });
     },
 
-    async appendTurn(writer, conversationId, turn, { maxMessages, maxBytes, deferIfPending }) {
+    async appendTurn(writer, conversationId, turn, { maxMessages, maxBytes, deferIfPending, completion }) {
       return db.transaction(async (tx) => {
         const conversation = await writable(tx, writer, conversationId);
         const now = new Date();
@@ -347,6 +490,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         assertWithinLimits({ lastSeq: conversation.lastSeq }, rows, { maxMessages });
         if (rows.length) await assertBytes(tx, conversation, rows, maxBytes);
         await writeTurn(tx, conversation, { rows, fingerprints, adopt, activeMessageId, now });
+        if (completion) await tx.insert(chatCompletions).values(completionRow(completion, conversation.id, now));
         // The rows as built are the rows as stored (the contract suite reads them back).
         return { ...recorded, inserted: rows };
       });
@@ -383,8 +527,112 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       return row ?? null;
     },
 
+    async readMessageText(messageId, fromChar, maxChars) {
+      // substr counts characters (code points), as the interface does.
+      const text = maxChars === undefined ? sql<string>`substr(${messages.content}, ${fromChar + 1})` : sql<string>`substr(${messages.content}, ${fromChar + 1}, ${maxChars})`;
+      const [row] = await db
+        .select({
+          conversationId: messages.conversationId,
+          role: messages.role,
+          status: messages.status,
+          text,
+          finishReason: messages.finishReason,
+          toolCalls: messages.toolCalls,
+        })
+        .from(messages)
+        .where(eq(messages.id, cleanText(messageId)));
+      return row ?? null;
+    },
+
+    async requestCancel(messageId, now) {
+      const [row] = await db
+        .update(messages)
+        .set({ ...cancelColumns(messages, sql`${now.toISOString()}::timestamptz`), updatedAt: now })
+        .where(and(eq(messages.id, cleanText(messageId)), open))
+        .returning();
+      return row ?? null;
+    },
+
+    async pageMessages(conversationId, options) {
+      const page = messageSeqPage(messages, cleanText(conversationId), options);
+      return db.select().from(messages).where(page.where).orderBy(page.orderBy).limit(options.limit);
+    },
+
+    async deleteMessage(conversationId, messageId) {
+      return db.transaction(async (tx) => {
+        // The conversation's row lock queues this behind (and ahead of) appends, as seqs need.
+        const [live] = await tx
+          .select({ id: conversations.id })
+          .from(conversations)
+          .where(and(eq(conversations.id, cleanText(conversationId)), isNull(conversations.deletedAt)))
+          .for('update');
+        if (!live) return false;
+        const [gone] = await tx
+          .delete(messages)
+          .where(and(eq(messages.id, cleanText(messageId)), eq(messages.conversationId, live.id)))
+          .returning({ seq: messages.seq, bytes: messageBytes, parent: messages.parentMessageId, id: messages.id });
+        if (!gone) return false;
+        // The tree stays whole: its children follow its parent, and so does the active leaf.
+        await tx.update(messages).set({ parentMessageId: gone.parent }).where(and(eq(messages.conversationId, live.id), eq(messages.parentMessageId, gone.id)));
+        await tx.update(conversations).set({ activeMessageId: gone.parent }).where(and(eq(conversations.id, live.id), eq(conversations.activeMessageId, gone.id)));
+        // Later messages move down one, through negative seqs so UNIQUE (conversation_id, seq)
+        // holds after every row of either statement.
+        const inConversation = eq(messages.conversationId, live.id);
+        await tx.update(messages).set({ seq: sql`-${messages.seq}` }).where(and(inConversation, gt(messages.seq, gone.seq)));
+        await tx.update(messages).set({ seq: sql`-${messages.seq} - 1` }).where(and(inConversation, lt(messages.seq, 0)));
+        await tx
+          .update(conversations)
+          .set({ lastSeq: sql`${conversations.lastSeq} - 1`, storedBytes: sql`greatest(${conversations.storedBytes} - ${gone.bytes}::bigint, 0)`, updatedAt: new Date() })
+          .where(eq(conversations.id, live.id));
+        return true;
+      });
+    },
+
+    async listChatCompletions(reader, options) {
+      const rows: StoredChatCompletion[] = await completionsJoined(reader)
+        .where(completionListFilter(completionTables, reader, options, hasPair))
+        .orderBy(completionOrder(completionTables, options.order))
+        .limit(options.limit + 1);
+      return { items: rows.slice(0, options.limit), hasMore: rows.length > options.limit };
+    },
+
+    async getChatCompletion(reader, id, options) {
+      const [byId] = await completionsJoined(reader).where(
+        and(eq(chatCompletions.id, cleanText(id)), readableBy(accessTables, reader), isNull(conversations.deletedAt)),
+      );
+      if (byId || !options?.orUpstreamId) return byId ?? null;
+      const lookup = upstreamIdLookup(completionTables, reader, id);
+      const [byUpstream] = await completionsJoined(reader)
+        .where(lookup.where)
+        .orderBy(...lookup.orderBy)
+        .limit(1);
+      return byUpstream ?? null;
+    },
+
+    async updateChatCompletion(id, metadata) {
+      const [row] = await db.update(chatCompletions).set({ metadata: cleanJson(metadata) }).where(eq(chatCompletions.id, cleanText(id))).returning();
+      return row ?? null;
+    },
+
+    async deleteChatCompletion(id) {
+      const rows = await db.delete(chatCompletions).where(eq(chatCompletions.id, cleanText(id))).returning({ id: chatCompletions.id });
+      return rows.length > 0;
+    },
+
+    async noteChatCompletionUpstream(id, { upstreamId, model }) {
+      await db
+        .update(chatCompletions)
+        .set({ upstreamId: upstreamId == null ? null : cleanText(upstreamId), ...(model != null && { model: cleanText(model) }) })
+        .where(and(eq(chatCompletions.id, cleanText(id)), isNull(chatCompletions.upstreamId)));
+    },
+
     async renewLeases(holder, expiresAt) {
-      await db.update(messages).set({ leaseExpiresAt: expiresAt }).where(and(eq(messages.leaseOwner, holder), open));
+      const rows = await db
+        .update(messages)
+        .set({ leaseExpiresAt: expiresAt })
+        .where(and(eq(messages.leaseOwner, holder), open))
+        .returning({ id: messages.id, cancelRequestedAt: messages.cancelRequestedAt });
+      return rows.filter((r) => r.cancelRequestedAt).map((r) => r.id);
     },
 
     async sweepOrphans(now) {
@@ -426,6 +674,69 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       const [c] = await db.select({ n: count() }).from(conversations).where(isNull(conversations.deletedAt));
       const [m] = await db.select({ n: count() }).from(messages);
       return { conversations: c?.n ?? 0, messages: m?.n ?? 0 };
+    },
+
+    async search(reader, { query, limit, after }) {
+      if (!query.terms.length) return { items: [], hasMore: false };
+      // The conversations the caller may read, first and by value: the planner then sees how
+      // many messages they hold, and can combine their index with the text index (BitmapAnd)
+      // or walk the caller's messages newest first, whichever the words' frequency favours.
+      const readable = (
+        await db
+          .select({ id: conversations.id })
+          .from(conversations)
+          .where(and(readableBy(accessTables, reader), isNull(conversations.deletedAt)))
+      ).map((r) => r.id);
+      if (!readable.length) return { items: [], hasMore: false };
+      // One text[] parameter however many there are (a list of parameters has a limit), its
+      // elements quoted as an array literal wants them.
+      const readableIds = sql`${`{${readable.map((id) => `"${id.replace(/[\\"]/g, '\\$&')}"`).join(',')}}`}::text[]`;
+      const tsquery = pgTsquery(query);
+      // The same expression as conversations_title_search_idx.
+      const titleVector = sql`to_tsvector('simple', chat_proxy_search_text(${conversations.title}))`;
+      // Timestamps are compared in whole milliseconds, as cursors carry them (and as SQLite stores them).
+      const ms = (column: SQLWrapper) => sql`floor(extract(epoch from ${column}) * 1000)::float8`;
+      const position = after
+        ? sql`where score < ${after.score}::float8 or (score = ${after.score}::float8 and (created_ms < ${after.createdAt.getTime()}::float8 or (created_ms = ${after.createdAt.getTime()}::float8 and id < ${cleanText(after.id)})))`
+        : sql``;
+      // ts_rank only for the newest MAX_RANKED_MATCHES matches; then the page is chosen, and
+      // only its rows' text is read.
+      const rows = await db.execute<PgHitRow>(sql`
+        with found as (
+          select ${messages.id} as id, ${messages.conversationId} as conversation_id, ${messages.createdAt} as created_at, search_vector
+          from ${messages}
+          where search_vector @@ ${tsquery} and ${messages.conversationId} = any(${readableIds})
+          order by ${messages.createdAt} desc, ${messages.seq} desc, ${messages.id} desc limit ${MAX_RANKED_MATCHES}
+        ), titled as (
+          select ${conversations.id} as id, ${conversations.createdAt} as created_at, ${titleVector} as vector
+          from ${conversations}
+          where ${titleVector} @@ ${tsquery} and ${conversations.id} = any(${readableIds})
+          order by ${conversations.createdAt} desc, ${conversations.id} desc limit ${MAX_RANKED_MATCHES}
+        ), hits as (
+          select id, conversation_id, ${ms(sql`created_at`)} as created_ms, ts_rank(search_vector, ${tsquery}, 1)::float8 as score, true as is_message from found
+          union all
+          select id, id, ${ms(sql`created_at`)}, ts_rank(vector, ${tsquery}, 1)::float8, false from titled
+        ), page as (
+          select * from hits ${position} order by score desc, created_ms desc, id desc limit ${limit + 1}
+        )
+        select page.score, page.created_ms, page.id, m.seq, m.role, left(m.content, ${MAX_INDEXED_CHARS}) as content,
+          page.conversation_id, c.title
+        from page left join messages m on page.is_message and m.id = page.id
+          join conversations c on c.id = page.conversation_id
+        order by page.score desc, page.created_ms desc, page.id desc`);
+      const items = [...rows].slice(0, limit).map(
+        (r): SearchHit => ({
+          conversationId: r.conversation_id,
+          conversationTitle: r.title,
+          messageId: r.seq === null ? null : r.id,
+          seq: r.seq,
+          role: r.role,
+          text: r.seq === null ? (r.title ?? '') : (r.content ?? ''),
+          createdAt: new Date(r.created_ms),
+          score: r.score,
+        }),
+      );
+      return { items, hasMore: rows.length > limit };
     },
 
     async tokenTotals(ids) {
@@ -488,5 +799,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .delete(idempotencyKeys)
         .where(and(eq(idempotencyKeys.owner, idempotencyOwner(principal)), eq(idempotencyKeys.key, key), isNull(idempotencyKeys.status)));
     },
+
+    notifications: pgNotifications(client),
   };
 }

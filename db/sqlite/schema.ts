@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
-import type { Consent, Json, JsonObject, MessageRole, MessageStatus, ShareRole, TokensSource } from '../store.js';
+import type { Consent, Json, JsonObject, MessageRole, MessageStatus, ShareRole, StringMap, TokensSource } from '../store.js';
 
 // Timestamps are epoch milliseconds; Drizzle hands them out as Date, like the Postgres schema.
 const timestamp = (name: string) => integer(name, { mode: 'timestamp_ms' });
@@ -38,12 +38,17 @@ export const conversations = sqliteTable(
     createdAt: timestamp('created_at').notNull(),
     updatedAt: timestamp('updated_at').notNull(),
     deletedAt: timestamp('deleted_at'),
+    // The id a conversation had in the file it was imported from, when that id was taken here and
+    // it got a new one: importing the same file again finds it by this and skips it.
+    importSourceId: text('import_source_id'),
   },
   (t) => [
     index('conversations_session_created_idx').on(t.sessionId, t.createdAt, t.id),
     index('conversations_user_created_idx').on(t.userId, t.createdAt, t.id),
     index('conversations_updated_idx').on(t.updatedAt),
     index('conversations_deleted_idx').on(t.deletedAt),
+    // Source ids are UUIDs, so a lookup by one finds a row or two, then filtered by owner.
+    index('conversations_import_source_idx').on(t.importSourceId),
   ],
 );
 
@@ -75,6 +80,8 @@ export const messages = sqliteTable(
     // Which server process is writing a message still in flight, and until when that holds.
     leaseOwner: text('lease_owner'),
     leaseExpiresAt: timestamp('lease_expires_at'),
+    // Someone asked to stop the answer (POST …/cancel): its writer, in whatever process, stops it.
+    cancelRequestedAt: timestamp('cancel_requested_at'),
   },
   (t) => [
     uniqueIndex('messages_conversation_seq_uq').on(t.conversationId, t.seq),
@@ -82,6 +89,8 @@ export const messages = sqliteTable(
     // A message's siblings (its parent's children, by seq), for "2 / 3"; and, holding every
     // column matching reads, what a turn reads of the tree without touching the rows.
     index('messages_tree_idx').on(t.conversationId, t.parentMessageId, t.seq, t.id, t.fingerprint, t.clientId, t.status),
+    // A conversation's answer being generated (streaming_message_id): only in-flight rows, so tiny.
+    index('messages_streaming_idx').on(t.conversationId, t.seq).where(sql`status = 'streaming'`),
   ],
 );
 
@@ -170,4 +179,33 @@ export const idempotencyKeys = sqliteTable(
     createdAt: timestamp('created_at').notNull(),
   },
   (t) => [primaryKey({ columns: [t.owner, t.key] }), index('idempotency_keys_created_idx').on(t.createdAt)],
+);
+
+/**
+ * OpenAI's record of one proxied exchange (a "stored chat completion"): our id for it, the
+ * answer it shows (the assistant message; its request is the messages before it), the
+ * upstream's own id and model once the answer starts, and the caller's metadata. Written in the
+ * same transaction as the exchange's messages; goes with its message or conversation. Ids sort
+ * by creation time (newChatCompletionId), so lists page on the primary key.
+ */
+export const chatCompletions = sqliteTable(
+  'chat_completions',
+  {
+    id: text('id').primaryKey(),
+    conversationId: text('conversation_id')
+      .notNull()
+      .references(() => conversations.id, { onDelete: 'cascade' }),
+    messageId: text('message_id')
+      .notNull()
+      .references(() => messages.id, { onDelete: 'cascade' }),
+    upstreamId: text('upstream_id'),
+    model: text('model'),
+    metadata: text('metadata', { mode: 'json' }).$type<StringMap>().notNull().default(sql`'{}'`),
+    createdAt: timestamp('created_at').notNull(),
+  },
+  (t) => [
+    uniqueIndex('chat_completions_message_uq').on(t.messageId),
+    index('chat_completions_conversation_idx').on(t.conversationId, t.id),
+    index('chat_completions_upstream_idx').on(t.upstreamId, t.id),
+  ],
 );

@@ -8,24 +8,35 @@ import { createHash } from 'node:crypto';
 import {
   accessOf,
   assertWithinLimits,
+  cancelColumns,
   cleanJson,
   cleanText,
   chainRows,
+  completionListFilter,
+  completionOrder,
+  completionRow,
   firstTurn,
   idempotencyOwner,
+  importedRows,
+  importLimits,
+  importSourceIds,
   isOpen,
   listFilter,
   mayTakeOver,
   messagePage,
+  messageSeqPage,
   messageRow,
   ownedBy,
   ownerOf,
   ownerOfRow,
+  pageFilter,
   readableBy,
   sessionColumns,
   sessionHasNothingLeft,
+  streamingMessageOf,
   treeSql,
   turnRows,
+  upstreamIdLookup,
   type Owner,
   type TreeRow,
 } from '../shared.js';
@@ -35,23 +46,47 @@ import {
   ConversationAccessError,
   ConversationNotFoundError,
   MessageNotFoundError,
+  type Access,
   type AccessibleConversation,
+  type ChatCompletionRecord,
   type Conversation,
   type IdempotencyRecord,
+  type ImportOutcome,
   type Json,
   type Message,
   type Principal,
+  type MessageRole,
   type PurgeResult,
+  type SearchHit,
   type Store,
+  type StoredChatCompletion,
 } from '../store.js';
+import { fts5Match, MAX_RANKED_MATCHES } from '../search-query.js';
+import { MAX_INDEXED_CHARS } from '../search-text.js';
+import { registerSearchFunctions } from './search-index.js';
 import { sqliteIdentity } from './identity.js';
 import { migrationsFolder as findMigrations } from '../migrations-folder.js';
 import * as schema from './schema.js';
 
-const { sessions, conversations, messages, serverSettings, conversationShares, idempotencyKeys } = schema;
+const { sessions, conversations, messages, serverSettings, conversationShares, idempotencyKeys, chatCompletions } = schema;
 const accessTables = { conversations, shares: conversationShares };
-/** A conversation row with the reader's access, for selects. */
-const withAccess = (reader: Parameters<typeof accessOf>[1]) => ({ ...getTableColumns(conversations), access: accessOf(accessTables, reader) });
+const streamingMessageId = streamingMessageOf({ conversations, messages });
+/** A conversation row with the reader's access and its answer in flight, for selects. */
+const withAccess = (reader: Parameters<typeof accessOf>[1]) => ({
+  ...getTableColumns(conversations),
+  access: accessOf(accessTables, reader),
+  streamingMessageId,
+});
+const completionTables = { ...accessTables, completions: chatCompletions };
+/** A completion record with its answer and the reader's access, for selects joining all three. */
+const completionSelect = (reader: Principal) => ({ record: getTableColumns(chatCompletions), message: getTableColumns(messages), access: accessOf(accessTables, reader) });
+/** Metadata holds this key with this string value (json_each: any key, quotes and dots included). */
+const hasPair = (key: string, value: string) =>
+  sql`exists (select 1 from json_each(${chatCompletions.metadata}) as pair where pair.key = ${key} and pair.type = 'text' and pair.value = ${value})`;
+/** The bytes a message counts towards its owner's limit, as the byte triggers count them. */
+const messageBytes = sql<number>`case when ${messages.status} in ('draft', 'streaming') then 0 else length(CAST(${messages.content} AS BLOB))
+  + coalesce(length(CAST(${messages.contentJson} AS BLOB)), 0) + coalesce(length(CAST(${messages.toolCalls} AS BLOB)), 0)
+  + coalesce(length(CAST(${messages.functionCall} AS BLOB)), 0) end`.mapWith(Number);
 
 /** A message row as better-sqlite3 binds it: dates as epoch ms, JSON as text. */
 function toDriverRow(row: Message): Record<string, unknown> {
@@ -64,9 +99,22 @@ function toDriverRow(row: Message): Record<string, unknown> {
     createdAt: row.createdAt.getTime(),
     updatedAt: row.updatedAt.getTime(),
     leaseExpiresAt: row.leaseExpiresAt?.getTime() ?? null,
+    cancelRequestedAt: row.cancelRequestedAt?.getTime() ?? null,
   };
 }
 const migrationsFolder = findMigrations('sqlite');
+
+/** A search hit as the query reads it: a message (seq set), or a conversation by its title. */
+interface SqliteHitRow {
+  score: number;
+  created_ms: number;
+  id: string;
+  seq: number | null;
+  role: MessageRole | null;
+  content: string | null;
+  conversation_id: string;
+  title: string | null;
+}
 
 /**
  * better-sqlite3 is synchronous, so every method runs to completion before it returns and
@@ -84,6 +132,9 @@ export function createSqliteStore(path: string): Store {
   client.pragma('foreign_keys = ON');
   // Used by the migration that replaces stored session ids by their hashes.
   client.function('chat_proxy_sha256_hex', { deterministic: true }, (v: unknown) => (v == null ? null : createHash('sha256').update(String(v)).digest('hex')));
+  // What the search index is given for a message's content or a title (see the search migration):
+  // the triggers call it, so every connection that writes messages must register it.
+  registerSearchFunctions(client);
   const db = drizzle(client, { schema });
   const open = inArray(messages.status, ['draft', 'streaming']);
 
@@ -187,6 +238,15 @@ export function createSqliteStore(path: string): Store {
       .where(and(eq(messages.id, p('id')), open))
       .prepare(),
     consentOf: db.select({ consent: sessions.consent }).from(sessions).where(eq(sessions.id, p('id'))).prepare(),
+    insertCompletion: db
+      .insert(chatCompletions)
+      .values(Object.fromEntries(Object.keys(completionRow({ id: '', messageId: '', model: null, metadata: {} }, '', new Date())).map((k) => [k, raw(k)])) as never)
+      .prepare(),
+    noteUpstream: db
+      .update(chatCompletions)
+      .set({ upstreamId: raw('upstreamId'), model: sql`coalesce(${p('model')}, ${chatCompletions.model})` })
+      .where(and(eq(chatCompletions.id, p('id')), isNull(chatCompletions.upstreamId)))
+      .prepare(),
   });
   const hot = () => (prepared ??= prepareHot());
   const liveOf = (principal: Principal) => {
@@ -200,6 +260,16 @@ export function createSqliteStore(path: string): Store {
     for (const row of rows) hot().insertMessage.run(toDriverRow(row));
     return rows;
   };
+  /** Inserts a completion record inside the caller's transaction (after its message). */
+  const insertCompletion = (row: ChatCompletionRecord) =>
+    hot().insertCompletion.run({ ...row, metadata: JSON.stringify(row.metadata), createdAt: row.createdAt.getTime() });
+
+  const completionsJoined = (reader: Principal) =>
+    db
+      .select(completionSelect(reader))
+      .from(chatCompletions)
+      .innerJoin(conversations, eq(conversations.id, chatCompletions.conversationId))
+      .innerJoin(messages, eq(messages.id, chatCompletions.messageId));
 
   /** The conversation `writer` may add to, read inside the caller's transaction (locked: BEGIN IMMEDIATE). */
   const writable = (writer: Principal, conversationId: string) => {
@@ -259,7 +329,7 @@ export function createSqliteStore(path: string): Store {
       if (client.open) client.close();
     },
 
-    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes, activeMessageId }) {
+    async createConversation(owner, input, { maxPerSession, session, messages: first, maxMessages, maxBytes, activeMessageId, completion }) {
       return client.transaction(() => {
         const { upsertSession, insertConversation } = hot();
         const now = new Date();
@@ -269,6 +339,7 @@ export function createSqliteStore(path: string): Store {
         upsertSession.run({ id: owner.sessionId, userId: conversation.userId, now, ...sessionColumns(session) });
         insertConversation.run({ ...conversation, now });
         insertMessages(rows);
+        if (completion) insertCompletion(completionRow(completion, conversation.id, now));
         return created;
       }).immediate();
     },
@@ -297,7 +368,7 @@ export function createSqliteStore(path: string): Store {
           .update(conversations)
           .set(set)
           .where(and(eq(conversations.id, id), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
-          .returning()
+          .returning({ ...getTableColumns(conversations), streamingMessageId })
           .get() ?? null
       );
     },
@@ -310,6 +381,48 @@ export function createSqliteStore(path: string): Store {
         .where(and(eq(conversations.id, id), ownedBy(conversations, owner), isNull(conversations.deletedAt)))
         .run();
       return result.changes > 0;
+    },
+
+    async listEveryConversation(options) {
+      const rows = db
+        .select({ ...getTableColumns(conversations), access: sql<Access>`'owner'`, streamingMessageId })
+        .from(conversations)
+        .where(pageFilter(conversations, options))
+        .orderBy(desc(conversations.createdAt), desc(conversations.id))
+        .limit(options.limit + 1)
+        .all();
+      return { items: rows.slice(0, options.limit), hasMore: rows.length > options.limit };
+    },
+
+    async importConversation(owner, input, { maxPerSession, maxMessages, maxBytes, session, dryRun }) {
+      const run = (): ImportOutcome => {
+        const sources = importSourceIds(input);
+        const theirs = db
+          .select({ id: conversations.id })
+          .from(conversations)
+          .where(and(ownedBy(conversations, owner), or(inArray(conversations.id, sources), inArray(conversations.importSourceId, sources))))
+          .get();
+        if (theirs) return { status: 'skipped', id: theirs.id, renamed: false };
+        // Not theirs (that was checked just above), so another owner's: never touched.
+        const renamed = db.select({ id: conversations.id }).from(conversations).where(eq(conversations.id, input.id)).get() !== undefined;
+        const taken = new Set<string>();
+        const ids = input.messages.map((m) => m.id);
+        for (let i = 0; i < ids.length; i += 500) {
+          for (const row of db.select({ id: messages.id }).from(messages).where(inArray(messages.id, ids.slice(i, i + 500))).all()) taken.add(row.id);
+        }
+        const { conversation, rows } = importedRows(owner, input, renamed ? crypto.randomUUID() : input.id, taken);
+        const live = liveOf(owner);
+        assertWithinLimits({ conversations: live.n, lastSeq: 0, bytes: live.bytes }, rows, importLimits(input, { maxPerSession, maxMessages, maxBytes }));
+        if (!dryRun) {
+          hot().upsertSession.run({ id: owner.sessionId, userId: conversation.userId, now: new Date(), ...sessionColumns(session) });
+          // stored_bytes is counted by the triggers as the messages go in.
+          const { storedBytes: _counted, ...row } = conversation;
+          db.insert(conversations).values(row).run();
+          insertMessages(rows);
+        }
+        return { status: 'imported', id: conversation.id, renamed };
+      };
+      return dryRun ? client.transaction(run).deferred() : client.transaction(run).immediate();
     },
 
     async listMessages(conversationId, { afterSeq, limit }) {
@@ -355,7 +468,7 @@ export function createSqliteStore(path: string): Store {
       }).immediate();
     },
 
-    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes }) {
+    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes, completion }) {
       return client.transaction(() => {
         const conversation = writable(writer, conversationId);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
@@ -370,11 +483,13 @@ export function createSqliteStore(path: string): Store {
         // The owner's bytes cost a query: only when capped.
         if (maxBytes !== undefined) assertWithinLimits({ bytes: liveOf(ownerOfRow(conversation)).bytes }, rows, { maxBytes });
         hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq + rows.length, activeMessageId: rows.at(-1)!.id, nowMs: now.getTime() });
-        return insertMessages(rows);
+        insertMessages(rows);
+        if (completion) insertCompletion(completionRow(completion, conversationId, now));
+        return rows;
       }).immediate();
     },
 
-    async appendTurn(writer, conversationId, turn, { maxMessages, maxBytes, deferIfPending }) {
+    async appendTurn(writer, conversationId, turn, { maxMessages, maxBytes, deferIfPending, completion }) {
       return client.transaction(() => {
         const conversation = writable(writer, conversationId);
         const now = new Date();
@@ -384,7 +499,9 @@ export function createSqliteStore(path: string): Store {
         if (maxBytes !== undefined && rows.length) assertWithinLimits({ bytes: liveOf(ownerOfRow(conversation)).bytes }, rows, { maxBytes });
         for (const { id, clientId } of adopt) hot().adoptClientId.run({ id, clientId });
         hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq + rows.length, activeMessageId, nowMs: now.getTime() });
-        return { ...recorded, inserted: insertMessages(rows) };
+        const inserted = insertMessages(rows);
+        if (completion) insertCompletion(completionRow(completion, conversationId, now));
+        return { ...recorded, inserted };
       }).immediate();
     },
 
@@ -411,8 +528,107 @@ export function createSqliteStore(path: string): Store {
       return db.select().from(messages).where(eq(messages.id, messageId)).get() ?? null;
     },
 
+    async readMessageText(messageId, fromChar, maxChars) {
+      // substr counts characters (code points) of text, as the interface does.
+      const text = maxChars === undefined ? sql<string>`substr(${messages.content}, ${fromChar + 1})` : sql<string>`substr(${messages.content}, ${fromChar + 1}, ${maxChars})`;
+      return (
+        db
+          .select({
+            conversationId: messages.conversationId,
+            role: messages.role,
+            status: messages.status,
+            text,
+            finishReason: messages.finishReason,
+            toolCalls: messages.toolCalls,
+          })
+          .from(messages)
+          .where(eq(messages.id, messageId))
+          .get() ?? null
+      );
+    },
+
+    async requestCancel(messageId, now) {
+      return (
+        db
+          .update(messages)
+          .set({ ...cancelColumns(messages, sql`${now.getTime()}`), updatedAt: now })
+          .where(and(eq(messages.id, messageId), open))
+          .returning()
+          .get() ?? null
+      );
+    },
+
+    async pageMessages(conversationId, options) {
+      const page = messageSeqPage(messages, conversationId, options);
+      return db.select().from(messages).where(page.where).orderBy(page.orderBy).limit(options.limit).all();
+    },
+
+    async deleteMessage(conversationId, messageId) {
+      return client.transaction(() => {
+        const live = db.select({ id: conversations.id }).from(conversations).where(and(eq(conversations.id, conversationId), isNull(conversations.deletedAt))).get();
+        if (!live) return false;
+        const gone = db
+          .select({ seq: messages.seq, bytes: messageBytes, parent: messages.parentMessageId })
+          .from(messages)
+          .where(and(eq(messages.id, messageId), eq(messages.conversationId, conversationId)))
+          .get();
+        if (!gone) return false;
+        db.delete(messages).where(eq(messages.id, messageId)).run();
+        // The tree stays whole: its children follow its parent, and so does the active leaf.
+        db.update(messages).set({ parentMessageId: gone.parent }).where(and(eq(messages.conversationId, conversationId), eq(messages.parentMessageId, messageId))).run();
+        db.update(conversations).set({ activeMessageId: gone.parent }).where(and(eq(conversations.id, conversationId), eq(conversations.activeMessageId, messageId))).run();
+        // Later messages move down one, through negative seqs so UNIQUE (conversation_id, seq)
+        // holds after every row of either statement.
+        const inConversation = eq(messages.conversationId, conversationId);
+        db.update(messages).set({ seq: sql`-${messages.seq}` }).where(and(inConversation, gt(messages.seq, gone.seq))).run();
+        db.update(messages).set({ seq: sql`-${messages.seq} - 1` }).where(and(inConversation, lt(messages.seq, 0))).run();
+        db.update(conversations)
+          .set({ lastSeq: sql`${conversations.lastSeq} - 1`, storedBytes: sql`max(${conversations.storedBytes} - ${gone.bytes}, 0)`, updatedAt: new Date() })
+          .where(eq(conversations.id, conversationId))
+          .run();
+        return true;
+      }).immediate();
+    },
+
+    async listChatCompletions(reader, options) {
+      const rows: StoredChatCompletion[] = completionsJoined(reader)
+        .where(completionListFilter(completionTables, reader, options, hasPair))
+        .orderBy(completionOrder(completionTables, options.order))
+        .limit(options.limit + 1)
+        .all();
+      return { items: rows.slice(0, options.limit), hasMore: rows.length > options.limit };
+    },
+
+    async getChatCompletion(reader, id, options) {
+      const byId = completionsJoined(reader)
+        .where(and(eq(chatCompletions.id, id), readableBy(accessTables, reader), isNull(conversations.deletedAt)))
+        .get();
+      if (byId || !options?.orUpstreamId) return byId ?? null;
+      const lookup = upstreamIdLookup(completionTables, reader, id);
+      return completionsJoined(reader).where(lookup.where).orderBy(...lookup.orderBy).limit(1).get() ?? null;
+    },
+
+    async updateChatCompletion(id, metadata) {
+      return db.update(chatCompletions).set({ metadata: cleanJson(metadata) }).where(eq(chatCompletions.id, id)).returning().get() ?? null;
+    },
+
+    async deleteChatCompletion(id) {
+      return db.delete(chatCompletions).where(eq(chatCompletions.id, id)).run().changes > 0;
+    },
+
+    async noteChatCompletionUpstream(id, { upstreamId, model }) {
+      hot().noteUpstream.run({ id, upstreamId: upstreamId == null ? null : cleanText(upstreamId), model: model == null ? null : cleanText(model) });
+    },
+
     async renewLeases(holder, expiresAt) {
-      db.update(messages).set({ leaseExpiresAt: expiresAt }).where(and(eq(messages.leaseOwner, holder), open)).run();
+      return db
+        .update(messages)
+        .set({ leaseExpiresAt: expiresAt })
+        .where(and(eq(messages.leaseOwner, holder), open))
+        .returning({ id: messages.id, cancelRequestedAt: messages.cancelRequestedAt })
+        .all()
+        .filter((r) => r.cancelRequestedAt)
+        .map((r) => r.id);
     },
 
     async sweepOrphans(now) {
@@ -457,6 +673,52 @@ export function createSqliteStore(path: string): Store {
       const c = db.select({ n: count() }).from(conversations).where(isNull(conversations.deletedAt)).get();
       const m = db.select({ n: count() }).from(messages).get();
       return { conversations: c?.n ?? 0, messages: m?.n ?? 0 };
+    },
+
+    async search(reader, { query, limit, after }) {
+      if (!query.terms.length) return { items: [], hasMore: false };
+      // bm25 is lower for better matches: the score is its negation, higher first as in Postgres.
+      const position = after
+        ? sql`where score < ${after.score} or (score = ${after.score} and (created_ms < ${after.createdAt.getTime()} or (created_ms = ${after.createdAt.getTime()} and id < ${after.id})))`
+        : sql``;
+      // Index rowids are conversation rowid * 2^32 + seq (0: the title), newest conversations
+      // highest: the caller's conversations are kept by shifting, without a lookup per match,
+      // and bm25 is computed only for the newest MAX_RANKED_MATCHES of those (FTS5 walks rowids
+      // in descending order itself, so LIMIT stops the walk). Then the page is chosen, and only
+      // its rows' text is read.
+      const rows = db.all<SqliteHitRow>(sql`
+        with readable as materialized (
+          select ${conversations}.rowid as r from ${conversations} where ${readableBy(accessTables, reader)} and ${conversations.deletedAt} is null
+        ), found as materialized (
+          select rowid >> 32 as conv, rowid & 4294967295 as seq, -bm25(search_index) as score from search_index
+          where search_index match ${fts5Match(query)} and (rowid >> 32) in (select r from readable)
+          order by rowid desc limit ${MAX_RANKED_MATCHES}
+        ), hits as (
+          select found.score, found.seq, c.id as conversation_id, coalesce(m.created_at, c.created_at) as created_ms, coalesce(m.id, c.id) as id
+          from found join conversations c on c.rowid = found.conv
+            left join messages m on found.seq > 0 and m.conversation_id = c.id and m.seq = found.seq
+          where found.seq = 0 or m.id is not null
+        ), page as (
+          select * from hits ${position} order by score desc, created_ms desc, id desc limit ${limit + 1}
+        )
+        select page.score, page.created_ms, page.id, m.seq, m.role, substr(m.content, 1, ${MAX_INDEXED_CHARS}) as content,
+          page.conversation_id, c.title
+        from page join conversations c on c.id = page.conversation_id
+          left join messages m on page.seq > 0 and m.id = page.id
+        order by page.score desc, page.created_ms desc, page.id desc`);
+      const items = rows.slice(0, limit).map(
+        (r): SearchHit => ({
+          conversationId: r.conversation_id,
+          conversationTitle: r.title,
+          messageId: r.seq === null ? null : r.id,
+          seq: r.seq,
+          role: r.role,
+          text: r.seq === null ? (r.title ?? '') : (r.content ?? ''),
+          createdAt: new Date(r.created_ms),
+          score: r.score,
+        }),
+      );
+      return { items, hasMore: rows.length > limit };
     },
 
     async tokenTotals(ids) {

@@ -105,6 +105,8 @@ export async function sharedTestStore(
   const target = db.target;
   const { default: Database } = await import('better-sqlite3');
   const raw = target.dialect === 'sqlite' ? new Database(target.path) : postgres(target.url, { max: 1, onnotice: () => {} });
+  // Writes through this connection fire the search index's triggers, which call this function.
+  if (raw instanceof Database) (await import('../../db/sqlite/search-index.js')).registerSearchFunctions(raw);
   return {
     store,
     target,

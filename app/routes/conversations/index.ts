@@ -1,6 +1,6 @@
 import { Hono, type Context } from 'hono';
-import { MessageNotFoundError, type AccessibleConversation, type Message, type MessageView, type NewMessage, type Store } from '../../../db/store.js';
-import { assertAllowed, type Action } from '../../access.js';
+import { z } from 'zod';
+import { MessageNotFoundError, type AccessibleConversation, type JsonObject, type Message, type MessageView, type NewMessage } from '../../../db/store.js';
 import { newShareToken } from '../../auth/api-keys.js';
 import { requestIsHttps } from '../../client-address.js';
 import { ApiError, notFound } from '../../errors.js';
@@ -8,32 +8,50 @@ import { idempotent } from '../../idempotency.js';
 import { toNewMessage } from '../../messages.js';
 import { requirePersistence, requireStorable } from '../../middleware/persistence.js';
 import { sessionInfo } from '../../middleware/session.js';
-import { conversationJson, messageJson, shareJson } from '../../serialize.js';
-import type { AppEnv } from '../../types.js';
+import { deletedJson, deletedSchema, listJson, listSchema } from '../../openai/lists.js';
+import { route } from '../../openapi/registry.js';
+import { conversationJson, conversationSchema, messageJson, messageSchema, shareJson, shareSchemaJson } from '../../serialize.js';
 import { validate } from '../../validate.js';
+import { conversationFor, type ConversationsEnv } from './conversation-for.js';
+import { conversationItemSchema, itemsOf, itemToMessage, parseItemId } from './items.js';
+import { live } from './live.js';
 import {
   assertMetadataFits,
   conversationQuerySchema,
   createConversationSchema,
+  createItemsSchema,
   createMessageSchema,
   encodeCursor,
+  getQuerySchema,
+  itemQuerySchema,
+  listItemsQuerySchema,
   listQuerySchema,
   messageIdSchema,
   patchConversationSchema,
   shareSchema,
+  updateConversationSchema,
 } from './schemas.js';
+import { search } from './search.js';
 
-type Env = AppEnv & { Variables: { store: Store } };
+type Env = ConversationsEnv;
 
-/**
- * The conversation, if the caller may do `action` with it: 404 when it may not even read it
- * (nobody learns that it exists), 403 when it may read it but not do this.
- */
-async function conversationFor(c: Context<Env>, id: string, action: Action) {
-  const conversation = await c.get('store').getConversation(c.get('principal'), id);
-  if (!conversation) throw notFound('conversation', id);
-  assertAllowed(conversation.access, action, id);
-  return conversation;
+/** PATCH and OpenAI's POST update: title and metadata, owner only. */
+async function updateConversation(c: Context<Env>, id: string, patch: { title?: string | null; metadata?: JsonObject | null }) {
+  assertMetadataFits(patch.metadata, c.get('services').config.limits);
+  await conversationFor(c, id, 'manage');
+  const updated = await c.get('store').updateConversation(c.get('principal'), id, { title: patch.title, metadata: patch.metadata === null ? {} : patch.metadata });
+  if (!updated) throw notFound('conversation', id);
+  const totals = await c.get('store').tokenTotals([id]);
+  return c.json(conversationJson(updated, totals.get(id)));
+}
+
+/** The item `itemId` of a conversation the caller may read, with its message; 404 otherwise. */
+async function itemFor(c: Context<Env>, conversationId: string, itemId: string) {
+  const { messageId } = parseItemId(itemId);
+  const message = await c.get('store').getMessage(messageId);
+  const found = message?.conversationId === conversationId ? itemsOf(message).find((i) => i.item.id === itemId) : undefined;
+  if (!message || !found) throw new ApiError(404, 'not_found_error', `No item found with id '${itemId}' in conversation '${conversationId}'.`, 'not_found', 'item_id');
+  return { message, item: found.item };
 }
 
 /**
@@ -75,16 +93,24 @@ function copied(m: Message): NewMessage {
 
 export const conversations = new Hono<Env>()
   .use(requirePersistence())
+  // Before the /:id routes, which would take "search" for an id.
+  .route('/', search)
 
   .post('/', requireStorable(), validate('json', createConversationSchema), idempotent(), async (c) => {
     const { config } = c.get('services');
-    const input = c.req.valid('json');
+    const { items, ...input } = c.req.valid('json');
     assertMetadataFits(input.metadata, config.limits);
-    const created = await c.get('store').createConversation(c.get('principal'), input, {
-      maxPerSession: config.limits.conversationsPerSession,
-      maxBytes: config.limits.bytesPerSession,
-      session: sessionInfo(c),
-    });
+    const created = await c.get('store').createConversation(
+      c.get('principal'),
+      { ...input, metadata: input.metadata ?? undefined },
+      {
+        maxPerSession: config.limits.conversationsPerSession,
+        maxBytes: config.limits.bytesPerSession,
+        maxMessages: config.limits.messagesPerConversation,
+        session: sessionInfo(c),
+        ...(items && { messages: items.map(itemToMessage) }),
+      },
+    );
     return c.json(conversationJson(created), 201);
   })
 
@@ -110,7 +136,7 @@ export const conversations = new Hono<Env>()
     const id = c.req.param('id');
     const conversation = await conversationFor(c, id, 'write');
     const updated = await c.get('store').setActiveMessage(c.get('principal'), id, c.req.valid('json').message_id);
-    return c.json(await withMessages(c, { ...updated, access: conversation.access }, firstPage));
+    return c.json(await withMessages(c, { ...updated, access: conversation.access, streamingMessageId: conversation.streamingMessageId }, firstPage));
   })
 
   // A new conversation of the caller's, holding a copy of the path up to the message.
@@ -132,25 +158,73 @@ export const conversations = new Hono<Env>()
         messages: path.map(copied),
       },
     );
-    return c.json(await withMessages(c, { ...forked, access: 'owner' }, firstPage), 201);
+    return c.json(await withMessages(c, { ...forked, access: 'owner', streamingMessageId: null }, firstPage), 201);
   })
 
-  .patch('/:id', requireStorable(), validate('json', patchConversationSchema), async (c) => {
-    const id = c.req.param('id');
-    const patch = c.req.valid('json');
-    assertMetadataFits(patch.metadata, c.get('services').config.limits);
-    await conversationFor(c, id, 'manage');
-    const updated = await c.get('store').updateConversation(c.get('principal'), id, patch);
-    if (!updated) throw notFound('conversation', id);
-    const totals = await c.get('store').tokenTotals([id]);
-    return c.json(conversationJson(updated, totals.get(id)));
-  })
+  .patch('/:id', requireStorable(), validate('json', patchConversationSchema), (c) => updateConversation(c, c.req.param('id'), c.req.valid('json')))
+
+  // OpenAI's update (`client.conversations.update`): the same, by POST.
+  .post('/:id', requireStorable(), validate('json', updateConversationSchema), (c) => updateConversation(c, c.req.param('id'), c.req.valid('json')))
 
   .delete('/:id', async (c) => {
     const id = c.req.param('id');
     await conversationFor(c, id, 'manage');
     if (!(await c.get('store').deleteConversation(c.get('principal'), id))) throw notFound('conversation', id);
-    return c.body(null, 204);
+    return c.json(deletedJson(id, 'conversation.deleted'));
+  })
+
+  // OpenAI's conversation items: the same messages, shaped as the Responses API shapes them.
+  .get('/:id/items', validate('query', listItemsQuerySchema), async (c) => {
+    const id = c.req.param('id');
+    await conversationFor(c, id, 'read');
+    const { after, limit, order } = c.req.valid('query');
+    // A page starts at the message of the `after` item (inclusive: it may hold more items).
+    let cursor: readonly [number, number] | null = null;
+    if (after) {
+      const { messageId, n } = parseItemId(after);
+      const message = await c.get('store').getMessage(messageId);
+      if (message?.conversationId !== id) {
+        throw new ApiError(400, 'invalid_request_error', `Invalid query parameter 'after': '${after}' is not an item of this conversation.`, 'invalid_value', 'after');
+      }
+      cursor = [message.seq, n];
+    }
+    // Every message gives at least one item: limit + 2 messages hold the cursor's and limit + 1 more.
+    const messages = await c.get('store').pageMessages(id, { order, limit: limit + 2, from: cursor?.[0] });
+    const sign = order === 'asc' ? 1 : -1;
+    const beyond = (place: readonly [number, number]) => !cursor || sign * (place[0] - cursor[0] || place[1] - cursor[1]) > 0;
+    const items = messages
+      .flatMap((m) => (order === 'asc' ? itemsOf(m) : itemsOf(m).reverse()))
+      .filter((i) => beyond(i.place))
+      .map((i) => i.item);
+    return c.json(listJson(items.slice(0, limit), items.length > limit));
+  })
+
+  .post('/:id/items', requireStorable(), validate('query', itemQuerySchema), validate('json', createItemsSchema), async (c) => {
+    const { limits } = c.get('services').config;
+    const added = await c.get('store').appendMessages(c.get('principal'), c.req.param('id'), c.req.valid('json').items.map(itemToMessage), {
+      maxMessages: limits.messagesPerConversation,
+      maxBytes: limits.bytesPerSession,
+    });
+    // REDACT_SYSTEM_PROMPTS keeps system messages out: they are not among the items made.
+    return c.json(listJson(added.flatMap((m) => itemsOf(m).map((i) => i.item)), false));
+  })
+
+  .get('/:id/items/:item_id', validate('query', itemQuerySchema), async (c) => {
+    const id = c.req.param('id');
+    await conversationFor(c, id, 'read');
+    return c.json((await itemFor(c, id, c.req.param('item_id'))).item);
+  })
+
+  // Owner only. An item goes with the message it comes from: an answer that both wrote text and
+  // called tools is one message, so deleting any of its items deletes them all.
+  .delete('/:id/items/:item_id', async (c) => {
+    const id = c.req.param('id');
+    await conversationFor(c, id, 'manage');
+    const { message } = await itemFor(c, id, c.req.param('item_id'));
+    if (!(await c.get('store').deleteMessage(id, message.id))) throw notFound('item', c.req.param('item_id'));
+    const conversation = await conversationFor(c, id, 'read');
+    const totals = await c.get('store').tokenTotals([id]);
+    return c.json(conversationJson(conversation, totals.get(id)));
   })
 
   .post('/:id/messages', requireStorable(), validate('json', createMessageSchema), idempotent(), async (c) => {
@@ -218,4 +292,217 @@ export const conversations = new Hono<Env>()
       throw new ApiError(404, 'not_found_error', `Conversation '${id}' has no share link.`, 'not_found', 'id');
     }
     return c.body(null, 204);
-  });
+  })
+
+  // Watching, resuming and stopping an answer (live.ts).
+  .route('/', live);
+
+const conversationParam = { id: 'The conversation id' };
+const tag = 'Conversations';
+const items = 'Conversation items';
+const conversationList = z.object({ object: z.literal('list'), items: z.array(conversationSchema), next_cursor: z.string().nullable() });
+const conversationWithMessages = conversationSchema.extend({ messages: z.array(messageSchema), next_after_seq: z.number().int().nullable() });
+export const conversationDocs = [
+  route({
+    method: 'post',
+    path: '/v1/conversations',
+    tag,
+    summary: 'Create a conversation',
+    description: "Also OpenAI's `client.conversations.create`: `items` become its first messages. The answer is this server's conversation (ISO-8601 times).",
+    body: createConversationSchema,
+    responses: { 201: { description: 'The conversation', schema: conversationSchema } },
+    errors: [403],
+    persistence: true,
+  }),
+  route({
+    method: 'get',
+    path: '/v1/conversations',
+    tag,
+    summary: 'List conversations, newest first',
+    query: listQuerySchema,
+    responses: { 200: { description: 'A page of conversations', schema: conversationList } },
+    persistence: true,
+  }),
+  route({
+    method: 'get',
+    path: '/v1/conversations/:id',
+    tag,
+    summary: 'Get a conversation with a page of its messages',
+    description: 'The active path (root to active leaf) by default; `view=tree` pages every message of every branch. Each message carries `sibling_count` and `sibling_index`.',
+    params: conversationParam,
+    query: conversationQuerySchema,
+    responses: { 200: { description: 'The conversation and messages (seq ascending)', schema: conversationWithMessages } },
+    errors: [404],
+    persistence: true,
+  }),
+  route({
+    method: 'post',
+    path: '/v1/conversations/:id/active',
+    tag,
+    summary: 'Switch branches: the path through a message (to its newest leaf) becomes the conversation',
+    params: conversationParam,
+    body: messageIdSchema,
+    responses: { 200: { description: 'The conversation with the first page of its new active path', schema: conversationWithMessages } },
+    errors: [403, 404],
+    persistence: true,
+  }),
+  route({
+    method: 'post',
+    path: '/v1/conversations/:id/fork',
+    tag,
+    summary: "Copy the path up to a message into a new conversation of the caller's",
+    params: conversationParam,
+    body: messageIdSchema,
+    headers: { 'idempotency-key': 'A retry with the same key within 24 h returns the first outcome' },
+    responses: { 201: { description: 'The new conversation with its messages', schema: conversationWithMessages } },
+    errors: [404, 409],
+    persistence: true,
+  }),
+  route({
+    method: 'patch',
+    path: '/v1/conversations/:id',
+    tag,
+    summary: "Change a conversation's title or metadata (owner only)",
+    params: conversationParam,
+    body: patchConversationSchema,
+    responses: { 200: { description: 'The conversation', schema: conversationSchema } },
+    errors: [403, 404],
+    persistence: true,
+  }),
+  route({
+    method: 'post',
+    path: '/v1/conversations/:id',
+    tag,
+    summary: "Update a conversation (OpenAI's `conversations.update`; as PATCH, owner only)",
+    params: conversationParam,
+    body: updateConversationSchema,
+    responses: { 200: { description: 'The conversation', schema: conversationSchema } },
+    errors: [403, 404],
+    persistence: true,
+  }),
+  route({
+    method: 'delete',
+    path: '/v1/conversations/:id',
+    tag,
+    summary: 'Delete a conversation (soft delete, owner only)',
+    params: conversationParam,
+    responses: { 200: { description: 'Deleted', schema: deletedSchema('conversation.deleted') } },
+    errors: [403, 404],
+    persistence: true,
+  }),
+  route({
+    method: 'post',
+    path: '/v1/conversations/:id/messages',
+    tag,
+    summary: 'Add a message (owner or editor)',
+    params: conversationParam,
+    body: createMessageSchema,
+    responses: {
+      201: { description: 'The message', schema: messageSchema },
+      202: { description: 'Not stored: a system message under REDACT_SYSTEM_PROMPTS', schema: z.object({ object: z.literal('conversation.message'), stored: z.literal(false) }).loose() },
+    },
+    errors: [403, 404],
+    persistence: true,
+  }),
+  route({
+    method: 'get',
+    path: '/v1/conversations/:id/items',
+    tag: items,
+    summary: "List a conversation's items (OpenAI's `conversations.items.list`)",
+    params: conversationParam,
+    query: listItemsQuerySchema,
+    responses: { 200: { description: 'A page of items', schema: listSchema(conversationItemSchema) } },
+    errors: [404],
+    persistence: true,
+  }),
+  route({
+    method: 'post',
+    path: '/v1/conversations/:id/items',
+    tag: items,
+    summary: 'Add items (owner or editor)',
+    params: conversationParam,
+    query: itemQuerySchema,
+    body: createItemsSchema,
+    responses: { 200: { description: 'The items made', schema: listSchema(conversationItemSchema) } },
+    errors: [403, 404],
+    persistence: true,
+  }),
+  route({
+    method: 'get',
+    path: '/v1/conversations/:id/items/:item_id',
+    tag: items,
+    summary: 'Get an item',
+    params: { ...conversationParam, item_id: 'The item id' },
+    query: itemQuerySchema,
+    responses: { 200: { description: 'The item', schema: conversationItemSchema } },
+    errors: [404],
+    persistence: true,
+  }),
+  route({
+    method: 'delete',
+    path: '/v1/conversations/:id/items/:item_id',
+    tag: items,
+    summary: 'Delete an item (owner only)',
+    description: "Removes the message the item comes from (with that message's other items); later messages move down one seq. Answers the conversation.",
+    params: { ...conversationParam, item_id: 'The item id' },
+    responses: { 200: { description: 'The conversation', schema: conversationSchema } },
+    errors: [403, 404],
+    persistence: true,
+  }),
+  route({
+    method: 'put',
+    path: '/v1/conversations/:id/shares/:user_id',
+    tag,
+    summary: 'Share with a user as viewer or editor (owner only)',
+    params: { ...conversationParam, user_id: 'The user to share with' },
+    body: shareSchema,
+    responses: { 200: { description: 'The share', schema: shareSchemaJson } },
+    errors: [403, 404],
+    persistence: true,
+  }),
+  route({
+    method: 'get',
+    path: '/v1/conversations/:id/shares',
+    tag,
+    summary: "List a conversation's shares (owner only)",
+    params: conversationParam,
+    responses: { 200: { description: 'The shares', schema: z.object({ object: z.literal('list'), items: z.array(shareSchemaJson) }) } },
+    errors: [403, 404],
+    persistence: true,
+  }),
+  route({
+    method: 'delete',
+    path: '/v1/conversations/:id/shares/:user_id',
+    tag,
+    summary: 'Withdraw a share (owner only)',
+    params: { ...conversationParam, user_id: 'The user it is shared with' },
+    responses: { 204: { description: 'Withdrawn' } },
+    errors: [403, 404],
+    persistence: true,
+  }),
+  route({
+    method: 'post',
+    path: '/v1/conversations/:id/share_link',
+    tag,
+    summary: 'Make a public read-only link, replacing any previous one (owner only)',
+    params: conversationParam,
+    responses: {
+      201: {
+        description: 'The link',
+        schema: z.object({ object: z.literal('conversation.share_link'), conversation_id: z.string(), token: z.string(), url: z.string() }),
+      },
+    },
+    errors: [403, 404],
+    persistence: true,
+  }),
+  route({
+    method: 'delete',
+    path: '/v1/conversations/:id/share_link',
+    tag,
+    summary: 'Revoke the public link (owner only)',
+    params: conversationParam,
+    responses: { 204: { description: 'Revoked' } },
+    errors: [403, 404],
+    persistence: true,
+  }),
+];

@@ -3,18 +3,21 @@ import { shareRoles, type Json, type JsonObject, type ListPosition } from '../..
 import type { Config } from '../../env.js';
 import { ApiError } from '../../errors.js';
 import { jsonDepth } from '../../middleware/json-depth.js';
+import { afterParam, foldQuery, limitParam, orderParam } from '../../openai/lists.js';
+import { ITEMS_PER_REQUEST, itemInputsSchema } from './items.js';
+import { intParam } from '../../validate.js';
 
-const json: z.ZodType<Json> = z.lazy(() =>
-  z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(json), z.record(z.string(), json)]),
-);
+const json: z.ZodType<Json> = z
+  .lazy(() => z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(json), z.record(z.string(), json)]))
+  .meta({ id: 'JsonValue' });
 export const metadataSchema: z.ZodType<JsonObject> = z.record(z.string(), json);
 
 /**
  * Metadata is stored and read back whole with every conversation, so it is kept small and flat
  * (METADATA_MAX_DEPTH, METADATA_MAX_BYTES): a deep or large blob would cost every reader.
  */
-export function assertMetadataFits(metadata: JsonObject | undefined, limits: Config['limits']): void {
-  if (metadata === undefined) return;
+export function assertMetadataFits(metadata: JsonObject | null | undefined, limits: Config['limits']): void {
+  if (metadata == null) return;
   if (jsonDepth(metadata, limits.metadataDepth) > limits.metadataDepth) {
     throw new ApiError(400, 'invalid_request_error', `Invalid body 'metadata': nests more than ${limits.metadataDepth} levels deep (METADATA_MAX_DEPTH).`, 'invalid_value', 'metadata');
   }
@@ -35,7 +38,9 @@ const title = z.string().max(500, 'must be at most 500 characters').nullable();
 export const createConversationSchema = z.strictObject({
   title: title.optional(),
   model: z.string().min(1).max(200).nullable().optional(),
-  metadata: metadataSchema.optional(),
+  // null as OpenAI's SDKs may send it: no metadata.
+  metadata: metadataSchema.nullable().optional(),
+  items: itemInputsSchema.optional().describe(`OpenAI's initial items (at most ${ITEMS_PER_REQUEST}), stored as the first messages`),
 });
 
 export const patchConversationSchema = z.strictObject({
@@ -43,14 +48,40 @@ export const patchConversationSchema = z.strictObject({
   metadata: metadataSchema.optional(),
 });
 
+/** `POST /v1/conversations/:id`, OpenAI's update: as PATCH, with `metadata: null` clearing it. */
+export const updateConversationSchema = z.strictObject({
+  title: title.optional(),
+  metadata: metadataSchema.nullable().optional(),
+});
+
+export const createItemsSchema = z.strictObject({ items: itemInputsSchema });
+
+/** `include` names what OpenAI can add to items; none of it exists here, so it is accepted and changes nothing. */
+const includeSchema = z
+  .array(
+    z.enum([
+      'file_search_call.results',
+      'web_search_call.results',
+      'web_search_call.action.sources',
+      'message.input_image.image_url',
+      'computer_call_output.output.image_url',
+      'code_interpreter_call.outputs',
+      'reasoning.encrypted_content',
+      'message.output_text.logprobs',
+    ]),
+  )
+  .max(16)
+  .optional()
+  .describe('include[]=…: accepted as OpenAI takes it; nothing here has more to include');
+
+export const listItemsQuerySchema = z.preprocess(
+  foldQuery,
+  z.object({ after: afterParam, limit: limitParam, order: orderParam('desc'), include: includeSchema }),
+);
+export const itemQuerySchema = z.preprocess(foldQuery, z.object({ include: includeSchema }));
+
 const flag = z.enum(['1', '0', 'true', 'false']).transform((v) => v === '1' || v === 'true');
-/** A query parameter that is a whole number in [min, max]. */
-export const intParam = (min: number, max: number) =>
-  z
-    .string()
-    .regex(/^\d+$/, 'must be a whole number')
-    .transform(Number)
-    .pipe(z.number().int().min(min).max(max));
+export { intParam } from '../../validate.js';
 
 /** The list cursor is opaque to clients: base64url of [created_at ms, id] of the last item. */
 export function encodeCursor(position: ListPosition): string {

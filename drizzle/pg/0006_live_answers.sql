@@ -1,0 +1,2 @@
+ALTER TABLE "messages" ADD COLUMN "cancel_requested_at" timestamp (3) with time zone;--> statement-breakpoint
+CREATE INDEX "messages_streaming_idx" ON "messages" USING btree ("conversation_id","seq") WHERE status = 'streaming';
