@@ -53,14 +53,14 @@ describe.each(dialects)('export and import on %s', (dialect) => {
       expect(res.text).not.toContain('not mine');
 
       const conversation = out.find((l) => l.id === first);
-      expect(Object.keys(conversation)).toEqual(['type', 'id', 'title', 'model', 'metadata', 'created_at', 'updated_at', 'deleted_at', 'import_source_id']);
+      expect(Object.keys(conversation)).toEqual(['type', 'id', 'title', 'model', 'metadata', 'created_at', 'updated_at', 'deleted_at', 'import_source_id', 'active_message_id']);
       expect(conversation).toMatchObject({ title: 'Ünïcödé ✓ "quotes" \'; drop table x; --', model: 'gpt-4.1', deleted_at: null, import_source_id: null });
       // JSON keys leave sorted, whatever order the database keeps them in.
       expect(JSON.stringify(conversation.metadata)).toBe('{"alpha":{"nested":[1,"two",{"a":null,"b":true}]},"pinned":true,"zeta":1}');
       const messages = out.filter((l) => l.conversation_id === first);
       expect(Object.keys(messages[0])).toEqual([
         'type', 'id', 'conversation_id', 'seq', 'role', 'status', 'content', 'content_json', 'parent_message_id',
-        'tokens_in', 'tokens_out', 'tokens_source', 'finish_reason', 'tool_calls', 'function_call', 'created_at', 'updated_at',
+        'tokens_in', 'tokens_out', 'tokens_source', 'finish_reason', 'tool_calls', 'function_call', 'created_at', 'updated_at', 'client_id',
       ]);
       expect(messages.map((m) => m.role)).toEqual(['system', 'user', 'assistant', 'tool', 'assistant']);
       expect(messages[1].content_json[1]).toEqual({ image_url: { detail: 'low', url: 'https://example.test/cat.png' }, type: 'image_url' });

@@ -64,6 +64,8 @@ export function messageLine(m: Message): string {
     function_call: sortedKeys(m.functionCall),
     created_at: iso(m.createdAt),
     updated_at: iso(m.updatedAt),
+    // The id the client gave it (a chat message's `id`), matched when the client resends it.
+    client_id: m.clientId,
   })}\n`;
 }
 
