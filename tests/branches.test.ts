@@ -56,6 +56,28 @@ describe.each(dialects)('branching conversations on %s', (dialect) => {
     return { id, answer: answer as string };
   }
 
+  it("shows each stored completion's own path as the messages that led to it, never another branch's", async () => {
+    const session = newSession();
+    const send = async (messages: Msg[], conversation?: string) => {
+      const res = await call(app, 'POST', '/v1/chat/completions', {
+        session,
+        headers: conversation ? { 'x-conversation-id': conversation } : {},
+        body: { messages, mock: { text: 'ok' } },
+      });
+      expect(res.status).toBe(200);
+      return { id: res.headers.get('x-conversation-id')!, completion: res.headers.get('x-chat-completion-id')! };
+    };
+    const first = await send([u('u1')]);
+    await send([u('u1'), a('ok'), u('u2')], first.id);
+    const edited = await send([u('u1'), a('ok'), u('u2 edited')], first.id);
+    const led = await call(app, 'GET', `/v1/chat/completions/${edited.completion}/messages?limit=100`, { session });
+    expect(led.status).toBe(200);
+    expect(led.json.data.map((m: any) => m.content)).toEqual(['u1', 'ok', 'u2 edited']);
+    const newestFirst = await call(app, 'GET', `/v1/chat/completions/${edited.completion}/messages?order=desc&limit=1`, { session });
+    expect(newestFirst.json).toMatchObject({ has_more: true });
+    expect(newestFirst.json.data.map((m: any) => m.content)).toEqual(['u2 edited']);
+  });
+
   /** The messages the upstream received for the last request (ids stripped, as sent). */
   const lastSent = () => mock.requests.at(-1)!.body.messages.map((m: any) => ({ role: m.role, content: m.content }));
   /** What a stored path says, as a request would say it. */

@@ -77,15 +77,18 @@ export const storedCompletions = new Hono<Env>()
   .get('/completions/:id/messages', requirePersistence(), validate('query', listCompletionMessagesQuerySchema), async (c) => {
     const { record, message: answer } = await completionFor(c, c.req.param('id'), 'read');
     const { after, limit, order } = c.req.valid('query');
-    let from: number | null = null;
+    // The messages that led to the answer: its path in the conversation's tree, not every
+    // message before it (another branch's are no part of this exchange).
+    const path = (await c.get('store').pathTo(record.conversationId, answer.id)) ?? [answer];
+    const led = path.slice(0, -1);
+    const ordered = order === 'asc' ? led : [...led].reverse();
+    let start = 0;
     if (after) {
-      const cursor = await c.get('store').getMessage(after);
-      if (!cursor || cursor.conversationId !== record.conversationId || cursor.seq >= answer.seq) {
-        throw new ApiError(400, 'invalid_request_error', `Invalid query parameter 'after': '${after}' is not a message of this completion.`, 'invalid_value', 'after');
-      }
-      from = order === 'asc' ? cursor.seq + 1 : cursor.seq - 1;
+      const at = ordered.findIndex((m) => m.id === after);
+      if (at < 0) throw new ApiError(400, 'invalid_request_error', `Invalid query parameter 'after': '${after}' is not a message of this completion.`, 'invalid_value', 'after');
+      start = at + 1;
     }
-    const page = await c.get('store').pageMessages(record.conversationId, { order, limit: limit + 1, from, below: answer.seq });
+    const page = ordered.slice(start, start + limit + 1);
     return c.json(listJson(page.slice(0, limit).map(storeMessageJson), page.length > limit));
   });
 
