@@ -78,6 +78,16 @@ describe.each(dialects)('branching conversations on %s', (dialect) => {
     expect(newestFirst.json.data.map((m: any) => m.content)).toEqual(['u2 edited']);
   });
 
+  it('lists a conversation\'s items along its active path, so an edited-away branch is not among them', async () => {
+    const session = newSession();
+    const first = await chat(session, [u('one')], { stream: false, text: 'A' });
+    await chat(session, [u('one'), a('A'), u('two')], { conversation: first.id, stream: false, text: 'B' });
+    await chat(session, [u('one'), a('A'), u('two, edited')], { conversation: first.id, stream: false, text: 'C' });
+    const items = await call(app, 'GET', `/v1/conversations/${first.id}/items?order=asc&limit=100`, { session });
+    expect(items.status).toBe(200);
+    expect(items.json.data.map((i: any) => i.content[0].text)).toEqual(['one', 'A', 'two, edited', 'C']);
+  });
+
   /** The messages the upstream received for the last request (ids stripped, as sent). */
   const lastSent = () => mock.requests.at(-1)!.body.messages.map((m: any) => ({ role: m.role, content: m.content }));
   /** What a stored path says, as a request would say it. */

@@ -176,7 +176,7 @@ export const conversations = new Hono<Env>()
   // OpenAI's conversation items: the same messages, shaped as the Responses API shapes them.
   .get('/:id/items', validate('query', listItemsQuerySchema), async (c) => {
     const id = c.req.param('id');
-    await conversationFor(c, id, 'read');
+    const conversation = await conversationFor(c, id, 'read');
     const { after, limit, order } = c.req.valid('query');
     // A page starts at the message of the `after` item (inclusive: it may hold more items).
     let cursor: readonly [number, number] | null = null;
@@ -188,9 +188,12 @@ export const conversations = new Hono<Env>()
       }
       cursor = [message.seq, n];
     }
-    // Every message gives at least one item: limit + 2 messages hold the cursor's and limit + 1 more.
-    const messages = await c.get('store').pageMessages(id, { order, limit: limit + 2, from: cursor?.[0] });
+    // The items are the conversation as it stands: its active path (seqs increase along it).
+    const path = conversation.activeMessageId ? ((await c.get('store').pathTo(id, conversation.activeMessageId)) ?? []) : [];
     const sign = order === 'asc' ? 1 : -1;
+    const ordered = order === 'asc' ? path : [...path].reverse();
+    // Every message gives at least one item: limit + 2 messages hold the cursor's and limit + 1 more.
+    const messages = (cursor ? ordered.filter((m) => sign * (m.seq - cursor[0]) >= 0) : ordered).slice(0, limit + 2);
     const beyond = (place: readonly [number, number]) => !cursor || sign * (place[0] - cursor[0] || place[1] - cursor[1]) > 0;
     const items = messages
       .flatMap((m) => (order === 'asc' ? itemsOf(m) : itemsOf(m).reverse()))
