@@ -1,15 +1,10 @@
-import { rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createStore } from '../db/index.js';
-import type { Store } from '../db/store.js';
-import type { DbTarget } from '../db/url.js';
+import { describe, expect, it } from 'vitest';
 import { mockAnswer } from '../mock/upstream.js';
 import { newSession } from './helpers/app.js';
-import { dialects, scratchDatabase, type ScratchDb } from './helpers/dialects.js';
+import { dialects } from './helpers/dialects.js';
+import { useProcessesOnOneDatabase } from './helpers/processes.js';
 import { useMockUpstream } from './helpers/mock.js';
-import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
+import type { ServerProcess } from './helpers/server-process.js';
 import { streamedContent, waitFor } from './helpers/streams.js';
 import { contentOf, readUntil, sseEvents } from './helpers/watch.js';
 
@@ -21,7 +16,6 @@ import { contentOf, readUntil, sseEvents } from './helpers/watch.js';
 
 const mock = useMockUpstream();
 const FLUSH_MS = 100;
-const dbUrl = (t: DbTarget) => (t.dialect === 'sqlite' ? `file:${t.path}` : t.url);
 
 /** A stream read as it arrives: its text, and when its content first reached each length. */
 function follow(body: ReadableStream<Uint8Array>, content: (text: string) => string) {
@@ -58,38 +52,14 @@ const summary = (values: number[]) => {
 };
 
 describe.each(dialects)('live answers across server processes on %s', (dialect) => {
-  let db: ScratchDb;
-  let store: Store;
-  const children: ServerProcess[] = [];
-
-  beforeAll(async () => {
-    db =
-      dialect === 'sqlite'
-        ? { target: { dialect: 'sqlite', path: join(tmpdir(), `live-${process.pid}-${Date.now()}.db`) }, drop: async () => {} }
-        : await scratchDatabase('postgres');
-  });
-  afterAll(async () => {
-    await Promise.all(children.map((c) => c.kill('SIGKILL')));
-    await store?.close();
-    await db?.drop();
-    if (db?.target.dialect === 'sqlite') for (const ext of ['', '-wal', '-shm']) rmSync(db.target.path + ext, { force: true });
-  });
-
-  const server = async (extra: Record<string, string> = {}) => {
-    const s = await startServerProcess({
-      PERSIST_TRANSCRIPTS: 'true',
-      DB_URL: dbUrl(db.target),
-      OPENAI_BASE_URL: mock.url,
-      HISTORY_BATCH_FLUSH_MS: String(FLUSH_MS),
-      RATE_LIMIT_MAX: '0',
-      STREAM_LEASE_MS: '1500',
-      ORPHAN_SWEEP_INTERVAL_MS: '200',
-      ...extra,
-    });
-    children.push(s);
-    store ??= createStore(db.target, { max: 2 });
-    return s;
-  };
+  const processes = useProcessesOnOneDatabase(dialect, 'live', () => ({
+    OPENAI_BASE_URL: mock.url,
+    HISTORY_BATCH_FLUSH_MS: String(FLUSH_MS),
+    RATE_LIMIT_MAX: '0',
+    STREAM_LEASE_MS: '1500',
+    ORPHAN_SWEEP_INTERVAL_MS: '200',
+  }));
+  const server = processes.server;
 
   const chat = (s: ServerProcess, session: string, mockOptions: object, headers: Record<string, string> = {}) =>
     fetch(`${s.url}/v1/chat/completions`, {
@@ -99,11 +69,11 @@ describe.each(dialects)('live answers across server processes on %s', (dialect) 
     });
 
   const answerOf = (conversationId: string) =>
-    waitFor(async () => (await store.listMessages(conversationId, { afterSeq: 1, limit: 1 }))[0]);
+    waitFor(async () => (await processes.store.listMessages(conversationId, { afterSeq: 1, limit: 1 }))[0]);
 
   const ended = (messageId: string, ms = 30_000) =>
     waitFor(async () => {
-      const m = await store.getMessage(messageId);
+      const m = await processes.store.getMessage(messageId);
       return m && m.status !== 'streaming' ? m : null;
     }, ms);
 
@@ -188,10 +158,10 @@ describe.each(dialects)('live answers across server processes on %s', (dialect) 
     await reader.cancel();
     const answer = await answerOf(conversationId);
     // The client is gone, and the answer still grows in the database.
-    const at = (await store.getMessage(answer.id))!.content.length;
-    await waitFor(async () => (await store.getMessage(answer.id))!.content.length > at + 200);
+    const at = (await processes.store.getMessage(answer.id))!.content.length;
+    await waitFor(async () => (await processes.store.getMessage(answer.id))!.content.length > at + 200);
     await a.kill('SIGKILL');
-    const orphan = (await store.getMessage(answer.id))!;
+    const orphan = (await processes.store.getMessage(answer.id))!;
     expect(orphan.status).toBe('streaming');
     // Another process (on SQLite, the next one on the file) closes it once its lease runs out.
     const b = await server();

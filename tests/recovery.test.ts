@@ -1,53 +1,23 @@
-import { rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createStore } from '../db/index.js';
-import type { Store } from '../db/store.js';
-import type { DbTarget } from '../db/url.js';
+import { describe, expect, it } from 'vitest';
 import { mockAnswer } from '../mock/upstream.js';
 import { useMockUpstream } from './helpers/mock.js';
-import { dialects, scratchDatabase, type ScratchDb } from './helpers/dialects.js';
-import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
+import { dialects } from './helpers/dialects.js';
+import { useProcessesOnOneDatabase } from './helpers/processes.js';
+import type { ServerProcess } from './helpers/server-process.js';
 import { newSession } from './helpers/app.js';
 import { streamedContent, waitFor } from './helpers/streams.js';
 
 const mock = useMockUpstream();
 
-const dbUrl = (t: DbTarget) => (t.dialect === 'sqlite' ? `file:${t.path}` : t.url);
 
 describe.each(dialects)('crash recovery and shutdown on %s', (dialect) => {
-  let db: ScratchDb;
-  let store: Store;
-  const children: ServerProcess[] = [];
-
-  beforeAll(async () => {
-    db =
-      dialect === 'sqlite'
-        ? { target: { dialect: 'sqlite', path: join(tmpdir(), `recovery-${process.pid}-${Date.now()}.db`) }, drop: async () => {} }
-        : await scratchDatabase('postgres');
-  });
-  afterAll(async () => {
-    await Promise.all(children.map((c) => c.kill('SIGKILL')));
-    await store?.close();
-    await db?.drop();
-    if (db?.target.dialect === 'sqlite') for (const ext of ['', '-wal', '-shm']) rmSync(db.target.path + ext, { force: true });
-  });
-
-  const server = async (extra: Record<string, string> = {}) => {
-    const s = await startServerProcess({
-      PERSIST_TRANSCRIPTS: 'true',
-      DB_URL: dbUrl(db.target),
-      OPENAI_BASE_URL: mock.url,
-      HISTORY_BATCH_FLUSH_MS: '20',
-      STREAM_LEASE_MS: '1500',
-      ORPHAN_SWEEP_INTERVAL_MS: '200',
-      ...extra,
-    });
-    children.push(s);
-    store ??= createStore(db.target, { max: 2 });
-    return s;
-  };
+  const processes = useProcessesOnOneDatabase(dialect, 'recovery', () => ({
+    OPENAI_BASE_URL: mock.url,
+    HISTORY_BATCH_FLUSH_MS: '20',
+    STREAM_LEASE_MS: '1500',
+    ORPHAN_SWEEP_INTERVAL_MS: '200',
+  }));
+  const server = processes.server;
 
   /** Starts a slow stream and reads until the client has some content. */
   async function startStream(s: ServerProcess, chunks = 400) {
@@ -62,7 +32,7 @@ describe.each(dialects)('crash recovery and shutdown on %s', (dialect) => {
     const decoder = new TextDecoder();
     let text = '';
     while (streamedContent(text).length < 40) text += decoder.decode((await reader.read()).value, { stream: true });
-    const messageId = await waitFor(async () => (await store.listMessages(conversationId, { afterSeq: 1, limit: 1 }))[0]?.id);
+    const messageId = await waitFor(async () => (await processes.store.listMessages(conversationId, { afterSeq: 1, limit: 1 }))[0]?.id);
     return { conversationId, messageId, reader, decoder, text: () => text, more: async () => {
       for (;;) {
         const { done, value } = await reader.read();
@@ -76,17 +46,17 @@ describe.each(dialects)('crash recovery and shutdown on %s', (dialect) => {
     const first = await server();
     const stream = await startStream(first);
     // Let at least one batch reach the database, then kill without warning.
-    await waitFor(async () => ((await store.getMessage(stream.messageId))?.content.length ?? 0) > 0);
+    await waitFor(async () => ((await processes.store.getMessage(stream.messageId))?.content.length ?? 0) > 0);
     await first.kill('SIGKILL');
     await stream.reader.cancel().catch(() => {});
-    const orphan = (await store.getMessage(stream.messageId))!;
+    const orphan = (await processes.store.getMessage(stream.messageId))!;
     // Left streaming, with text flushed before the crash: what the restarted server must keep.
     expect(orphan.status).toBe('streaming');
     expect(orphan.content.length).toBeGreaterThan(0);
 
     const second = await server();
     const closed = await waitFor(async () => {
-      const m = await store.getMessage(stream.messageId);
+      const m = await processes.store.getMessage(stream.messageId);
       return m?.status !== 'streaming' ? m : null;
     }, 30_000);
     expect(closed).toMatchObject({ status: 'error', finishReason: 'interrupted' });
@@ -109,7 +79,7 @@ describe.each(dialects)('crash recovery and shutdown on %s', (dialect) => {
     const text = await res.text();
     expect(text).toContain('[DONE]');
     const [, answer] = await waitFor(async () => {
-      const rows = await store.listMessages(res.headers.get('x-conversation-id')!, { afterSeq: 0, limit: 10 });
+      const rows = await processes.store.listMessages(res.headers.get('x-conversation-id')!, { afterSeq: 0, limit: 10 });
       return rows[1]?.status !== 'streaming' ? rows : null;
     });
     expect(answer).toMatchObject({ status: 'final', content: mockAnswer({ chunks: 5 }) });
@@ -131,10 +101,10 @@ describe.each(dialects)('crash recovery and shutdown on %s', (dialect) => {
     expect(await exited).toBe(0);
     expect(shortText).toContain('[DONE]');
     expect(longText).toContain('"code":"interrupted"');
-    const longMessage = (await store.getMessage(long.messageId))!;
+    const longMessage = (await processes.store.getMessage(long.messageId))!;
     expect(longMessage).toMatchObject({ status: 'error', finishReason: 'interrupted' });
     expect(longMessage.content).toBe(streamedContent(longText));
-    const [, shortAnswer] = await store.listMessages(shortId, { afterSeq: 0, limit: 10 });
+    const [, shortAnswer] = await processes.store.listMessages(shortId, { afterSeq: 0, limit: 10 });
     expect(shortAnswer).toMatchObject({ status: 'final', content: mockAnswer({ chunks: 10 }) });
     expect(s.output()).toContain('"msg":"stopped"');
   });
@@ -146,12 +116,12 @@ describe.each(dialects)('crash recovery and shutdown on %s', (dialect) => {
       const b = await server();
       const onB = await startStream(b, 300);
       const onA = await startStream(a, 1000);
-      await waitFor(async () => ((await store.getMessage(onA.messageId))?.content.length ?? 0) > 0);
+      await waitFor(async () => ((await processes.store.getMessage(onA.messageId))?.content.length ?? 0) > 0);
       await a.kill('SIGKILL');
       await onA.reader.cancel().catch(() => {});
       const a2 = await server();
       const closedA = await waitFor(async () => {
-        const m = await store.getMessage(onA.messageId);
+        const m = await processes.store.getMessage(onA.messageId);
         return m?.status !== 'streaming' ? m : null;
       }, 30_000);
       expect(closedA).toMatchObject({ status: 'error', finishReason: 'interrupted' });
@@ -159,7 +129,7 @@ describe.each(dialects)('crash recovery and shutdown on %s', (dialect) => {
       const bText = await onB.more();
       expect(bText).toContain('[DONE]');
       const bMessage = await waitFor(async () => {
-        const m = await store.getMessage(onB.messageId);
+        const m = await processes.store.getMessage(onB.messageId);
         return m?.status === 'final' ? m : null;
       });
       expect(bMessage.content).toBe(mockAnswer({ chunks: 300 }));
