@@ -14,7 +14,7 @@ import { withTelemetry } from '../streaming/telemetry.js';
 import type { AppEnv } from '../types.js';
 import { passError, readAll } from '../upstream/answer.js';
 import { chatCompletionsUrl } from '../upstream/base-url.js';
-import { callChatCompletions } from '../upstream/client.js';
+import { callChatCompletions, type UpstreamResponse } from '../upstream/client.js';
 import { validate } from '../validate.js';
 import { completionJson, completionSse } from './replay.js';
 import { buildUpstreamRequest, type UpstreamRequest } from './request.js';
@@ -117,7 +117,7 @@ async function proxy(c: ChatContext, { request, upstreamRequest, recording, star
   const onDisconnect = turn ? (asked ?? config.streams.onDisconnect) : 'abort';
   const stopper = new Stopper({ clientSignal, onDisconnect, detachedMaxMs: config.streams.detachedMaxMs });
   turn?.live?.onStop((cause) => stopper.stop(cause));
-  let upstream: Response;
+  let upstream: UpstreamResponse;
   try {
     upstream = await callChatCompletions(config.upstream, upstreamRequest.body, { stream: upstreamRequest.stream, signal: stopper.signal });
   } catch (err) {
@@ -198,7 +198,7 @@ async function endedMessage(store: Store, id: string, signal: AbortSignal): Prom
 }
 
 /** A non-streaming answer: read whole, recorded once, passed on as it came. */
-async function plainAnswer(c: ChatContext, upstream: Response, turn: ProxiedTurn | null, claim: Run | null): Promise<Response> {
+async function plainAnswer(c: ChatContext, upstream: UpstreamResponse, turn: ProxiedTurn | null, claim: Run | null): Promise<Response> {
   let text: string;
   try {
     text = await readAll(upstream, c.get('services').config.upstream.timeoutMs);

@@ -1,15 +1,16 @@
 import type { Context } from 'hono';
 import { ApiError } from '../errors.js';
-import { idleTimeout, UpstreamTimeoutError } from '../streaming/stages/idle-timeout.js';
+import { UpstreamTimeoutError } from '../streaming/stages/idle-timeout.js';
 import type { AppEnv } from '../types.js';
 import { maskUrl } from './base-url.js';
+import type { UpstreamResponse } from './client.js';
 import { upstreamErrorAnswer } from './error-text.js';
 
 /**
  * An upstream error answer from `endpoint`, passed through with keys masked; a body that is not
  * OpenAI's error JSON is wrapped in it.
  */
-export function passError(c: Context<AppEnv>, res: Response, text: string, endpoint: string): Response {
+export function passError(c: Context<AppEnv>, res: UpstreamResponse, text: string, endpoint: string): Response {
   const { config } = c.get('services');
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   const retryAfter = res.headers.get('retry-after');
@@ -23,15 +24,31 @@ export function passError(c: Context<AppEnv>, res: Response, text: string, endpo
   return c.body(answer.body, res.status as 400, headers);
 }
 
-/** Reads a whole body under the idle timeout; a drop is a 502, silence a 504. */
-export async function readAll(res: Response, timeoutMs: number): Promise<string> {
+/** Reads a whole body under the idle timeout (UPSTREAM_TIMEOUT_MS between chunks); a drop is a 502, silence a 504. */
+export async function readAll(res: UpstreamResponse, timeoutMs: number): Promise<string> {
+  const body = res.nodeBody;
+  const parts: Buffer[] = [];
+  let lastChunkAt = performance.now();
+  // Chunks only note the time; the timer, when it fires, decides whether that was silence.
+  const check = () => {
+    const quiet = performance.now() - lastChunkAt;
+    if (quiet >= timeoutMs) body.destroy(new UpstreamTimeoutError(`no data from the upstream for ${timeoutMs} ms`));
+    else timer = setTimeout(check, timeoutMs - quiet);
+  };
+  let timer = setTimeout(check, timeoutMs);
   try {
-    return await new Response(res.body!.pipeThrough(idleTimeout(timeoutMs))).text();
+    for await (const chunk of body) {
+      lastChunkAt = performance.now();
+      parts.push(chunk as Buffer);
+    }
+    return Buffer.concat(parts).toString('utf8');
   } catch (err) {
     if (err instanceof UpstreamTimeoutError) {
       throw new ApiError(504, 'timeout_error', 'The upstream provider stopped sending its answer (UPSTREAM_TIMEOUT_MS).', 'upstream_timeout');
     }
     if ((err as Error)?.name === 'AbortError') throw err;
     throw new ApiError(502, 'upstream_error', 'The connection to the upstream provider failed while reading its answer.', 'upstream_error');
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -1,3 +1,5 @@
+import { Readable } from 'node:stream';
+import { Agent, request as undiciRequest, type Dispatcher } from 'undici';
 import { ApiError } from '../errors.js';
 import { chatCompletionsUrl } from './base-url.js';
 
@@ -8,17 +10,59 @@ export interface UpstreamOptions {
 }
 
 /**
- * Whether fetch failed because the connection closed or was reset before the answer began
- * (fetch rejects only until the response head has arrived; a body that breaks later is never
+ * The upstream's answer once its headers are in. `body` is the web stream the relay reads;
+ * `nodeBody` the same bytes as undici gives them, for a reader that wants them whole (read one
+ * or the other, never both).
+ */
+export class UpstreamResponse {
+  readonly ok: boolean;
+  readonly headers: { get(name: string): string | null };
+  private web: ReadableStream<Uint8Array> | null = null;
+
+  constructor(
+    readonly status: number,
+    rawHeaders: Dispatcher.ResponseData['headers'],
+    readonly nodeBody: Readable,
+  ) {
+    this.ok = status >= 200 && status < 300;
+    this.headers = {
+      get(name) {
+        const value = rawHeaders[name.toLowerCase()];
+        return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
+      },
+    };
+  }
+
+  get body(): ReadableStream<Uint8Array> {
+    return (this.web ??= Readable.toWeb(this.nodeBody) as ReadableStream<Uint8Array>);
+  }
+}
+
+/**
+ * One connection pool for every upstream call of the process. Bodies have no timeout of
+ * undici's own: the relay's idle timeout (UPSTREAM_TIMEOUT_MS) decides when silence ends them.
+ */
+let pool: Agent | null = null;
+const dispatcher = () => (pool ??= new Agent({ bodyTimeout: 0, headersTimeout: 0 }));
+
+/** The error code of a failed upstream call: undici's own, or the socket's beneath it. */
+const codeOf = (err: unknown): string | undefined => {
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | null;
+  const code = e?.code ?? e?.cause?.code;
+  return typeof code === 'string' ? code : undefined;
+};
+
+/**
+ * Whether the call failed because the connection closed or was reset before the answer began
+ * (the call rejects only until the response head has arrived; a body that breaks later is never
  * retried). That is what a pooled keep-alive connection does when the upstream closes it just
- * as a request goes out on it; fetch then drops that connection, so another try goes out on a
+ * as a request goes out on it; undici then drops that connection, so another try goes out on a
  * different one. Refused connections, timeouts and aborts are not this.
  */
 function closedBeforeAnswer(err: unknown): boolean {
-  const code = (err as { cause?: { code?: unknown } })?.cause?.code;
+  const code = codeOf(err);
   return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE';
 }
-
 /**
  * Calls the upstream's chat completions endpoint with the server's own key, and returns its
  * response once the headers are in; reading the body (and timing its silences) is the caller's.
@@ -30,7 +74,7 @@ export function callChatCompletions(
   options: UpstreamOptions,
   body: string,
   { stream, signal }: { stream: boolean; signal: AbortSignal },
-): Promise<Response> {
+): Promise<UpstreamResponse> {
   return callUpstream(options, { method: 'POST', url: (base) => chatCompletionsUrl(base), body, accept: stream ? 'text/event-stream' : 'application/json', signal });
 }
 
@@ -38,7 +82,7 @@ export function callChatCompletions(
 export async function callUpstream(
   options: UpstreamOptions,
   request: { method: 'GET' | 'POST'; url: (baseUrl: string) => string; body?: string; accept: string; signal: AbortSignal },
-): Promise<Response> {
+): Promise<UpstreamResponse> {
   if (!options.baseUrl) {
     throw new ApiError(
       503,
@@ -48,22 +92,32 @@ export async function callUpstream(
     );
   }
   const { signal } = request;
-  const headersTimeout = new AbortController();
-  const timer = setTimeout(() => headersTimeout.abort(), options.timeoutMs);
   const headers: Record<string, string> = { accept: request.accept };
   if (request.body !== undefined) headers['content-type'] = 'application/json';
   if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
   const url = request.url(options.baseUrl);
-  const send = () => fetch(url, { method: request.method, headers, body: request.body, signal: AbortSignal.any([signal, headersTimeout.signal]) });
+  // The second try runs within the same UPSTREAM_TIMEOUT_MS: it gets what is left of it.
+  const deadline = performance.now() + options.timeoutMs;
+  const send = async () => {
+    const answer = await undiciRequest(url, {
+      method: request.method,
+      headers,
+      body: request.body,
+      signal,
+      dispatcher: dispatcher(),
+      headersTimeout: Math.max(1, Math.ceil(deadline - performance.now())),
+    });
+    return new UpstreamResponse(answer.statusCode, answer.headers, answer.body);
+  };
   try {
-    // The second try runs within the same UPSTREAM_TIMEOUT_MS: the timer keeps running.
     return await send().catch((err: unknown) => {
-      if (headersTimeout.signal.aborted || signal.aborted || !closedBeforeAnswer(err)) throw err;
+      if (signal.aborted || !closedBeforeAnswer(err) || performance.now() >= deadline) throw err;
       return send();
     });
   } catch (err) {
     if (signal.aborted) throw err;
-    if (headersTimeout.signal.aborted) {
+    const code = codeOf(err);
+    if (code === 'UND_ERR_HEADERS_TIMEOUT') {
       throw new ApiError(
         504,
         'timeout_error',
@@ -71,15 +125,13 @@ export async function callUpstream(
         'upstream_timeout',
       );
     }
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    const message = (err as { message?: string } | null)?.message;
     throw new ApiError(
       502,
       'upstream_error',
       `Could not reach the upstream provider at ${new URL(options.baseUrl).host}` +
-        `${cause?.code ? ` (${cause.code})` : cause?.message ? ` (${cause.message})` : ''}. Check OPENAI_BASE_URL and that the provider is up.`,
+        `${code ? ` (${code})` : message ? ` (${message})` : ''}. Check OPENAI_BASE_URL and that the provider is up.`,
       'upstream_unreachable',
     );
-  } finally {
-    clearTimeout(timer);
   }
 }

@@ -1,10 +1,10 @@
 import { ApiError } from '../errors.js';
 import { readAll } from './answer.js';
 import { endpointUrl } from './base-url.js';
-import { callUpstream, type UpstreamOptions } from './client.js';
+import { callUpstream, type UpstreamOptions, type UpstreamResponse } from './client.js';
 
 /** What the upstream answered to `GET /models`: the list when it worked, its error otherwise. */
-export type ModelsAnswer = { ok: true; body: { object: 'list'; data: { id: string; [key: string]: unknown }[] } } | { ok: false; response: Response; text: string };
+export type ModelsAnswer = { ok: true; body: { object: 'list'; data: { id: string; [key: string]: unknown }[] } } | { ok: false; response: UpstreamResponse; text: string };
 
 /** How long a successful list is reused: a UI asks often, the upstream's list rarely changes. */
 export const MODELS_TTL_MS = 60_000;
