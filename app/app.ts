@@ -14,6 +14,7 @@ import { identify } from './auth/identify.js';
 import { Credentials } from './auth/credentials.js';
 import { createJwtVerifier } from './auth/jwt.js';
 import { SessionIds } from './session-ids.js';
+import { HistoryWriter } from './streaming/history-writer.js';
 import { chat } from './chat/route.js';
 import { storedCompletions } from './chat/stored-route.js';
 import { UpstreamModels } from './upstream/models.js';
@@ -46,6 +47,7 @@ export function createApp(input: AppDeps) {
     sessionIds: new SessionIds(config.session, store, input.logger),
     credentials: new Credentials(store, createJwtVerifier(config.auth), input.logger),
     models: new UpstreamModels(config.upstream),
+    history: store ? new HistoryWriter(store) : null,
   };
   const app = new Hono<AppEnv>();
 

@@ -9,6 +9,7 @@ import type { SessionIds } from './session-ids.js';
 import type { Metrics } from './metrics.js';
 import type { Consents } from './privacy/consents.js';
 import type { InFlight } from './streaming/in-flight.js';
+import type { HistoryWriter } from './streaming/history-writer.js';
 import type { UpstreamModels } from './upstream/models.js';
 
 export interface AppDeps {
@@ -35,6 +36,8 @@ export interface Services extends AppDeps {
   credentials: Credentials;
   /** The upstream's model list, cached. */
   models: UpstreamModels;
+  /** Writes of the answers being recorded, committed together (null when persistence is off). */
+  history: HistoryWriter | null;
 }
 
 /**

@@ -6,6 +6,7 @@
 // TURN_COST_DIALECTS (default "sqlite,postgres"), TEST_DATABASE_URL (Postgres, as the tests).
 import { LocalAnswerBus } from '../app/streaming/bus.js';
 import { LiveAnswers } from '../app/streaming/live-answer.js';
+import { HistoryWriter } from '../app/streaming/history-writer.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +34,7 @@ async function measure(store: Store): Promise<number[]> {
   const bus = new LocalAnswerBus();
   const ctx = {
     store,
+    history: new HistoryWriter(store),
     owner,
     config,
     log,

@@ -279,6 +279,12 @@ export interface MessageFinish {
   functionCall?: Json | null;
 }
 
+/** What writeBatch writes; each message and each completion appears once. */
+export interface HistoryBatch {
+  messages: { id: string; append: string; finish: MessageFinish | null }[];
+  completions: { id: string; upstreamId: string | null; model: string | null }[];
+}
+
 /** Position in the newest-first listing: the last item of the previous page. */
 export interface ListPosition {
   createdAt: Date;
@@ -599,6 +605,12 @@ export interface Store extends IdentityStore {
   ): Promise<RecordedTurn>;
   /** Appends text to a message's content (used for batched stream deltas). */
   appendContent(messageId: string, text: string): Promise<void>;
+  /**
+   * The running answers' writes of one moment, in one transaction (app/streaming/history-writer.ts
+   * gathers them): for each message, text to append and then, if given, its end (as
+   * finishMessage); the upstream's ids of completions (as noteChatCompletionUpstream). All or nothing.
+   */
+  writeBatch(batch: HistoryBatch): Promise<void>;
   /** Moves a message to its terminal status; a message already final or error is left alone. */
   finishMessage(messageId: string, finish: MessageFinish): Promise<void>;
   getMessage(messageId: string): Promise<Message | null>;

@@ -252,6 +252,11 @@ describe.each(dialects)('branching conversations on %s', (dialect) => {
         await finishes;
         return db.store.finishMessage(...args);
       },
+      // A stream's end reaches the store in a batch of the history writer.
+      writeBatch: async (...args: Parameters<Store['writeBatch']>) => {
+        if (args[0].messages.some((m) => m.finish)) await finishes;
+        return db.store.writeBatch(...args);
+      },
       getMessage: async (id: string) => {
         const m = await db.store.getMessage(id);
         if (m?.status === 'streaming') waiting();

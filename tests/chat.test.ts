@@ -204,6 +204,25 @@ describe.each(dialects)('chat proxy on %s', (dialect) => {
       expect(timed.calls.appendContent).toBeLessThanOrEqual(Math.ceil(elapsed / 100) + 1);
     });
 
+    it('writes many streams together: fewer batches than the streams write, every answer whole', async () => {
+      const counted = instrumentedStore(db.store);
+      const shared = testApp(counted, upstreamEnv({ HISTORY_BATCH_FLUSH_CHARS: '32', HISTORY_BATCH_FLUSH_MS: '20' }));
+      // A session each: one caller may run only MAX_STREAMS_PER_CALLER at once.
+      const sessions = Array.from({ length: 12 }, () => newSession());
+      const opts = { chunks: 30, chunk_size: 8, delay_ms: 2 };
+      const responses = await Promise.all(sessions.map((session) => post(shared, ask('x', { stream: true, mock: opts }), session)));
+      await Promise.all(responses.map((res) => readChunks(res.body!)));
+      for (const [i, res] of responses.entries()) {
+        expect(res.status).toBe(200);
+        const answer = (await settled(res.headers.get('x-conversation-id')!, sessions[i]!)).messages[1];
+        expect(answer).toMatchObject({ status: 'final', content: mockAnswer(opts) });
+      }
+      // 12 streams of 240 characters, flushed at 32: at least 7 text writes and an end each if
+      // written one by one; together, fewer batches than that.
+      expect(counted.calls.finishMessage).toBe(12);
+      expect(counted.calls.writeBatch).toBeLessThan(12 * 8);
+    });
+
     it('does not slow the client stream when the database is slow, and still records everything', async () => {
       // Content writes hang until the client has the whole answer: a stream that waited on one
       // would never end.

@@ -26,6 +26,7 @@ function switchableStore(inner: Store) {
   const store: Store = Object.create(inner);
   store.appendContent = async (...args) => (fail(), inner.appendContent(...args));
   store.finishMessage = async (...args) => (fail(), inner.finishMessage(...args));
+  store.writeBatch = async (...args) => (fail(), inner.writeBatch(...args));
   return { store, state };
 }
 

@@ -765,6 +765,75 @@ describe.each(dialects)('Store contract on %s', (dialect) => {
     });
   });
 
+  describe('writeBatch', () => {
+    async function open(extra: Partial<NewMessage> = {}) {
+      const made = await create(anon(), [user('q'), streaming(extra)]);
+      return (await all(made.id))[1]!;
+    }
+    /** What a message holds, without what differs between two messages written alike. */
+    const held = (m: Message | null) => {
+      const { id: _id, conversationId: _c, parentMessageId: _p, createdAt: _t, updatedAt: _u, ...rest } = m!;
+      return rest;
+    };
+    const toolCalls = [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }];
+
+    it('writes what appendContent then finishMessage would, for many messages in one call', async () => {
+      const lease = { holder: 'proc', expiresAt: new Date(Date.now() + 60_000) };
+      const cases: { append: string; finish: Parameters<Store['finishMessage']>[1] | null; extra?: Partial<NewMessage> }[] = [
+        { append: 'Hello 👋', finish: null },
+        { append: unstorable('x'), finish: { status: 'final', finishReason: 'stop', tokensIn: 5, tokensOut: 7, tokensSource: 'provider', toolCalls } },
+        { append: '', finish: { status: 'error', finishReason: 'client_abort', functionCall: { name: 'g' } }, extra: { lease } },
+        { append: 'kept', finish: { status: 'final', toolCalls: null }, extra: { toolCalls } },
+        { append: 'draft', finish: { status: 'error', finishReason: unstorable('r') }, extra: { status: 'draft' } },
+      ];
+      const batched: Message[] = [];
+      const oneByOne: Message[] = [];
+      for (const c of cases) {
+        batched.push(await open(c.extra));
+        const twin = await open(c.extra);
+        oneByOne.push(twin);
+        await store.appendContent(twin.id, c.append);
+        if (c.finish) await store.finishMessage(twin.id, c.finish);
+      }
+      await store.writeBatch({ messages: cases.map((c, i) => ({ id: batched[i]!.id, append: c.append, finish: c.finish })), completions: [] });
+      for (let i = 0; i < cases.length; i++) {
+        expect(held(await store.getMessage(batched[i]!.id)), `case ${i}`).toEqual(held(await store.getMessage(oneByOne[i]!.id)));
+      }
+      expect((await store.getMessage(batched[1]!.id))?.content).toBe(stored('x'));
+    });
+
+    it('leaves a finished message ended as it was, still appending text, and ignores a message that does not exist', async () => {
+      const message = await open();
+      await store.finishMessage(message.id, { status: 'error', finishReason: 'client_abort', tokensOut: 1 });
+      const missing = crypto.randomUUID();
+      await store.writeBatch({
+        messages: [
+          { id: message.id, append: 'late', finish: { status: 'final', finishReason: 'stop', tokensOut: 9 } },
+          { id: missing, append: 'x', finish: { status: 'final' } },
+        ],
+        completions: [],
+      });
+      expect(await store.getMessage(message.id)).toMatchObject({ status: 'error', finishReason: 'client_abort', tokensOut: 1, content: 'late' });
+      expect(await store.getMessage(missing)).toBeNull();
+    });
+
+    it("notes completions' upstream ids once, beside the messages; an empty batch writes nothing", async () => {
+      const owner = anon();
+      const messageId = crypto.randomUUID();
+      const id = newChatCompletionId();
+      const made = await store.createConversation(owner, {}, {
+        ...roomy,
+        messages: [user('q'), { id: messageId, role: 'assistant', status: 'streaming', content: '' }],
+        completion: { id, messageId, model: 'm', metadata: {} },
+      });
+      await store.writeBatch({ messages: [], completions: [] });
+      await store.writeBatch({ messages: [{ id: messageId, append: 'a', finish: null }], completions: [{ id, upstreamId: 'chatcmpl-1', model: 'm-2024' }] });
+      await store.writeBatch({ messages: [], completions: [{ id, upstreamId: 'chatcmpl-2', model: 'later' }, { id: newChatCompletionId(), upstreamId: 'x', model: null }] });
+      expect((await store.getChatCompletion(owner, id))?.record).toMatchObject({ upstreamId: 'chatcmpl-1', model: 'm-2024' });
+      expect((await all(made.id)).map((m) => m.content)).toEqual(['q', 'a']);
+    });
+  });
+
   describe('stored bytes', () => {
     it('counts final messages as they are written, in UTF-8, JSON columns included', async () => {
       const owner = anon();

@@ -84,7 +84,7 @@ interface Exchange {
 }
 
 async function proxy(c: ChatContext, { request, upstreamRequest, recording, startedAt, conversationId, onDisconnect: asked }: Exchange, claim: Run | null): Promise<Response> {
-  const { config, store, inFlight, metrics } = c.get('services');
+  const { config, store, inFlight, metrics, history } = c.get('services');
 
   // Recorded first, then sent: a request that cannot be recorded (not the caller's
   // conversation, over a limit, database down) never reaches the upstream, and the upstream's
@@ -94,6 +94,7 @@ async function proxy(c: ChatContext, { request, upstreamRequest, recording, star
     ? await ProxiedTurn.begin(
         {
           store: store!,
+          history: history!,
           owner: c.get('principal'),
           config,
           log: c.get('log'),

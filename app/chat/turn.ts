@@ -4,6 +4,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { toNewMessage } from '../messages.js';
 import type { AnswerBus } from '../streaming/bus.js';
+import type { HistoryWriter } from '../streaming/history-writer.js';
 import type { LiveAnswer, LiveAnswers } from '../streaming/live-answer.js';
 import type { StreamEnd, StreamObserver } from '../streaming/relay.js';
 import { TurnRecorder, type TurnOutcome } from '../streaming/recorder.js';
@@ -57,6 +58,8 @@ async function untilEnded(store: Store, ids: string[], ms: number): Promise<void
 
 export interface TurnContext {
   store: Store;
+  /** The process's group commit for the writes of running answers. */
+  history: HistoryWriter;
   owner: Principal;
   config: Config;
   log: Logger;
@@ -157,11 +160,11 @@ export class ProxiedTurn {
 
   /** Watches a relayed stream and records the assistant message from it. */
   observer(): StreamObserver {
-    const { store, config, log, metrics, bus } = this.ctx;
+    const { history, config, log, metrics, bus } = this.ctx;
     const live = this.live!;
     const messageId = this.assistantMessageId!;
     const recorder = new TurnRecorder({
-      store,
+      writer: history,
       messageId: this.assistantMessageId!,
       flushMs: config.flush.ms,
       flushChars: config.flush.chars,
@@ -264,7 +267,7 @@ export class ProxiedTurn {
   /** Records the upstream's id and model on the completion; a failure costs the lookup by upstream id, nothing else. */
   private async noteUpstream(upstreamId: string | null, model: string | null): Promise<void> {
     try {
-      await this.ctx.store.noteChatCompletionUpstream(this.completion.id, { upstreamId, model });
+      await this.ctx.history.note(this.completion.id, { upstreamId, model });
     } catch (err) {
       this.ctx.log.warn({ err, completion_id: this.completion.id }, "could not record the upstream's id of the completion");
     }

@@ -1,8 +1,10 @@
-import type { MessageFinish, Store } from '../../db/store.js';
+import type { MessageFinish } from '../../db/store.js';
+import type { HistoryWriter } from './history-writer.js';
 import type { Logger } from '../logger.js';
 
 export interface RecorderOptions {
-  store: Store;
+  /** Where the writes go: the process's group commit, shared by every answer it records. */
+  writer: HistoryWriter;
   messageId: string;
   /** Write pending text at least this often… */
   flushMs: number;
@@ -77,7 +79,7 @@ export class TurnRecorder {
     const text = this.pending;
     this.pending = '';
     const started = performance.now();
-    this.writing = this.options.store.appendContent(this.options.messageId, text).then(
+    this.writing = this.options.writer.append(this.options.messageId, text).then(
       () => {
         this.failures = 0;
         this.written += text.length;
@@ -106,7 +108,7 @@ export class TurnRecorder {
   private async complete(outcome: TurnOutcome): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     if (this.immediate) clearImmediate(this.immediate);
-    const { store, messageId, log, retryForMs } = this.options;
+    const { writer, messageId, log, retryForMs } = this.options;
     const deadline = Date.now() + retryForMs;
     let lostChars = 0;
     while (this.writing || this.pending) {
@@ -129,7 +131,7 @@ export class TurnRecorder {
     // How the message ended is small and essential: keep trying until the database answers.
     for (let attempt = 1; ; attempt++) {
       try {
-        await store.finishMessage(messageId, end);
+        await writer.finish(messageId, end);
         if (attempt > 1) log.warn({ message_id: messageId, attempts: attempt, finish_reason: end.finishReason }, 'recorded the end of the message after the database came back');
         return;
       } catch (err) {

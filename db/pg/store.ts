@@ -504,6 +504,54 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
         .where(eq(messages.id, cleanText(messageId)));
     },
 
+    async writeBatch(batch) {
+      if (batch.messages.length === 0 && batch.completions.length === 0) return;
+      // One statement, so one round trip and one commit for every running answer at once. Rows
+      // come as one JSON parameter (no per-row placeholders, no Postgres array types): each
+      // message once, its text appended, then its end taken if it is still open. SET reads the
+      // old row throughout, so `open` is the status before this statement.
+      const now = new Date().toISOString();
+      const rows = batch.messages.map((m) => ({
+        id: cleanText(m.id),
+        t: cleanText(m.append),
+        status: m.finish?.status ?? null,
+        finish_reason: m.finish?.finishReason == null ? null : cleanText(m.finish.finishReason),
+        tokens_in: m.finish?.tokensIn ?? null,
+        tokens_out: m.finish?.tokensOut ?? null,
+        tokens_source: m.finish?.tokensSource ?? null,
+        tool_calls: m.finish?.toolCalls == null ? null : cleanJson(m.finish.toolCalls),
+        function_call: m.finish?.functionCall == null ? null : cleanJson(m.finish.functionCall),
+      }));
+      const notes = batch.completions.map((c) => ({
+        id: cleanText(c.id),
+        upstream_id: c.upstreamId == null ? null : cleanText(c.upstreamId),
+        model: c.model == null ? null : cleanText(c.model),
+      }));
+      const ends = sql`(u.status is not null and m.status in ('draft', 'streaming'))`;
+      const taken = (column: string, value: string) => sql.raw(`case when `).append(ends).append(sql.raw(` then ${value} else m.${column} end`));
+      await db.execute(sql`
+        with noted as (
+          update ${chatCompletions} c set upstream_id = n.upstream_id, model = coalesce(n.model, c.model)
+          from json_to_recordset(${JSON.stringify(notes)}::json) as n(id text, upstream_id text, model text)
+          where c.id = n.id and c.upstream_id is null
+        )
+        update ${messages} m set
+          content = m.content || u.t,
+          status = ${taken('status', 'u.status')},
+          finish_reason = ${taken('finish_reason', 'u.finish_reason')},
+          tokens_in = ${taken('tokens_in', 'u.tokens_in')},
+          tokens_out = ${taken('tokens_out', 'u.tokens_out')},
+          tokens_source = ${taken('tokens_source', 'u.tokens_source')},
+          tool_calls = ${taken('tool_calls', 'coalesce(u.tool_calls, m.tool_calls)')},
+          function_call = ${taken('function_call', 'coalesce(u.function_call, m.function_call)')},
+          lease_owner = ${taken('lease_owner', 'null')},
+          lease_expires_at = ${taken('lease_expires_at', 'null')},
+          updated_at = ${now}::timestamptz
+        from json_to_recordset(${JSON.stringify(rows)}::json) as u(id text, t text, status text, finish_reason text,
+          tokens_in int, tokens_out int, tokens_source text, tool_calls jsonb, function_call jsonb)
+        where m.id = u.id and (u.t <> '' or ${ends})`);
+    },
+
     async finishMessage(messageId, finish) {
       await db
         .update(messages)

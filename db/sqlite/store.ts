@@ -54,6 +54,7 @@ import {
   type ImportOutcome,
   type Json,
   type Message,
+  type MessageFinish,
   type Principal,
   type MessageRole,
   type PurgeResult,
@@ -254,6 +255,21 @@ export function createSqliteStore(path: string): Store {
     return hot().liveOf[owner.by].get(owner) ?? { n: 0, bytes: 0 };
   };
   const jsonText = (value: unknown) => (value == null ? null : JSON.stringify(cleanJson(value as never)));
+  /** Moves a message to its end (inside the caller's transaction, if any). */
+  const finishRow = (messageId: string, finish: MessageFinish) =>
+    hot().finishMessage.run({
+      id: messageId,
+      status: finish.status,
+      finishReason: finish.finishReason == null ? null : cleanText(finish.finishReason),
+      tokensIn: finish.tokensIn ?? null,
+      tokensOut: finish.tokensOut ?? null,
+      tokensSource: finish.tokensSource ?? null,
+      toolCalls: jsonText(finish.toolCalls),
+      functionCall: jsonText(finish.functionCall),
+      nowMs: Date.now(),
+    });
+  const noteUpstream = (id: string, { upstreamId, model }: { upstreamId: string | null; model: string | null }) =>
+    hot().noteUpstream.run({ id, upstreamId: upstreamId == null ? null : cleanText(upstreamId), model: model == null ? null : cleanText(model) });
 
   /** Inserts message rows inside the caller's transaction. */
   const insertMessages = (rows: Message[]): Message[] => {
@@ -510,18 +526,18 @@ export function createSqliteStore(path: string): Store {
       hot().appendContent.run({ id: messageId, text: cleanText(text), nowMs: Date.now() });
     },
 
+    async writeBatch(batch) {
+      client.transaction(() => {
+        for (const m of batch.messages) {
+          if (m.append) hot().appendContent.run({ id: m.id, text: cleanText(m.append), nowMs: Date.now() });
+          if (m.finish) finishRow(m.id, m.finish);
+        }
+        for (const c of batch.completions) noteUpstream(c.id, c);
+      }).immediate();
+    },
+
     async finishMessage(messageId, finish) {
-      hot().finishMessage.run({
-        id: messageId,
-        status: finish.status,
-        finishReason: finish.finishReason == null ? null : cleanText(finish.finishReason),
-        tokensIn: finish.tokensIn ?? null,
-        tokensOut: finish.tokensOut ?? null,
-        tokensSource: finish.tokensSource ?? null,
-        toolCalls: jsonText(finish.toolCalls),
-        functionCall: jsonText(finish.functionCall),
-        nowMs: Date.now(),
-      });
+      finishRow(messageId, finish);
     },
 
     async getMessage(messageId) {
@@ -616,8 +632,8 @@ export function createSqliteStore(path: string): Store {
       return db.delete(chatCompletions).where(eq(chatCompletions.id, id)).run().changes > 0;
     },
 
-    async noteChatCompletionUpstream(id, { upstreamId, model }) {
-      hot().noteUpstream.run({ id, upstreamId: upstreamId == null ? null : cleanText(upstreamId), model: model == null ? null : cleanText(model) });
+    async noteChatCompletionUpstream(id, upstream) {
+      noteUpstream(id, upstream);
     },
 
     async renewLeases(holder, expiresAt) {

@@ -1,4 +1,4 @@
-import type { Store } from '../../db/store.js';
+import type { HistoryBatch, Store } from '../../db/store.js';
 
 /** Polls until `check` returns a truthy value (or throws after `ms`). */
 export async function waitFor<T>(check: () => Promise<T | null | undefined | false> | T, ms = 5_000): Promise<T> {
@@ -43,20 +43,35 @@ export function streamedContent(sse: string): string {
 export const normalizeMock = (sse: string) =>
   sse.replace(/"id":"chatcmpl-mock-\d+"/g, '"id":"X"').replace(/"created":\d+/g, '"created":0');
 
-/** A store whose calls can be counted, slowed down or made to fail, to test the hot path. */
+/**
+ * A store whose calls can be counted, slowed down or made to fail, to test the hot path. A
+ * stream's writes reach the store in batches (writeBatch, app/streaming/history-writer.ts): each
+ * batch also counts as one `appendContent` when it appends text and one `finishMessage` per
+ * message it ends, so a test of one stream counts that stream's writes either way.
+ */
 export function instrumentedStore(
   inner: Store,
   hooks: { beforeAppendContent?: (n: number) => Promise<void> | void } = {},
 ): Store & { calls: Record<string, number> } {
   const calls: Record<string, number> = {};
+  const count = (name: string, by = 1) => (calls[name] = (calls[name] ?? 0) + by);
   return new Proxy(inner, {
     get(target, prop, receiver) {
       if (prop === 'calls') return calls;
       const value = Reflect.get(target, prop, receiver);
       if (typeof value !== 'function') return value;
       return async (...args: unknown[]) => {
-        const n = (calls[prop as string] = (calls[prop as string] ?? 0) + 1);
-        if (prop === 'appendContent') await hooks.beforeAppendContent?.(n);
+        count(prop as string);
+        if (prop === 'appendContent') await hooks.beforeAppendContent?.(calls.appendContent!);
+        if (prop === 'writeBatch') {
+          const batch = args[0] as HistoryBatch;
+          if (batch.messages.some((m) => m.append)) {
+            const n = count('appendContent');
+            await hooks.beforeAppendContent?.(n);
+          }
+          const ends = batch.messages.filter((m) => m.finish).length;
+          if (ends) count('finishMessage', ends);
+        }
         return value.apply(target, args);
       };
     },
