@@ -106,19 +106,64 @@ function rowsOf<T extends PgTable>(table: T, rows: T['$inferSelect'][]) {
  * schema's column names, so a column added to the schema is carried along.
  */
 async function insertAsJson<T extends PgTable>(db: Pick<ReturnType<typeof drizzle>, 'execute'>, table: T, rows: T['$inferSelect'][]): Promise<void> {
-  // Generated columns are the database's to fill.
-  const columns = Object.entries(getTableColumns(table)).filter(([, column]) => !column.generated && !column.generatedIdentity);
-  const json = rows.map((row) => {
-    const out: Record<string, unknown> = {};
-    for (const [key, column] of columns) {
-      const value = (row as Record<string, unknown>)[key];
-      out[column.name] = value instanceof Date ? value.toISOString() : (value ?? null);
-    }
-    return out;
-  });
-  const names = sql.join(columns.map(([, column]) => sql.identifier(column.name)), sql`, `);
-  await db.execute(sql`insert into ${table} (${names}) select ${names} from jsonb_populate_recordset(null::${table}, ${JSON.stringify(json)}::jsonb)`);
+  const names = sql.raw(columnList(table));
+  await db.execute(sql`insert into ${table} (${names}) select ${names} from jsonb_populate_recordset(null::${table}, ${jsonRows(table, rows)}::jsonb)`);
 }
+
+/** Whole rows of `table` as the JSON jsonb_populate_recordset reads: keys are the schema's column names. */
+function jsonRows<T extends PgTable>(table: T, rows: T['$inferSelect'][]): string {
+  const columns = Object.entries(getTableColumns(table)).filter(([, column]) => !column.generated && !column.generatedIdentity);
+  return JSON.stringify(
+    rows.map((row) => {
+      const out: Record<string, unknown> = {};
+      for (const [key, column] of columns) {
+        const value = (row as Record<string, unknown>)[key];
+        out[column.name] = value instanceof Date ? value.toISOString() : (value ?? null);
+      }
+      return out;
+    }),
+  );
+}
+
+/** The column list of `table` for an INSERT … SELECT from jsonb_populate_recordset. */
+const columnList = (table: PgTable, qualifier = '') =>
+  Object.values(getTableColumns(table))
+    .filter((column) => !column.generated && !column.generatedIdentity)
+    .map((column) => `${qualifier}"${column.name}"`)
+    .join(', ');
+
+/**
+ * A new conversation with its first turn, in one statement: the session row, the conversation,
+ * its messages and its completion record, each only while the owner is within its limits (the
+ * ceilings of headroom()). The count is read without a lock, so conversations created at the
+ * very same moment by one owner can overshoot the cap by the number racing; it is a guard, not
+ * a quota. Parameters: $1 owner (user or session id), $2–$4 the ceilings, $5 session id, $6 user
+ * id, $7 now, $8 user agent, $9 ip hash, $10–$12 the rows as JSON.
+ */
+const createConversationSql = (() => {
+  const text = (owned: string) => `
+    with live as (
+      select count(*)::int as n, coalesce(sum(stored_bytes), 0)::bigint as bytes
+      from conversations where ${owned} and deleted_at is null
+    ), allowed as (
+      select 1 from live where live.n <= $2::bigint and 0 <= $3::bigint and live.bytes <= $4::bigint
+    ), seen as (
+      insert into sessions (id, user_id, created_at, last_seen_at, user_agent, ip_hash)
+      select $5::text, $6::text, $7::timestamptz, $7::timestamptz, $8::text, $9::text from allowed
+      on conflict (id) do update set last_seen_at = excluded.last_seen_at, user_id = coalesce(excluded.user_id, sessions.user_id)
+    ), made as (
+      insert into conversations (${columnList(conversations)})
+      select ${columnList(conversations, 'v.')} from allowed, jsonb_populate_recordset(null::conversations, $10::jsonb) as v returning id
+    ), added as (
+      insert into messages (${columnList(messages)})
+      select ${columnList(messages, 'v.')} from made, jsonb_populate_recordset(null::messages, $11::jsonb) as v
+    ), recorded as (
+      insert into chat_completions (${columnList(chatCompletions)})
+      select ${columnList(chatCompletions, 'v.')} from made, jsonb_populate_recordset(null::chat_completions, $12::jsonb) as v
+    )
+    select (select count(*) from made)::int as created, live.n, live.bytes from live`;
+  return { user: text('user_id = $1::text'), session: text('session_id = $1::text and user_id is null') };
+})();
 
 /** A search hit as the query reads it: a message (seq set), or a conversation by its title. */
 type PgHitRow = {
@@ -278,26 +323,22 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       // one owner can overshoot the cap by the number racing; it is a guard, not a quota.
       const most = headroom(rows, limits);
       const { userAgent, ipHash } = sessionColumns(session);
-      const made = rowsOf(conversations, [conversation]);
-      const added = rows.length ? rowsOf(messages, rows) : null;
-      const recorded = completion ? rowsOf(chatCompletions, [completionRow(completion, conversation.id, now)]) : null;
-      const [result] = await db.execute<{ created: number; n: number; bytes: string }>(sql`
-        with live as (
-          select count(*)::int as n, coalesce(sum(${conversations.storedBytes}), 0)::bigint as bytes
-          from ${conversations} where ${ownedBy(conversations, owner)} and ${isNull(conversations.deletedAt)}
-        ), allowed as (
-          select 1 from live where live.n <= ${most.conversations}::bigint and 0 <= ${most.lastSeq}::bigint and live.bytes <= ${most.bytes}::bigint
-        ), seen as (
-          insert into sessions (id, user_id, created_at, last_seen_at, user_agent, ip_hash)
-          select ${owner.sessionId}, ${conversation.userId}::text, ${now.toISOString()}::timestamptz, ${now.toISOString()}::timestamptz, ${userAgent}::text, ${ipHash}::text
-          from allowed
-          on conflict (id) do update set last_seen_at = excluded.last_seen_at, user_id = coalesce(excluded.user_id, sessions.user_id)
-        ), made as (
-          insert into ${conversations} (${made.names}) select v.* from allowed, ${made.values} returning id
-        )${added ? sql`, added as (insert into ${messages} (${added.names}) select v.* from made, ${added.values})` : sql``}${
-          recorded ? sql`, recorded as (insert into ${chatCompletions} (${recorded.names}) select v.* from made, ${recorded.values})` : sql``
-        }
-        select (select count(*) from made)::int as created, live.n, live.bytes from live`);
+      const who = ownerOf(owner);
+      // A statement of fixed text, prepared once per connection: the rows go as JSON parameters.
+      const [result] = await client.unsafe<{ created: number; n: number; bytes: string }[]>(createConversationSql[who.by], [
+        who.by === 'user' ? who.userId : who.sessionId,
+        most.conversations,
+        most.lastSeq,
+        most.bytes,
+        owner.sessionId,
+        conversation.userId,
+        now.toISOString(),
+        userAgent,
+        ipHash,
+        jsonRows(conversations, [conversation]),
+        jsonRows(messages, rows),
+        jsonRows(chatCompletions, completion ? [completionRow(completion, conversation.id, now)] : []),
+      ], { prepare: true });
       if (!result?.created) {
         assertWithinLimits({ conversations: result?.n ?? 0, lastSeq: 0, bytes: Number(result?.bytes ?? 0) }, rows, limits);
         throw new Error('createConversation: the conversation was not inserted, yet no limit is exceeded');
