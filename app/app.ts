@@ -1,6 +1,5 @@
-import { Hono } from 'hono';
+import { Hono, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import { except } from 'hono/combine';
 import { requestId } from 'hono/request-id';
 import { dbErrorCode } from '../db/store.js';
 import { ApiError, renderError, toApiError } from './errors.js';
@@ -82,9 +81,11 @@ export function createApp(input: AppDeps) {
   // media types: the body limit would buffer it, the depth check parse it whole, and both refuse
   // what an import is for.
   const ownBodies = ['/v1/conversations/import'];
+  // An exact path check: hono/combine's except() matched through a router on every request.
+  const exceptOwnBodies = (middleware: MiddlewareHandler<AppEnv>): MiddlewareHandler<AppEnv> => (c, next) =>
+    ownBodies.includes(c.req.path) ? next() : middleware(c, next);
   app.use(
-    except(
-      ownBodies,
+    exceptOwnBodies(
       bodyLimit({
         maxSize: config.bodyLimitBytes,
         onError: () => {
@@ -99,7 +100,7 @@ export function createApp(input: AppDeps) {
     ),
   );
 
-  app.use(except(ownBodies, limitJsonDepth(config.limits.jsonDepth)));
+  app.use(exceptOwnBodies(limitJsonDepth(config.limits.jsonDepth)));
   app.use('/v1/*', jsonOnly({ exempt: ownBodies }));
   app.route('/healthz', health);
   app.route('/metrics', metrics);
