@@ -1,4 +1,7 @@
-import { expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, expect, it } from 'vitest';
 import { mockAnswer } from '../mock/upstream.js';
 import { answerEnds, describeInBrowser, fromPage, lastAnswer, openPage, screenshot, sendMessage, useBrowser, useUiServer } from './helpers/browser.js';
 import { useMockUpstream } from './helpers/mock.js';
@@ -13,6 +16,8 @@ import { waitFor } from './helpers/streams.js';
 const mock = useMockUpstream();
 const b = useBrowser();
 const s = useUiServer(mock);
+const dir = mkdtempSync(join(tmpdir(), 'chat-ui-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 
 describeInBrowser('the web page: chatting', () => {
@@ -77,6 +82,103 @@ describeInBrowser('the web page: chatting', () => {
     });
     expect(answer.finish_reason).toBe('cancelled');
     await screenshot(page, 'stopped');
+    expect(problems).toEqual([]);
+  });
+
+  it('renames, pins and deletes a conversation', async () => {
+    const { page, problems } = await openPage(b.browser, s.server.url);
+    mock.defaults.text = 'Noted.';
+    await sendMessage(page, 'First topic');
+    await answerEnds(page, 'final', 'Noted.');
+    await page.getByRole('link', { name: 'First topic' }).waitFor();
+    const id = /#\/c\/(.+)$/.exec(page.url())![1]!;
+
+    await page.getByRole('button', { name: 'Rename' }).click();
+    await page.getByLabel('Title').fill('Renamed topic');
+    await page.getByRole('dialog').getByRole('button', { name: 'Save' }).click();
+    await page.getByRole('link', { name: 'Renamed topic' }).waitFor();
+    expect(await page.locator('#chat-title').textContent()).toBe('Renamed topic');
+    expect((await fromPage(page, `/v1/conversations/${id}`)).title).toBe('Renamed topic');
+
+    await page.getByRole('button', { name: 'Pin' }).click();
+    await page.locator('#pinned-list').getByRole('link', { name: 'Renamed topic' }).waitFor();
+    expect(await page.getByRole('button', { name: 'Unpin' }).getAttribute('aria-pressed')).toBe('true');
+    expect((await fromPage(page, `/v1/conversations/${id}`)).metadata).toEqual({ pinned: true });
+    await screenshot(page, 'pinned');
+
+    await page.getByRole('button', { name: 'Delete' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
+    await page.getByRole('link', { name: 'Renamed topic' }).waitFor({ state: 'detached' });
+    expect(await page.locator('#chat-title').textContent()).toBe('New chat');
+    expect((await fromPage(page, `/v1/conversations/${id}`)).error.code).toBe('not_found');
+    expect(problems).toEqual([]);
+  });
+
+  it('searches the history, and pages the list as the API pages it', async () => {
+    const { page, problems } = await openPage(b.browser, s.server.url);
+    mock.defaults.text = 'A zebra crossing has stripes.';
+    await sendMessage(page, 'Road markings');
+    await answerEnds(page, 'final');
+    // 31 more conversations, made through the API: the list shows 30 at a time, newest first.
+    await page.evaluate(async () => {
+      for (let i = 0; i < 31; i++) await fetch('/v1/conversations', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ title: `Filler ${i}` }) });
+    });
+    await page.goto(`${s.server.url}/#/`);
+    await page.reload();
+    await page.getByRole('link', { name: 'Filler 30' }).waitFor();
+    expect(await page.locator('#conversation-list li').count()).toBe(30);
+    expect(await page.locator('#conversation-list li').first().textContent()).toBe('Filler 30');
+    await page.getByRole('button', { name: 'Load more' }).click();
+    await page.getByRole('link', { name: 'Road markings' }).waitFor();
+    expect(await page.locator('#conversation-list li').count()).toBe(32);
+    expect(await page.getByRole('button', { name: 'Load more' }).isHidden()).toBe(true);
+
+    await page.getByRole('searchbox', { name: 'Search conversations' }).fill('zebra');
+    const result = page.locator('#search-list a').first();
+    await result.waitFor();
+    expect(await result.locator('strong').textContent()).toBe('Road markings');
+    expect(await result.locator('mark').textContent()).toBe('zebra');
+    await screenshot(page, 'search');
+    await result.click();
+    await answerEnds(page, 'final', 'A zebra crossing has stripes.');
+    expect(problems).toEqual([]);
+  });
+
+  it('exports a conversation and the whole history, and imports the file in another browser', async () => {
+    const { page, problems } = await openPage(b.browser, s.server.url);
+    mock.defaults.text = 'Kept for later.';
+    await sendMessage(page, 'Something to export');
+    await answerEnds(page, 'final');
+    await page.getByRole('link', { name: 'Something to export' }).waitFor();
+
+    await page.getByRole('button', { name: 'Export', exact: true }).click();
+    const [markdown] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Markdown (to read)' }).click()]);
+    expect(readFileSync((await markdown.path())!, 'utf8')).toContain('Kept for later.');
+
+    const [all] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export all' }).click()]);
+    expect(all.suggestedFilename()).toMatch(/\.jsonl$/);
+    const file = join(dir, all.suggestedFilename());
+    await all.saveAs(file);
+    expect(readFileSync(file, 'utf8').split('\n')[0]).toContain('"format":"chat-proxy"');
+
+    // Another browser (another session) brings the history in.
+    const other = await openPage(b.browser, s.server.url);
+    await other.page.locator('#import-file').setInputFiles(file);
+    await other.page.getByText('Imported 1 conversation, 0 already here.').waitFor();
+    await other.page.getByRole('link', { name: 'Something to export' }).click();
+    await answerEnds(other.page, 'final', 'Kept for later.');
+    expect([...problems, ...other.problems]).toEqual([]);
+  });
+
+  it('offers the models of GET /v1/models, and asks for the one picked', async () => {
+    const { page, problems } = await openPage(b.browser, s.server.url);
+    const picker = page.getByLabel('Model');
+    await picker.locator('option[value="mock-model"]').waitFor({ state: 'attached' });
+    await picker.selectOption('mock-model');
+    mock.defaults.text = 'Picked.';
+    await sendMessage(page, 'Which model?');
+    await answerEnds(page, 'final', 'Picked.');
+    expect(mock.requests.filter((r) => r.path === '/v1/chat/completions').at(-1)!.body.model).toBe('mock-model');
     expect(problems).toEqual([]);
   });
 });

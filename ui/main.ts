@@ -286,8 +286,18 @@ async function send() {
     if (running === run) setRunning(null);
     paint(answer);
   }
-  // The stored version: ids, statuses and token counts as the server recorded them.
-  if (chat === open && run.conversationId) await reopen(run.conversationId);
+  // The stored version: ids, statuses and token counts as the server recorded them, once it has
+  // recorded the end (its stream ends just after ours did).
+  if (chat === open && run.conversationId) {
+    await settled(run.conversationId, answer.content.length).catch(() => {});
+    await reopen(run.conversationId);
+  }
+}
+
+/** Resolves once the server has recorded the end of the conversation's answer. */
+async function settled(conversationId: string, shown: number) {
+  const { streaming_message_id: live } = await api.conversationHead(conversationId);
+  if (live) for await (const _ of await api.watch(conversationId, live, shown));
 }
 
 /** Follows an answer still being written (after a reload, or a return to its conversation). */

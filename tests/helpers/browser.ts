@@ -133,13 +133,12 @@ export async function answerEnds(page: Page, status: string, text?: string) {
   );
 }
 
-/** A GET of the API from inside the page: its session, its credentials. */
-export function fromPage(page: Page, path: string): Promise<any> {
-  return page.evaluate(async (path) => {
-    const key = localStorage.getItem('chat-proxy.api-key');
-    const res = await fetch(path, { headers: key ? { authorization: `Bearer ${key}` } : {} });
-    return res.json();
-  }, path);
+/** A GET of the API as the page's browser: its session cookie, its API key (read from outside the page). */
+export async function fromPage(page: Page, path: string): Promise<any> {
+  const cookie = (await page.context().cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
+  const key = await page.evaluate(() => localStorage.getItem('chat-proxy.api-key'));
+  const res = await fetch(new URL(path, page.url()), { headers: { cookie, ...(key && { authorization: `Bearer ${key}` }) } });
+  return res.json();
 }
 
 /** axe-core, from the installed package, run in the page. */
