@@ -23,8 +23,11 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describeInBrowser('the web page: chatting', () => {
   it('streams an answer as it arrives, then lists the conversation under its title', async () => {
     const { page, problems } = await openPage(b.browser, s.server.url);
-    await screenshot(page, 'empty');
-    mock.defaults.text = 'Here is **bold** text and code:\n\n```js\nconsole.log(1);\n```\n\nThe end.';
+    await screenshot(page, 'first-visit');
+    await page.getByRole('button', { name: 'Allow saving' }).click();
+    await page.locator('#privacy-panel').waitFor({ state: 'hidden' });
+    mock.defaults.text =
+      'Here is **bold** text, a [link](https://example.com/) and code:\n\n```js\nconst answer = await fetch(url);\nconsole.log(1);\n```\n\n| column | value |\n|---|---|\n| a | 1 |\n\nThe end.';
     mock.defaults.chunks = 12;
     mock.defaults.delay_ms = 60;
     await sendMessage(page, 'Show me some markdown');
@@ -40,6 +43,7 @@ describeInBrowser('the web page: chatting', () => {
     const done = page.locator('article.role-assistant').last();
     expect(await done.locator('strong').textContent()).toBe('bold');
     expect(await done.locator('pre code').textContent()).toContain('console.log(1);');
+    expect(await done.locator('table td').first().textContent()).toBe('a');
     // Token counts, as the upstream reported them.
     await done.locator('.message-meta', { hasText: /^Done · \d+ tokens in, \d+ out$/ }).waitFor();
     await page.getByRole('link', { name: 'Show me some markdown' }).waitFor();

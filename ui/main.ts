@@ -246,6 +246,7 @@ async function send() {
   const text = input.value.trim();
   if (!text || running) return;
   say(null);
+  say(null, 'info');
   const earlier: ChatMessage[] = open.messages
     .filter((m) => (m.role === 'user' || m.role === 'system' || m.role === 'assistant') && m.content !== '')
     .map((m) => ({ role: m.role as ChatMessage['role'], content: m.content }));
