@@ -195,6 +195,28 @@ describeInBrowser('the web page: privacy and safety', () => {
   });
 });
 
+describeInBrowser('the web page: a server without persistence', () => {
+  let server: RunningServer;
+  beforeAll(async () => {
+    server = await startUiServer(mock, { PERSIST_TRANSCRIPTS: 'false' });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('chats, says plainly that nothing is saved, and offers no history', async () => {
+    const { page, problems } = await openPage(b.browser, server.url);
+    expect(await page.locator('#save-status').textContent()).toBe('Nothing is saved: this server keeps no history. This chat lasts until you leave the page.');
+    expect(await page.locator('#history-note').textContent()).toBe('This server keeps no history.');
+    for (const name of ['Export all', 'Import…']) expect(await page.getByRole('button', { name }).isHidden()).toBe(true);
+    expect(await page.getByRole('searchbox').isHidden()).toBe(true);
+    mock.defaults.text = 'Gone tomorrow.';
+    await sendMessage(page, 'Hello');
+    await answerEnds(page, 'final', 'Gone tomorrow.');
+    expect(problems).toEqual([]);
+  });
+});
+
 describeInBrowser('the web page: signing in', () => {
   let server: RunningServer;
   let key: string;

@@ -174,6 +174,27 @@ describeInBrowser('the web page: chatting', () => {
     expect([...problems, ...other.problems]).toEqual([]);
   });
 
+  it('shows an answer that failed, with its reason', async () => {
+    const { page, problems } = await openPage(b.browser, s.server.url);
+    Object.assign(mock.defaults, { fault: 'status', status: 429, error_body: { error: { message: 'Slow down, please', type: 'rate_limit_error' } } });
+    await sendMessage(page, 'Too fast');
+    await answerEnds(page, 'error');
+    await page.locator('article.role-assistant .message-meta', { hasText: 'Slow down, please' }).waitFor();
+    // The exchange was recorded all the same: the page is in that conversation now.
+    await page.getByRole('link', { name: 'Too fast' }).waitFor();
+    expect(page.url()).toMatch(/#\/c\//);
+    // Cut mid-answer: the text so far stays, marked as failed.
+    Object.assign(mock.defaults, { fault: 'drop', drop_after: 3, chunks: 8, status: undefined, error_body: undefined });
+    await sendMessage(page, 'Again');
+    await answerEnds(page, 'error');
+    await page.locator('article.role-assistant .message-meta', { hasText: 'the model provider failed' }).last().waitFor();
+    expect((await page.locator('article.role-assistant .message-body').last().textContent())!.length).toBeGreaterThan(0);
+    expect(await page.locator('#conversation-list li').count()).toBe(1);
+    await screenshot(page, 'failed');
+    // The browser logs the 429 as a failed load; nothing else went wrong.
+    expect(problems.filter((p) => !/status of 429/.test(p))).toEqual([]);
+  });
+
   it('offers the models of GET /v1/models, and asks for the one picked', async () => {
     const { page, problems } = await openPage(b.browser, s.server.url);
     const picker = page.getByLabel('Model');

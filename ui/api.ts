@@ -104,6 +104,8 @@ export class ApiError extends Error {
     readonly status: number,
     message: string,
     readonly code: string | null,
+    /** A chat refused by the upstream was still recorded (its answer as an error), here. */
+    readonly conversationId: string | null = null,
   ) {
     super(message);
   }
@@ -237,7 +239,7 @@ async function errorOf(res: Response): Promise<ApiError> {
   const text = await res.text().catch(() => '');
   try {
     const { error } = JSON.parse(text) as { error: { message: string; code: string | null } };
-    return new ApiError(res.status, error.message, error.code ?? null);
+    return new ApiError(res.status, error.message, error.code ?? null, res.headers.get('x-conversation-id'));
   } catch {
     return new ApiError(res.status, `The server answered ${res.status}.`, null);
   }

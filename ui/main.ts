@@ -267,13 +267,7 @@ async function send() {
       { conversationId: persist ? chat.id : null, persist, signal: run.abort.signal },
     );
     run.conversationId = reply.conversationId;
-    if (reply.conversationId && reply.conversationId !== chat.id) {
-      chat.id = reply.conversationId;
-      // Where this chat now lives: a reload comes back to it (no hashchange: nothing to reopen).
-      replaceHash(`#/c/${reply.conversationId}`);
-      renderHeader();
-      void refreshList();
-    }
+    if (reply.conversationId) adopt(chat, reply.conversationId);
     if (run.stopAsked) void stop();
     if (!(await consume(reply.events, answer)) && answer.status === 'streaming') {
       Object.assign(answer, { status: 'error', reason: 'upstream_error', error: 'the answer ended before it was complete' });
@@ -283,6 +277,8 @@ async function send() {
     const reason = run.stopAsked ? 'cancelled' : err instanceof ApiError ? (err.code ?? 'error') : 'client_abort';
     Object.assign(answer, { status: 'error', reason, error: run.stopAsked ? null : err instanceof Error ? err.message : null });
     if (err instanceof ApiError && err.status === 401) openAccount(err.message);
+    // The upstream refused, but the exchange was recorded: this chat is that conversation now.
+    if (err instanceof ApiError && err.conversationId && persist) adopt(chat, (run.conversationId = err.conversationId));
   } finally {
     if (running === run) setRunning(null);
     paint(answer);
@@ -292,7 +288,24 @@ async function send() {
   if (chat === open && run.conversationId) {
     await settled(run.conversationId, answer.content.length).catch(() => {});
     await reopen(run.conversationId);
+    // The store keeps why an answer failed (its finish_reason), not the words it was told in.
+    const last = open.messages.at(-1);
+    if (answer.error && last?.role === 'assistant' && last.status === 'error' && !last.error) {
+      last.error = answer.error;
+      paint(last);
+    }
   }
+}
+
+/** The conversation the server recorded this chat in: where a reload comes back to. */
+function adopt(chat: Open, id: string) {
+  if (chat.id === id) return;
+  chat.id = id;
+  if (chat !== open) return;
+  // No hashchange: nothing to reopen.
+  replaceHash(`#/c/${id}`);
+  renderHeader();
+  void refreshList();
 }
 
 /** Resolves once the server has recorded the end of the conversation's answer. */
