@@ -85,6 +85,16 @@ describeInBrowser('the web page: chatting', () => {
       return last.status === 'error' && last;
     });
     expect(answer.finish_reason).toBe('cancelled');
+
+    // Stop before the server has even said where the answer is kept: it is stopped once it does.
+    await page.getByRole('link', { name: 'New chat' }).click();
+    Object.assign(mock.defaults, { first_byte_delay_ms: 400 });
+    await sendMessage(page, 'Stop me at once');
+    await page.getByRole('button', { name: 'Stop' }).click();
+    await answerEnds(page, 'error');
+    await page.locator('article.role-assistant .message-meta', { hasText: 'stopped' }).waitFor();
+    const early = /#\/c\/(.+)$/.exec(page.url())![1]!;
+    expect((await fromPage(page, `/v1/conversations/${early}`)).messages.at(-1)).toMatchObject({ status: 'error', finish_reason: 'cancelled' });
     await screenshot(page, 'stopped');
     expect(problems).toEqual([]);
   });

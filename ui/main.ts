@@ -337,19 +337,22 @@ async function stop() {
   const run = running;
   if (!run) return;
   $<HTMLButtonElement>('stop').disabled = true;
-  const conversationId = run.conversationId ?? (open.id && open.conversation ? open.id : null);
-  if (!conversationId) {
-    // The server has not said yet where the answer is: stop it as soon as it does.
-    run.stopAsked = true;
-    if (!saving().on || noSave.checked) run.abort.abort();
-    return;
+  const conversationId = run.conversationId ?? (open.conversation ? open.id : null);
+  if (conversationId) {
+    try {
+      const messageId = run.answer.id ?? (await api.conversationHead(conversationId)).streaming_message_id;
+      // The cancel stops it wherever it runs; the stream then ends with a `cancelled` event.
+      if (messageId) return void (await api.cancel(conversationId, messageId));
+    } catch (err) {
+      failed(err, 'Stopping');
+    }
   }
-  try {
-    const messageId = run.answer.id ?? (await api.conversationHead(conversationId)).streaming_message_id;
-    // The cancel stops it wherever it runs; the stream then ends with a `cancelled` event.
-    if (messageId) return void (await api.cancel(conversationId, messageId));
-  } catch (err) {
-    failed(err, 'Stopping');
+  if (run.conversationId === null && saving().on) {
+    // A stored answer the server has not named yet: stopped as soon as it does. Leaving it
+    // would not stop it (x-on-disconnect: continue), unless nothing comes for a while.
+    run.stopAsked = true;
+    setTimeout(() => run.conversationId === null && run.abort.abort(), 5_000);
+    return;
   }
   run.abort.abort();
 }

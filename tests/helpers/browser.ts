@@ -29,7 +29,8 @@ export const SCREENSHOTS = resolve(root, 'test-results/ui');
 export function useBrowser(): { readonly browser: Browser } {
   let browser: Browser | undefined;
   beforeAll(async () => {
-    if (!hasBrowser) throw new Error(`${CHROMIUM} is missing: install chromium (apt-get install chromium) to run the web page's tests`);
+    // Missing under CI: each test fails on its own (a failing hook would only mark them skipped).
+    if (!hasBrowser) return;
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
@@ -41,6 +42,7 @@ export function useBrowser(): { readonly browser: Browser } {
   });
   return {
     get browser() {
+      if (!hasBrowser) throw new Error(`${CHROMIUM} is missing: install chromium (apt-get install chromium) to run the web page's tests`);
       if (!browser) throw new Error('the browser is used before beforeAll launched it');
       return browser;
     },
