@@ -45,7 +45,7 @@ describeInBrowser('the web page: chatting', () => {
     expect(await done.locator('pre code').textContent()).toContain('console.log(1);');
     expect(await done.locator('table td').first().textContent()).toBe('a');
     // Token counts, as the upstream reported them.
-    await done.locator('.message-meta', { hasText: /^Done · \d+ tokens in, \d+ out$/ }).waitFor();
+    await done.locator('.message-meta', { hasText: /^Done · \d+ tokens in, \d+ out Regenerate$/ }).waitFor();
     await page.getByRole('link', { name: 'Show me some markdown' }).waitFor();
     await page.locator('#chat-title', { hasText: /^Show me some markdown$/ }).waitFor();
     expect(page.url()).toMatch(/#\/c\/[0-9a-f-]+$/);
@@ -182,6 +182,28 @@ describeInBrowser('the web page: chatting', () => {
     await other.page.getByRole('link', { name: 'Something to export' }).click();
     await answerEnds(other.page, 'final', 'Kept for later.');
     expect([...problems, ...other.problems]).toEqual([]);
+  });
+
+  it('regenerates the last answer: a new one beside the old, shown from then on', async () => {
+    const { page, problems } = await openPage(b.browser, s.server.url);
+    mock.defaults.text = 'First try.';
+    await sendMessage(page, 'Say something');
+    await answerEnds(page, 'final', 'First try.');
+    mock.defaults.text = 'Second try.';
+    await page.getByRole('button', { name: 'Regenerate' }).click();
+    await answerEnds(page, 'final', 'Second try.');
+    await page.getByRole('button', { name: 'Regenerate' }).waitFor();
+    expect(await page.locator('article').count()).toBe(2);
+    const id = /#\/c\/(.+)$/.exec(page.url())![1]!;
+    const tree = await fromPage(page, `/v1/conversations/${id}?view=tree`);
+    expect(tree.messages.map((m: any) => [m.role, m.content])).toEqual([
+      ['user', 'Say something'],
+      ['assistant', 'First try.'],
+      ['assistant', 'Second try.'],
+    ]);
+    await page.reload();
+    await answerEnds(page, 'final', 'Second try.');
+    expect(problems).toEqual([]);
   });
 
   it('shows an answer that failed, with its reason', async () => {

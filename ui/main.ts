@@ -160,6 +160,12 @@ function paint(m: Shown) {
   const meta = el.querySelector<HTMLElement>('.message-meta')!;
   meta.textContent = metaText(m);
   meta.hidden = !meta.textContent;
+  if (m.role === 'assistant' && m.status !== 'streaming' && m === open.messages.at(-1)) {
+    const again = h('button', { type: 'button', class: 'regenerate' }, 'Regenerate');
+    again.addEventListener('click', () => void regenerate());
+    meta.append(' ', again);
+    meta.hidden = false;
+  }
 }
 
 // Streamed text is painted once per frame at most, however fast it comes.
@@ -242,17 +248,44 @@ function leaveRunning() {
   setRunning(null);
 }
 
-async function send() {
+const blank = (role: Shown['role'], content: string, status: Shown['status']): Shown => ({
+  id: null,
+  role,
+  content,
+  status,
+  reason: null,
+  error: null,
+  tokensIn: null,
+  tokensOut: null,
+  tokensSource: null,
+});
+
+function send() {
   const text = input.value.trim();
   if (!text || running) return;
+  input.value = '';
+  return exchange([...open.messages, blank('user', text, 'final')]);
+}
+
+/**
+ * Another answer to the last question: the history up to it, sent again. The server records the
+ * new answer beside the old one (a branch) and shows it from then on.
+ */
+function regenerate() {
+  const last = open.messages.findLastIndex((m) => m.role === 'user');
+  if (last < 0 || running) return;
+  return exchange(open.messages.slice(0, last + 1));
+}
+
+/** Sends the whole history, as OpenAI expects, and shows the answer as it streams. */
+async function exchange(kept: Shown[]) {
   say(null);
   say(null, 'info');
-  const earlier: ChatMessage[] = open.messages
+  const history: ChatMessage[] = kept
     .filter((m) => (m.role === 'user' || m.role === 'system' || m.role === 'assistant') && m.content !== '')
     .map((m) => ({ role: m.role as ChatMessage['role'], content: m.content }));
-  const answer: Shown = { id: null, role: 'assistant', content: '', status: 'streaming', reason: null, error: null, tokensIn: null, tokensOut: null, tokensSource: null };
-  open.messages.push({ ...answer, role: 'user', content: text, status: 'final' }, answer);
-  input.value = '';
+  const answer = blank('assistant', '', 'streaming');
+  open.messages = [...kept, answer];
   renderMessages();
   renderHeader();
   input.focus();
@@ -263,7 +296,7 @@ async function send() {
   try {
     const model = modelSelect.value;
     const reply = await api.chat(
-      { messages: [...earlier, { role: 'user', content: text }], ...(model && { model }) },
+      { messages: history, ...(model && { model }) },
       { conversationId: persist ? chat.id : null, persist, signal: run.abort.signal },
     );
     run.conversationId = reply.conversationId;
