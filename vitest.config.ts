@@ -12,6 +12,7 @@ export default defineConfig({
     // The JSON report is what .ci/run counts; the default reporter is for people.
     reporters: ['default', ['json', { outputFile: 'test-results/report.json' }]],
     pool: 'forks',
+    globalSetup: ['tests/helpers/global-setup.ts'],
     projects: [
       {
         extends: true,

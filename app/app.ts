@@ -19,6 +19,7 @@ import { storedCompletions } from './chat/stored-route.js';
 import { UpstreamModels } from './upstream/models.js';
 import { models } from './routes/models.js';
 import { reference } from './routes/reference.js';
+import { ui } from './routes/ui.js';
 import { admin } from './routes/admin.js';
 import { conversations } from './routes/conversations/index.js';
 import { portability } from './routes/conversations/portability.js';
@@ -105,6 +106,7 @@ export function createApp(input: AppDeps) {
   app.route('/healthz', health);
   app.route('/metrics', metrics);
   app.route('/', reference);
+  app.route('/', ui);
   app.use('/v1/*', identify());
   app.use('/v1/*', rateLimit({ store: deps.rateLimitStore ?? createMemoryRateLimitStore(), ...config.rateLimit }));
   app.route('/v1/chat', chat);

@@ -193,6 +193,7 @@ const envSchema = z.object({
   AUTH_JWT_CLOCK_TOLERANCE_SEC: int(60, 0, 60),
   AUTH_JWKS_COOLDOWN_MS: int(30_000, 0, 3_600_000),
   AUTH_JWKS_TIMEOUT_MS: int(5_000, 100, 60_000),
+  UI_ENABLED: bool(true),
 });
 
 // DEFAULT_MODEL fills in requests that name no model, so it must be allowed itself.
@@ -303,6 +304,8 @@ export interface Config {
    * users signed in by JWT (`jwt`, null when neither AUTH_JWT_SECRET nor AUTH_JWKS_URL is set).
    */
   auth: { anonymousAccess: boolean; adminApiKey: string | undefined; jwt: JwtConfig | null };
+  /** The web page at `/` (assets under `/ui/`); off, both answer 404. */
+  ui: { enabled: boolean };
 }
 
 /**
@@ -414,6 +417,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     logFormat: e.LOG_FORMAT,
     metricsToken: e.METRICS_TOKEN,
     auth: { anonymousAccess: e.ANONYMOUS_ACCESS, adminApiKey: e.ADMIN_API_KEY, jwt: jwtConfig(e) },
+    ui: { enabled: e.UI_ENABLED },
   };
 }
 

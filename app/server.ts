@@ -8,7 +8,8 @@ import type { Config } from './env.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMemoryRateLimitStore, createRedisRateLimitStore, type RateLimitStore } from './rate-limit/stores.js';
 import { scheduleRetention } from './privacy/retention.js';
-import { databaseStartupError, listenStartupError } from './startup-error.js';
+import { StartupError, databaseStartupError, listenStartupError } from './startup-error.js';
+import { ensureUiBundle } from './ui/bundle.js';
 import { hasVersionSegment, maskUrl } from './upstream/base-url.js';
 import { InFlight } from './streaming/in-flight.js';
 import type { AnswerBus } from './streaming/bus.js';
@@ -31,6 +32,10 @@ export async function startServer(
   options: { logger?: Logger; store?: Store | null; rateLimitStore?: RateLimitStore } = {},
 ): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config.logLevel, undefined, config.logFormat);
+  if (config.ui.enabled) {
+    const unbuilt = await ensureUiBundle((message) => logger.warn(message));
+    if (unbuilt) throw new StartupError(unbuilt);
+  }
   let store: Store | null = null;
   if (config.persist) {
     try {

@@ -12,6 +12,7 @@ import { modelDocs } from '../routes/models.js';
 import { privacyDocs } from '../routes/privacy.js';
 import { referenceDocs } from '../routes/reference.js';
 import { sharedDocs } from '../routes/shared.js';
+import { uiDocs } from '../routes/ui.js';
 import type { RouteDoc } from './registry.js';
 
 /** Every route the API reference describes: each module's own list. A new module adds one line. */
@@ -30,4 +31,5 @@ export const documentedRoutes: RouteDoc[] = [
   ...healthDocs,
   ...metricsDocs,
   ...referenceDocs,
+  ...uiDocs,
 ];
