@@ -143,6 +143,8 @@ const TABLES: Record<string, string> = {
   conversation_shares: 'select * from conversation_shares order by conversation_id, user_id',
   share_links: 'select * from share_links order by token_hash',
   chat_completions: 'select * from chat_completions order by id',
+  responses: 'select * from responses order by id',
+  response_events: 'select * from response_events order by response_id, seq',
   server_settings: 'select * from server_settings order by key',
 };
 
