@@ -164,6 +164,13 @@ export function followEvents(options: FollowOptions): ReadableStream<Uint8Array>
             return;
           }
           if (ended(await store.getMessage(messageId))) {
+            // Resumed after the last event: nothing follows it.
+            const [at] = after >= 0 ? await store.readResponseEvents(responseId, after - 1, 1) : [];
+            if (at && at.seq === after && isTerminalEvent((JSON.parse(at.data) as { type: string }).type)) {
+              unsubscribe();
+              controller.close();
+              return;
+            }
             endedSince ??= Date.now();
             if (Date.now() - endedSince >= graceMs) {
               const { type, body } = await options.ending();
