@@ -18,6 +18,7 @@ import { chat } from './chat/route.js';
 import { storedCompletions } from './chat/stored-route.js';
 import { UpstreamModels } from './upstream/models.js';
 import { models } from './routes/models.js';
+import { responses } from './routes/responses.js';
 import { reference } from './routes/reference.js';
 import { ui } from './routes/ui.js';
 import { admin } from './routes/admin.js';
@@ -114,6 +115,7 @@ export function createApp(input: AppDeps) {
   app.route('/v1/conversations', portability);
   app.route('/v1/chat', storedCompletions);
   app.route('/v1/models', models);
+  app.route('/v1/responses', responses);
   app.route('/v1/conversations', conversations);
   app.route('/v1/privacy', privacy);
   app.route('/v1/me', me);

@@ -173,6 +173,7 @@ const envSchema = z.object({
   IMPORT_MAX_BYTES: int(50 * 1024 * 1024, 1),
   IMPORT_MAX_LINE_BYTES: int(8 * 1024 * 1024, 1024),
   TOKEN_ESTIMATE_MAX_CHARS: int(65_536, 1_024, 16_777_216),
+  RESPONSES_MAX_INPUT_ITEMS: int(200, 1, 10_000),
   STREAM_LEASE_MS: int(15_000, 100, 600_000),
   ORPHAN_SWEEP_INTERVAL_MS: int(5_000, 50, 600_000),
   SHUTDOWN_GRACE_MS: int(10_000, 0, 600_000),
@@ -259,6 +260,8 @@ export interface Config {
   flush: { ms: number; chars: number; retryMs: number };
   redactSystemPrompts: boolean;
   bodyLimitBytes: number;
+  /** POST /v1/responses: input items per request (item references included). */
+  responses: { maxInputItems: number };
   /**
    * POST /v1/conversations/import: the body, read as a stream, in bytes (BODY_LIMIT_BYTES does
    * not apply to it), and one line of an export file.
@@ -390,6 +393,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     flush: { ms: e.HISTORY_BATCH_FLUSH_MS, chars: e.HISTORY_BATCH_FLUSH_CHARS, retryMs: e.HISTORY_RETRY_MS },
     redactSystemPrompts: e.REDACT_SYSTEM_PROMPTS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    responses: { maxInputItems: e.RESPONSES_MAX_INPUT_ITEMS },
     imports: { maxBytes: e.IMPORT_MAX_BYTES, maxLineBytes: Math.min(e.IMPORT_MAX_LINE_BYTES, e.IMPORT_MAX_BYTES) },
     tokenEstimateMaxChars: e.TOKEN_ESTIMATE_MAX_CHARS,
     streams: {

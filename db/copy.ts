@@ -21,6 +21,8 @@ export const COPY_TABLES = [
   { name: 'conversation_shares', key: ['conversationId', 'userId'] },
   { name: 'share_links', key: ['tokenHash'] },
   { name: 'chat_completions', key: ['id'] },
+  { name: 'responses', key: ['id'] },
+  { name: 'response_events', key: ['responseId', 'seq'] },
   { name: 'server_settings', key: ['key'] },
 ] as const;
 export type TableName = (typeof COPY_TABLES)[number]['name'];

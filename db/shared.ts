@@ -12,6 +12,9 @@ import {
   type MessagePageOptions,
   type MessageView,
   type NewChatCompletion,
+  type NewResponse,
+  type ResponseRecord,
+  type StringMap,
   type RecordedTurn,
   type Json,
   type JsonObject,
@@ -460,6 +463,23 @@ export function completionRow(c: NewChatCompletion, conversationId: string, now:
     model: c.model == null ? null : cleanText(c.model),
     metadata: cleanJson(c.metadata),
     createdAt: now,
+  };
+}
+
+/** A response record's row, as both dialects insert it. */
+export function responseRow(r: NewResponse, conversationId: string): ResponseRecord {
+  return {
+    id: r.id,
+    conversationId,
+    messageId: r.messageId,
+    inputMessageIds: r.inputMessageIds,
+    model: cleanText(r.model),
+    instructions: r.instructions == null ? null : cleanText(r.instructions),
+    previousResponseId: r.previousResponseId,
+    params: cleanJson(r.params) as JsonObject,
+    metadata: cleanJson(r.metadata) as StringMap,
+    background: r.background,
+    createdAt: r.createdAt,
   };
 }
 

@@ -361,6 +361,48 @@ export function newChatCompletionId(now = Date.now()): string {
   return `chatcmpl-${last.ms.toString(16).padStart(12, '0')}${last.tail.toString(16).padStart(20, '0')}`;
 }
 
+/**
+ * A Responses API record (POST /v1/responses): one turn of a conversation as OpenAI's Responses
+ * API shows it. Its output and status are read from its answer, the message `messageId`; what
+ * cannot be read from the conversation (the request's parameters) is kept here.
+ */
+export interface ResponseRecord {
+  /** `resp_…`, from newResponseId(). */
+  id: string;
+  conversationId: string;
+  /** The answer: created with the record for a stream, written once it is in for a plain request. */
+  messageId: string;
+  /** The messages the request's input was stored as, in order (for input_items). */
+  inputMessageIds: string[];
+  model: string;
+  instructions: string | null;
+  previousResponseId: string | null;
+  /** What the response object echoes of the request: tools, tool_choice, temperature… */
+  params: JsonObject;
+  metadata: StringMap;
+  background: boolean;
+  createdAt: Date;
+}
+
+/** A response record to write with the turn's messages. */
+export type NewResponse = Omit<ResponseRecord, 'conversationId'>;
+
+/** A response with its answer (null until a plain request's answer is written), as one principal may see it. */
+export interface StoredResponse {
+  record: ResponseRecord;
+  message: Message | null;
+  access: Access;
+}
+
+/** One event of a background response's stream, as it was sent: its sequence_number and JSON. */
+export interface ResponseEvent {
+  seq: number;
+  data: string;
+}
+
+/** `resp_` and 32 hex digits that sort by creation time, as completion ids do. */
+export const newResponseId = (now = Date.now()) => `resp_${newChatCompletionId(now).slice('chatcmpl-'.length)}`;
+
 /** Messages of a conversation in seq order from `from` (inclusive) on, below seq `below`. */
 export interface MessagePageOptions {
   order: 'asc' | 'desc';
@@ -581,7 +623,7 @@ export interface Store extends IdentityStore {
     writer: Principal,
     conversationId: string,
     messages: MessagesToAppend,
-    options: { maxMessages: number; maxBytes?: number; completion?: NewChatCompletion },
+    options: { maxMessages: number; maxBytes?: number; completion?: NewChatCompletion; response?: NewResponse },
   ): Promise<Message[]>;
   /**
    * Records one proxied exchange in the conversation's tree, in one transaction under the
@@ -652,6 +694,16 @@ export interface Store extends IdentityStore {
   deleteChatCompletion(id: string): Promise<boolean>;
   /** Records the upstream's id and model once its answer starts (first write wins). */
   noteChatCompletionUpstream(id: string, upstream: { upstreamId: string | null; model: string | null }): Promise<void>;
+
+  // Responses API records (POST /v1/responses), visible to whoever may read their conversation.
+  /** A response the reader may read (its conversation live), with its answer if written. */
+  getResponse(reader: Principal, id: string): Promise<StoredResponse | null>;
+  /** Deletes the record (and its events) only: its conversation keeps the messages. */
+  deleteResponse(id: string): Promise<boolean>;
+  /** Appends a background response's stream events (seqs given by the caller, each once). */
+  appendResponseEvents(responseId: string, events: ResponseEvent[]): Promise<void>;
+  /** A background response's events after seq `afterSeq`, in order, at most `limit`. */
+  readResponseEvents(responseId: string, afterSeq: number, limit: number): Promise<ResponseEvent[]>;
 
   /**
    * Heartbeat: extends the lease on every message still open under this lease owner, from the

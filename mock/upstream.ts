@@ -25,6 +25,8 @@ export interface MockOptions {
   split_bytes?: number;
   /** force usage reporting on/off regardless of stream_options (default: follow the request) */
   usage?: boolean;
+  /** the finish_reason the answer ends with (default: stop, or tool_calls with tool_calls) */
+  finish_reason?: string;
 }
 
 export interface RecordedRequest {
@@ -193,7 +195,7 @@ function completionPlan(o: MockOptions, body: any, seq: number): Plan {
     completion_tokens: pieces.length,
     total_tokens: promptTokens + pieces.length,
   };
-  const finish = tools ? 'tool_calls' : 'stop';
+  const finish = typeof o.finish_reason === 'string' ? o.finish_reason : tools ? 'tool_calls' : 'stop';
 
   if (!body.stream) {
     const message = tools

@@ -1,7 +1,7 @@
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { newShareToken } from '../app/auth/api-keys.js';
-import { newChatCompletionId } from '../db/store.js';
+import { newChatCompletionId, newResponseId } from '../db/store.js';
 import { call, newSession, testApp, type TestApp } from './helpers/app.js';
 import { dialects, sharedTestStore } from './helpers/dialects.js';
 import { useMockUpstream } from './helpers/mock.js';
@@ -33,6 +33,8 @@ interface Fixture {
   itemId: string;
   /** The conversation's answer (an assistant message, final). */
   answerId: string;
+  /** A response recorded in the conversation (POST /v1/responses). */
+  responseId: string;
 }
 
 interface Endpoint {
@@ -84,6 +86,24 @@ const endpoints: Endpoint[] = [
     expect: on(200, 403, 403),
   },
   { name: 'delete the stored completion', request: (f) => ({ method: 'DELETE', path: `/v1/chat/completions/${f.completionId}` }), expect: on(200, 403, 403) },
+  // Not stored: the owner's session is at its conversation limit by now.
+  { name: 'create a response', request: () => ({ method: 'POST', path: '/v1/responses', body: { model: 'mock-model', input: 'hi', store: false } }), expect: everyone(200) },
+  {
+    name: 'respond into the conversation',
+    request: (f) => ({ method: 'POST', path: '/v1/responses', body: { model: 'mock-model', input: 'more', conversation: f.id } }),
+    expect: on(200, 200, 403),
+  },
+  {
+    // Someone who may not read it is told it does not exist, as OpenAI says it (400).
+    name: 'continue from the response',
+    request: (f) => ({ method: 'POST', path: '/v1/responses', body: { model: 'mock-model', input: 'more', previous_response_id: f.responseId } }),
+    expect: on(200, 200, 403, 400),
+  },
+  { name: 'get the response', request: (f) => ({ method: 'GET', path: `/v1/responses/${f.responseId}` }), expect: on(200, 200, 200) },
+  { name: "list the response's input items", request: (f) => ({ method: 'GET', path: `/v1/responses/${f.responseId}/input_items` }), expect: on(200, 200, 200) },
+  // Not a background response: nothing to cancel, once the caller may.
+  { name: 'cancel the response', request: (f) => ({ method: 'POST', path: `/v1/responses/${f.responseId}/cancel` }), expect: on(400, 400, 403) },
+  { name: 'delete the response', request: (f) => ({ method: 'DELETE', path: `/v1/responses/${f.responseId}` }), expect: on(200, 403, 403) },
   { name: "list the upstream's models", request: () => ({ method: 'GET', path: '/v1/models' }), expect: everyone(200) },
   {
     name: 'post a message',
@@ -143,6 +163,8 @@ const TABLES: Record<string, string> = {
   conversation_shares: 'select * from conversation_shares order by conversation_id, user_id',
   share_links: 'select * from share_links order by token_hash',
   chat_completions: 'select * from chat_completions order by id',
+  responses: 'select * from responses order by id',
+  response_events: 'select * from response_events order by response_id, seq',
   server_settings: 'select * from server_settings order by key',
 };
 
@@ -206,12 +228,30 @@ describe.each(dialects)('access matrix on %s', (dialect) => {
         completion: { id: completionId, messageId: answer, model: 'mock-model', metadata: {} },
       },
     );
+    const responseId = newResponseId();
+    const responseAnswer = crypto.randomUUID();
+    const question = crypto.randomUUID();
+    await db.store.appendMessages(owner, c.id, [{ id: question, role: 'user', content: 'and?' }, { id: responseAnswer, role: 'assistant', content: 'so.' }], {
+      maxMessages: 10_000,
+      response: {
+        id: responseId,
+        messageId: responseAnswer,
+        inputMessageIds: [question],
+        model: 'mock-model',
+        instructions: null,
+        previousResponseId: null,
+        params: {},
+        metadata: {},
+        background: false,
+        createdAt: new Date(),
+      },
+    });
     await db.store.setShare(c.id, people.editor.user.id, 'editor');
     await db.store.setShare(c.id, people.viewer.user.id, 'viewer');
     await db.store.setShare(c.id, people.someoneElse.user.id, 'viewer');
     const link = newShareToken();
     await db.store.setShareLink(c.id, link.hash);
-    fixture = { id: c.id, messageId: c.activeMessageId!, linkToken: link.token, someoneElse: people.someoneElse, completionId, itemId, answerId: answer };
+    fixture = { id: c.id, messageId: c.activeMessageId!, linkToken: link.token, someoneElse: people.someoneElse, completionId, itemId, answerId: answer, responseId };
   });
 
   const snapshot = async () => Object.fromEntries(await Promise.all(Object.entries(TABLES).map(async ([t, q]) => [t, JSON.stringify(await db.sql(q))])));

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, newSession, testApp } from './helpers/app.js';
 import { postgresAvailable, sharedTestStore, type Dialect } from './helpers/dialects.js';
-import { newChatCompletionId } from '../db/store.js';
+import { newChatCompletionId, newResponseId } from '../db/store.js';
 import { importFile, seedVaried, sessionPrincipal, withoutExportedAt } from './helpers/portability.js';
 import { dbUrlOf, runScript } from './helpers/scripts.js';
 import { signedInUser } from './helpers/users.js';
@@ -73,6 +73,21 @@ describe.each(pairs)('from %s to %s', (fromDialect, toDialect) => {
         // Its stored completion record, as the proxy writes it with the answer.
         { maxMessages: 10, completion: { id: newChatCompletionId(), messageId: answerId, model: 'gpt-4.1', metadata: { topic: 'copy' } } },
       );
+      // A background response with its first events, as POST /v1/responses writes them.
+      const responseId = newResponseId();
+      const responseAnswer = crypto.randomUUID();
+      const params = { tools: [], temperature: 0.5 };
+      const answered = await from.store.createConversation(sessionPrincipal(session), { title: 'a response' }, { maxPerSession: 1_000 });
+      await from.store.appendMessages(
+        sessionPrincipal(session),
+        answered.id,
+        [{ id: responseAnswer, role: 'assistant', status: 'final', content: 'done' }],
+        { maxMessages: 10, response: { id: responseId, messageId: responseAnswer, inputMessageIds: [], model: 'gpt-4.1', instructions: 'be kind', previousResponseId: null, params, metadata: { a: 'b' }, background: true, createdAt: new Date() } },
+      );
+      await from.store.appendResponseEvents(responseId, [
+        { seq: 0, data: '{"type":"response.created","sequence_number":0}' },
+        { seq: 1, data: '{"type":"response.in_progress","sequence_number":1}' },
+      ]);
       await from.store.sharedSetting('session_secret', 'kept-secret');
 
       const args = ['--from', dbUrlOf(from.target), '--to', dbUrlOf(to.target), '--batch-size', '2'];

@@ -95,7 +95,8 @@ export class ProxiedTurn {
     readonly stream: boolean,
     /** The message the answer follows: the last of the request's messages as stored. */
     private readonly answerParentId: string | null,
-    private readonly completion: NewChatCompletion,
+    /** The stored completion the exchange is recorded as; null for a turn that is not a chat completion (a response). */
+    private readonly completion: NewChatCompletion | null,
   ) {
     this.live = stream ? ctx.answers.open(answerId) : null;
     this.completionRecorded = stream;
@@ -103,7 +104,7 @@ export class ProxiedTurn {
 
   /** Our id of the exchange's stored completion; null until it is recorded (or when it could not be). */
   get completionId(): string | null {
-    return this.completionRecorded ? this.completion.id : null;
+    return this.completion && this.completionRecorded ? this.completion.id : null;
   }
 
   /** The stream's assistant message, created with the turn; null for a plain request. */
@@ -156,6 +157,15 @@ export class ProxiedTurn {
     // The first turn is one chain: the answer follows the last message kept (the active leaf before it).
     const parent = answer ? null : created.activeMessageId;
     return new ProxiedTurn(ctx, request, created.id, answerId, stream, parent, completion);
+  }
+
+  /**
+   * A turn whose messages the caller has recorded itself (a Responses request: its history is a
+   * stored path, not matched): the answer follows `answerParentId`; a stream's answer was
+   * recorded with them, under `answerId`. No chat completion record is made.
+   */
+  static recorded(ctx: TurnContext, request: ChatRequest, turn: { conversationId: string; answerId: string; answerParentId: string | null; stream: boolean }): ProxiedTurn {
+    return new ProxiedTurn(ctx, request, turn.conversationId, turn.answerId, turn.stream, turn.answerParentId, null);
   }
 
   /** Watches a relayed stream and records the assistant message from it. */
@@ -246,11 +256,11 @@ export class ProxiedTurn {
     const args = (toolCalls ?? []).map((c: any) => (typeof c?.function?.arguments === 'string' ? c.function.arguments : '')).join('');
     const upstream = {
       upstreamId: typeof parsed.id === 'string' ? parsed.id : null,
-      model: typeof parsed.model === 'string' ? parsed.model : this.completion.model,
+      model: typeof parsed.model === 'string' ? parsed.model : (this.completion?.model ?? null),
     };
     this.completionRecorded = await this.appendAssistant(
       {
-        id: this.completion.messageId,
+        id: this.answerId,
         role: 'assistant',
         status: 'final',
         content,
@@ -259,13 +269,14 @@ export class ProxiedTurn {
         functionCall: choice.message?.function_call ?? null,
         ...(await this.tokens(parsed.usage, content + args)),
       },
-      { ...this.completion, ...upstream },
+      this.completion ? { ...this.completion, ...upstream } : undefined,
     );
     return 'recorded';
   }
 
   /** Records the upstream's id and model on the completion; a failure costs the lookup by upstream id, nothing else. */
   private async noteUpstream(upstreamId: string | null, model: string | null): Promise<void> {
+    if (!this.completion) return;
     try {
       await this.ctx.history.note(this.completion.id, { upstreamId, model });
     } catch (err) {
@@ -310,9 +321,12 @@ export class ProxiedTurn {
       // No completion came of it: like a plain request's, the failure keeps no completion record.
       // Best effort: the client is owed the upstream's error, not this write's.
       this.completionRecorded = false;
-      await this.ctx.store.deleteChatCompletion(this.completion.id).catch((err: unknown) => {
-        this.ctx.log.warn({ err, completion_id: this.completion.id }, 'could not remove the completion record of a failed exchange');
-      });
+      const completion = this.completion;
+      if (completion) {
+        await this.ctx.store.deleteChatCompletion(completion.id).catch((err: unknown) => {
+          this.ctx.log.warn({ err, completion_id: completion.id }, 'could not remove the completion record of a failed exchange');
+        });
+      }
     } else {
       await this.appendAssistant({ role: 'assistant', status: 'error', content: '', finishReason });
     }

@@ -11,6 +11,7 @@ import { metricsDocs } from '../routes/metrics.js';
 import { modelDocs } from '../routes/models.js';
 import { privacyDocs } from '../routes/privacy.js';
 import { referenceDocs } from '../routes/reference.js';
+import { responseDocs } from '../routes/responses.js';
 import { sharedDocs } from '../routes/shared.js';
 import { uiDocs } from '../routes/ui.js';
 import type { RouteDoc } from './registry.js';
@@ -19,6 +20,7 @@ import type { RouteDoc } from './registry.js';
 export const documentedRoutes: RouteDoc[] = [
   ...chatDocs,
   ...storedCompletionDocs,
+  ...responseDocs,
   ...modelDocs,
   ...conversationDocs,
   ...liveDocs,

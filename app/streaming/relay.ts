@@ -1,7 +1,7 @@
 import { eventFramerStage } from './stages/event-framer.js';
 import { idleTimeoutStage, UpstreamTimeoutError } from './stages/idle-timeout.js';
 import { pipeInOrder } from './stages/pipeline.js';
-import { fuse } from './stages/stage.js';
+import { fuse, type Stage } from './stages/stage.js';
 import { usageStripperStage } from './stages/strip-usage.js';
 import { tapStage } from './stages/tap.js';
 import { errorBody } from '../errors.js';
@@ -62,6 +62,11 @@ export interface RelayOptions {
    * can bound how long that lasts (STREAM_DETACHED_MAX_MS, then `stop('client_abort')`).
    */
   detach?: { onClientGone(): void };
+  /**
+   * Stages after the tap (a Responses event translator): the observer never sees their effect,
+   * the client sees only theirs. The error event that ends a failed stream goes through them too.
+   */
+  stages?: Stage[];
 }
 
 export interface Relay {
@@ -114,6 +119,7 @@ export function relay(body: ReadableStream<Uint8Array>, options: RelayOptions): 
     }),
   ];
   if (options.stripUsage) stages.push(usageStripperStage());
+  if (options.stages) stages.push(...options.stages);
   // A stage that fails (the upstream went silent) stops the upstream; its body then fails the
   // pipe below, which ends the stream in order.
   const stream = fuse(stages, (reason) => {

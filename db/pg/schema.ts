@@ -208,3 +208,43 @@ export const chatCompletions = pgTable(
     index('chat_completions_upstream_idx').on(t.upstreamId, t.id),
   ],
 );
+
+/**
+ * Responses API records (POST /v1/responses): one conversation turn as OpenAI's Responses API
+ * shows it. Its output is derived from the answer message (`message_id`, which may not exist yet
+ * while a plain request waits for its answer); what cannot be derived is kept here.
+ */
+export const responses = pgTable(
+  'responses',
+  {
+    id: text('id').primaryKey(),
+    conversationId: text('conversation_id')
+      .notNull()
+      .references(() => conversations.id, { onDelete: 'cascade' }),
+    messageId: text('message_id').notNull(),
+    /** The messages the response's input was stored as, in order. */
+    inputMessageIds: jsonb('input_message_ids').$type<string[]>().notNull(),
+    model: text('model').notNull(),
+    instructions: text('instructions'),
+    previousResponseId: text('previous_response_id'),
+    /** The request's parameters as the response object echoes them (tools, tool_choice, temperature…). */
+    params: jsonb('params').$type<JsonObject>().notNull(),
+    metadata: jsonb('metadata').$type<StringMap>().notNull(),
+    background: boolean('background').notNull(),
+    createdAt: timestamp('created_at').notNull(),
+  },
+  (t) => [index('responses_conversation_idx').on(t.conversationId), index('responses_message_idx').on(t.messageId)],
+);
+
+/** A background response's stream events, as sent, for GET /v1/responses/:id?stream=true. */
+export const responseEvents = pgTable(
+  'response_events',
+  {
+    responseId: text('response_id')
+      .notNull()
+      .references(() => responses.id, { onDelete: 'cascade' }),
+    seq: integer('seq').notNull(),
+    data: text('data').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.responseId, t.seq] })],
+);

@@ -29,6 +29,7 @@ import {
   ownerOfRow,
   pageFilter,
   readableBy,
+  responseRow,
   sessionColumns,
   sessionHasNothingLeft,
   streamingMessageOf,
@@ -63,7 +64,7 @@ import { migrationsFolder as findMigrations } from '../migrations-folder.js';
 import { pgNotifications } from './notify.js';
 import * as schema from './schema.js';
 
-const { sessions, conversations, messages, serverSettings, conversationShares, idempotencyKeys, chatCompletions } = schema;
+const { sessions, conversations, messages, serverSettings, conversationShares, idempotencyKeys, chatCompletions, responses, responseEvents } = schema;
 type Tx = Parameters<Parameters<ReturnType<typeof drizzle<typeof schema>>['transaction']>[0]>[0];
 const accessTables = { conversations, shares: conversationShares };
 const streamingMessageId = streamingMessageOf({ conversations, messages });
@@ -492,7 +493,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
       });
     },
 
-    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes, completion }) {
+    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes, completion, response }) {
       return db.transaction(async (tx) => {
         const conversation = await writable(tx, writer, conversationId);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
@@ -517,6 +518,7 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
           .where(eq(conversations.id, conversation.id));
         const inserted = await tx.insert(messages).values(rows).returning();
         if (completion) await tx.insert(chatCompletions).values(completionRow(completion, conversation.id, now));
+        if (response) await tx.insert(responses).values(responseRow(response, conversation.id));
         return inserted;
       });
     },
@@ -706,6 +708,38 @@ export function createPgStore(url: string, options: PgStoreOptions = {}): Store 
     async deleteChatCompletion(id) {
       const rows = await db.delete(chatCompletions).where(eq(chatCompletions.id, cleanText(id))).returning({ id: chatCompletions.id });
       return rows.length > 0;
+    },
+
+    async getResponse(reader, id) {
+      const [row] = await db
+        .select({ record: getTableColumns(responses), message: getTableColumns(messages), access: accessOf(accessTables, reader) })
+        .from(responses)
+        .innerJoin(conversations, eq(conversations.id, responses.conversationId))
+        .leftJoin(messages, eq(messages.id, responses.messageId))
+        .where(and(eq(responses.id, cleanText(id)), readableBy(accessTables, reader), isNull(conversations.deletedAt)));
+      return row ? { record: row.record, message: row.message, access: row.access } : null;
+    },
+
+    async deleteResponse(id) {
+      const rows = await db.delete(responses).where(eq(responses.id, cleanText(id))).returning({ id: responses.id });
+      return rows.length > 0;
+    },
+
+    async appendResponseEvents(responseId, events) {
+      if (!events.length) return;
+      await db
+        .insert(responseEvents)
+        .values(events.map((e) => ({ responseId, seq: e.seq, data: cleanText(e.data) })))
+        .onConflictDoNothing();
+    },
+
+    async readResponseEvents(responseId, afterSeq, limit) {
+      return db
+        .select({ seq: responseEvents.seq, data: responseEvents.data })
+        .from(responseEvents)
+        .where(and(eq(responseEvents.responseId, cleanText(responseId)), gt(responseEvents.seq, afterSeq)))
+        .orderBy(asc(responseEvents.seq))
+        .limit(limit);
     },
 
     async noteChatCompletionUpstream(id, { upstreamId, model }) {

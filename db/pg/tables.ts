@@ -14,6 +14,8 @@ const TABLES: Record<TableName, PgTable> = {
   conversation_shares: schema.conversationShares,
   share_links: schema.shareLinks,
   chat_completions: schema.chatCompletions,
+  responses: schema.responses,
+  response_events: schema.responseEvents,
   server_settings: schema.serverSettings,
 };
 /** Postgres takes at most 65535 parameters in one statement. */

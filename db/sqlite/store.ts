@@ -31,6 +31,7 @@ import {
   ownerOfRow,
   pageFilter,
   readableBy,
+  responseRow,
   sessionColumns,
   sessionHasNothingLeft,
   streamingMessageOf,
@@ -69,7 +70,7 @@ import { sqliteIdentity } from './identity.js';
 import { migrationsFolder as findMigrations } from '../migrations-folder.js';
 import * as schema from './schema.js';
 
-const { sessions, conversations, messages, serverSettings, conversationShares, idempotencyKeys, chatCompletions } = schema;
+const { sessions, conversations, messages, serverSettings, conversationShares, idempotencyKeys, chatCompletions, responses, responseEvents } = schema;
 const accessTables = { conversations, shares: conversationShares };
 const streamingMessageId = streamingMessageOf({ conversations, messages });
 /** A conversation row with the reader's access and its answer in flight, for selects. */
@@ -484,7 +485,7 @@ export function createSqliteStore(path: string): Store {
       }).immediate();
     },
 
-    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes, completion }) {
+    async appendMessages(writer, conversationId, toAppend, { maxMessages, maxBytes, completion, response }) {
       return client.transaction(() => {
         const conversation = writable(writer, conversationId);
         const list = typeof toAppend === 'function' ? toAppend(conversation) : toAppend;
@@ -501,6 +502,7 @@ export function createSqliteStore(path: string): Store {
         hot().setLastSeq.run({ id: conversationId, lastSeq: conversation.lastSeq + rows.length, activeMessageId: rows.at(-1)!.id, nowMs: now.getTime() });
         insertMessages(rows);
         if (completion) insertCompletion(completionRow(completion, conversationId, now));
+        if (response) db.insert(responses).values(responseRow(response, conversationId)).run();
         return rows;
       }).immediate();
     },
@@ -630,6 +632,39 @@ export function createSqliteStore(path: string): Store {
 
     async deleteChatCompletion(id) {
       return db.delete(chatCompletions).where(eq(chatCompletions.id, id)).run().changes > 0;
+    },
+
+    async getResponse(reader, id) {
+      const row = db
+        .select({ record: getTableColumns(responses), message: getTableColumns(messages), access: accessOf(accessTables, reader) })
+        .from(responses)
+        .innerJoin(conversations, eq(conversations.id, responses.conversationId))
+        .leftJoin(messages, eq(messages.id, responses.messageId))
+        .where(and(eq(responses.id, id), readableBy(accessTables, reader), isNull(conversations.deletedAt)))
+        .get();
+      return row ? { record: row.record, message: row.message, access: row.access } : null;
+    },
+
+    async deleteResponse(id) {
+      return db.delete(responses).where(eq(responses.id, id)).run().changes > 0;
+    },
+
+    async appendResponseEvents(responseId, events) {
+      if (!events.length) return;
+      db.insert(responseEvents)
+        .values(events.map((e) => ({ responseId, seq: e.seq, data: cleanText(e.data) })))
+        .onConflictDoNothing()
+        .run();
+    },
+
+    async readResponseEvents(responseId, afterSeq, limit) {
+      return db
+        .select({ seq: responseEvents.seq, data: responseEvents.data })
+        .from(responseEvents)
+        .where(and(eq(responseEvents.responseId, responseId), gt(responseEvents.seq, afterSeq)))
+        .orderBy(asc(responseEvents.seq))
+        .limit(limit)
+        .all();
     },
 
     async noteChatCompletionUpstream(id, upstream) {

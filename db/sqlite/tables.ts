@@ -15,6 +15,8 @@ const TABLES: Record<TableName, SQLiteTable> = {
   conversation_shares: schema.conversationShares,
   share_links: schema.shareLinks,
   chat_completions: schema.chatCompletions,
+  responses: schema.responses,
+  response_events: schema.responseEvents,
   server_settings: schema.serverSettings,
 };
 /** Bound parameters per statement stay well under SQLite's limit (32766). */
