@@ -6,7 +6,6 @@ import { ApiError, notFound } from '../errors.js';
 import { claimKey, idempotencyKeyOf, requestHash, sleep, type Claimed } from '../idempotency.js';
 import { route } from '../openapi/registry.js';
 import { concurrencyLimit } from '../middleware/concurrency.js';
-import { sessionInfo } from '../middleware/session.js';
 import { mayStore } from '../privacy/policy.js';
 import { relay, type StreamObserver } from '../streaming/relay.js';
 import { Stopper } from '../streaming/stopper.js';
@@ -19,6 +18,7 @@ import { validate } from '../validate.js';
 import { completionJson, completionSse } from './replay.js';
 import { buildUpstreamRequest, type UpstreamRequest } from './request.js';
 import { chatHeadersSchema, chatRequestSchema, type ChatRequest } from './schemas.js';
+import { failureReason, turnContext } from './exchange.js';
 import { ProxiedTurn } from './turn.js';
 
 const CONVERSATION_HEADER = 'x-conversation-id';
@@ -84,7 +84,7 @@ interface Exchange {
 }
 
 async function proxy(c: ChatContext, { request, upstreamRequest, recording, startedAt, conversationId, onDisconnect: asked }: Exchange, claim: Run | null): Promise<Response> {
-  const { config, store, inFlight, metrics, history } = c.get('services');
+  const { config, inFlight, metrics } = c.get('services');
 
   // Recorded first, then sent: a request that cannot be recorded (not the caller's
   // conversation, over a limit, database down) never reaches the upstream, and the upstream's
@@ -92,18 +92,7 @@ async function proxy(c: ChatContext, { request, upstreamRequest, recording, star
   // connection delivered before it dropped: a failed body stream discards its queued chunks.
   const turn = recording
     ? await ProxiedTurn.begin(
-        {
-          store: store!,
-          history: history!,
-          owner: c.get('principal'),
-          config,
-          log: c.get('log'),
-          metrics,
-          lease: inFlight.lease(),
-          session: sessionInfo(c),
-          answers: inFlight.answers,
-          bus: inFlight.bus,
-        },
+        turnContext(c),
         request,
         conversationId,
         upstreamRequest.stream,
@@ -216,8 +205,6 @@ async function plainAnswer(c: ChatContext, upstream: UpstreamResponse, turn: Pro
   return c.body(text, upstream.status as 200, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
 }
 
-/** Why an exchange failed before its answer, as its finish_reason. */
-const failureReason = (err: unknown) => (err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
 
 /** The client is still there, waiting: it is told its answer was stopped before it began. */
 const cancelledBeforeAnswer = () =>

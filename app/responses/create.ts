@@ -2,7 +2,7 @@ import type { Context } from 'hono';
 import { newResponseId, type Message, type NewMessage } from '../../db/store.js';
 import { buildUpstreamRequest } from '../chat/request.js';
 import type { ChatMessage, ChatRequest } from '../chat/schemas.js';
-import { ProxiedTurn, toStored, type TurnContext } from '../chat/turn.js';
+import { ProxiedTurn, toStored } from '../chat/turn.js';
 import { ApiError, notFound } from '../errors.js';
 import { sessionInfo } from '../middleware/session.js';
 import { mayStore } from '../privacy/policy.js';
@@ -14,6 +14,7 @@ import type { AppEnv, Services } from '../types.js';
 import { passError, readAll } from '../upstream/answer.js';
 import { chatCompletionsUrl } from '../upstream/base-url.js';
 import { callChatCompletions, type UpstreamResponse } from '../upstream/client.js';
+import { failureReason, turnContext } from '../chat/exchange.js';
 import { EventLogWriter, followEvents } from './event-log.js';
 import { chatMessagesOf, chatRequestOf, firstUserText, historyOf, resolveInput } from './input.js';
 import { echoedParams, responseJson, statusOf, type AnswerView, type ResponseBase, type ResponseJson } from './object.js';
@@ -69,7 +70,7 @@ async function stateOf(c: Ctx, request: CreateResponseRequest, conversationRef: 
 
 export async function createResponse(c: Ctx, request: CreateResponseRequest): Promise<Response> {
   const startedAt = performance.now();
-  const { config, store, inFlight, metrics } = c.get('services');
+  const { config, store } = c.get('services');
   const owner = c.get('principal');
   const conversationRef = typeof request.conversation === 'string' ? request.conversation : (request.conversation?.id ?? null);
   if (request.previous_response_id && conversationRef) {
@@ -119,7 +120,7 @@ async function record(
   base: ResponseBase,
   turn: { conversationId: string | null; parentId: string | null; input: ChatMessage[]; answerId: string; streamed: boolean; chatRequest: ChatRequest },
 ): Promise<ProxiedTurn> {
-  const { config, store, inFlight, metrics } = c.get('services');
+  const { config, store } = c.get('services');
   const owner = c.get('principal');
   let conversationId = turn.conversationId;
   let created = false;
@@ -161,23 +162,10 @@ async function record(
     throw err;
   }
   const inputs = answer ? inserted.slice(0, -1) : inserted;
-  const ctx: TurnContext = {
-    store: store!,
-    history: c.get('services').history!,
-    owner,
-    config,
-    log: c.get('log'),
-    metrics,
-    lease: inFlight.lease(),
-    session: sessionInfo(c),
-    answers: inFlight.answers,
-    bus: inFlight.bus,
-  };
+  const ctx = turnContext(c);
   return ProxiedTurn.recorded(ctx, turn.chatRequest, { conversationId, answerId: turn.answerId, answerParentId: inputs.at(-1)?.id ?? turn.parentId, stream: turn.streamed });
 }
 
-/** Why an exchange failed before its answer, as its finish_reason. */
-const failureReason = (err: unknown) => (err instanceof ApiError ? (err.code ?? 'upstream_error') : 'client_abort');
 
 /** Calls the upstream; a failure is recorded as the answer's before it is thrown. */
 async function callUpstream(c: Ctx, exchange: Exchange, stopper: Stopper): Promise<UpstreamResponse> {
