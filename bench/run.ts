@@ -128,6 +128,8 @@ process.once('uncaughtException', (err) => {
 const COMPILED = path.join(ROOT, 'dist', 'bench');
 function build(): void {
   execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.bench.json'], { cwd: ROOT, stdio: 'inherit' });
+  // The web page too, as `npm run build` makes it: a server that found it missing would build it itself.
+  execFileSync(process.execPath, [path.join(ROOT, 'dist', 'scripts', 'build-ui.js')], { cwd: ROOT, stdio: 'ignore' });
 }
 
 function spawn(file: string, args: string[]): ChildProcess {
