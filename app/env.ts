@@ -167,6 +167,7 @@ const envSchema = z.object({
   HISTORY_BATCH_FLUSH_MS: int(250, 1, 60_000),
   HISTORY_BATCH_FLUSH_CHARS: int(512, 1),
   HISTORY_RETRY_MS: int(30_000, 0, 3_600_000),
+  DB_POOL_MAX: int(10, 1, 1_000),
   REDACT_SYSTEM_PROMPTS: bool(false),
   UPSTREAM_TIMEOUT_MS: int(120_000, 1),
   BODY_LIMIT_BYTES: int(1_048_576, 1),
@@ -237,6 +238,8 @@ export interface Config {
   redisUrl: string | undefined;
   persist: boolean;
   db: DbTarget;
+  /** Postgres: connections this process opens at most (LISTEN takes one more). */
+  dbPoolMax: number;
   /** Idle conversations are deleted after `days` (0 = never) unless pinned; soft-deleted ones after `deletedDays`. */
   retention: { days: number; deletedDays: number; batchSize: number };
   privacy: { consentRequired: boolean; notice: string };
@@ -379,6 +382,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     redisUrl: e.REDIS_URL,
     persist: e.PERSIST_TRANSCRIPTS,
     db: e.DB_URL,
+    dbPoolMax: e.DB_POOL_MAX,
     retention: { days: e.RETENTION_DAYS, deletedDays: e.DELETED_RETENTION_DAYS, batchSize: e.RETENTION_BATCH_SIZE },
     privacy: { consentRequired: e.CONSENT_REQUIRED, notice: e.PRIVACY_NOTICE },
     limits: {

@@ -40,7 +40,7 @@ export async function startServer(
   if (config.persist) {
     try {
       // Imported only when needed: a pure proxy never loads a database driver (less memory).
-      store = options.store ?? (await import('../db/index.js')).createStore(config.db);
+      store = options.store ?? (await import('../db/index.js')).createStore(config.db, { max: config.dbPoolMax });
       await store.migrate();
     } catch (err) {
       await store?.close().catch(() => {});

@@ -11,6 +11,7 @@ describe('configuration', () => {
       rateLimit: { windowSec: 60, max: 50 },
       persist: false,
       db: { dialect: 'sqlite', path: './data/dev.db' },
+      dbPoolMax: 10,
       retention: { days: 30, deletedDays: 7, batchSize: 500 },
       privacy: { consentRequired: false },
       limits: { conversationsPerSession: 100, messagesPerConversation: 1000 },
@@ -42,6 +43,7 @@ describe('configuration', () => {
     ['OPENAI_BASE_URL', 'api.openai.com', /OPENAI_BASE_URL .*http:\/\/ or https:\/\//],
     ['HISTORY_BATCH_FLUSH_MS', '0', /HISTORY_BATCH_FLUSH_MS/],
     ['BODY_LIMIT_BYTES', '1.5', /BODY_LIMIT_BYTES .*whole number/],
+    ['DB_POOL_MAX', '0', /DB_POOL_MAX/],
   ])('stops on a bad %s naming the variable', (name, value, message) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(message);
