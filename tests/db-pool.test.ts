@@ -28,8 +28,8 @@ describe.skipIf(!postgresAvailable)('DB_POOL_MAX', () => {
     const statuses = await Promise.all(
       Array.from({ length: 40 }, async () => {
         const res = await fetch(`${server.url}/v1/conversations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
-        const [{ n }] = await admin<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where datname = ${name}`;
-        seen.push(n);
+        const [row] = await admin<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where datname = ${name}`;
+        seen.push(row!.n);
         return res.status;
       }),
     );

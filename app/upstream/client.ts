@@ -34,8 +34,50 @@ export class UpstreamResponse {
   }
 
   get body(): ReadableStream<Uint8Array> {
-    return (this.web ??= Readable.toWeb(this.nodeBody) as ReadableStream<Uint8Array>);
+    return (this.web ??= webStreamOf(this.nodeBody));
   }
+}
+
+/**
+ * A Node stream as a web stream, with backpressure. Not Readable.toWeb: on Node 20 its adapter
+ * can still enqueue a chunk after the web side was closed or cancelled, and that throws
+ * ERR_INVALID_STATE where nobody catches it (an uncaught exception). Here every event after the
+ * end is dropped, and cancelling destroys the Node stream (which aborts the upstream request).
+ */
+function webStreamOf(body: Readable): ReadableStream<Uint8Array> {
+  let over = false;
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      body.on('data', (chunk: Buffer) => {
+        if (over) return;
+        controller.enqueue(chunk);
+        if ((controller.desiredSize ?? 0) <= 0) body.pause();
+      });
+      body.once('end', () => {
+        if (over) return;
+        over = true;
+        controller.close();
+      });
+      body.once('error', (err) => {
+        if (over) return;
+        over = true;
+        controller.error(err);
+      });
+      // Destroyed without an error (a socket closed under it): the answer is cut short.
+      body.once('close', () => {
+        if (over) return;
+        over = true;
+        controller.error(Object.assign(new Error('the upstream connection closed before the end of its answer'), { code: 'UND_ERR_SOCKET' }));
+      });
+    },
+    pull() {
+      body.resume();
+    },
+    cancel(reason) {
+      over = true;
+      body.destroy(reason instanceof Error ? reason : undefined);
+    },
+  });
 }
 
 /**
